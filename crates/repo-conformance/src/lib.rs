@@ -1,0 +1,153 @@
+//! The repository conformance suite: the rules of SPEC §3, written once, run on every
+//! [`JobRepository`] (`repo-mem` and `repo-pg`).
+//!
+//! A backend's test file builds a [`Harness`] — the repository plus a way to move its clock —
+//! and invokes [`conformance_suite!`], which expands to one `#[tokio::test]` per case in
+//! [`cases`]. [`model`] holds the property test: random operations from several instances,
+//! checked step by step against a small reference model.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a panic is a failed assertion
+
+pub mod cases;
+pub mod model;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use domain::{
+    AcquireOutcome, AcquireRequest, InstanceId, Job, JobId, JobRepository, Lease, ManualClock,
+    NewJob,
+};
+
+/// Moves a repository's clock forward.
+#[async_trait]
+pub trait TimeTravel: Send + Sync {
+    /// Makes every stored time `by` older, as if `by` had passed.
+    async fn advance(&self, by: Duration);
+}
+
+#[async_trait]
+impl TimeTravel for ManualClock {
+    async fn advance(&self, by: Duration) {
+        ManualClock::advance(self, by);
+    }
+}
+
+/// A repository under test and its clock.
+#[derive(Clone)]
+pub struct Harness {
+    /// The repository.
+    pub repo: Arc<dyn JobRepository>,
+    /// Its clock.
+    pub time: Arc<dyn TimeTravel>,
+}
+
+impl std::fmt::Debug for Harness {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Harness")
+            .field("repo", &self.repo)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The lease lifetime the cases use.
+pub const TTL: Duration = Duration::from_secs(60);
+/// The attempt limit the cases use.
+pub const MAX_ATTEMPTS: u32 = 3;
+
+impl Harness {
+    /// Creates a queued job with a small storyboard.
+    pub async fn new_job(&self) -> JobId {
+        let id = JobId::new();
+        self.repo
+            .create(NewJob {
+                id,
+                input: serde_json::json!({"title": "conformance", "segments": []}),
+            })
+            .await
+            .unwrap();
+        id
+    }
+
+    /// The acquire request of `holder` for `job_id`, with the suite's TTL and limit.
+    pub fn request(job_id: JobId, holder: &str) -> AcquireRequest {
+        AcquireRequest {
+            job_id,
+            holder: InstanceId::new(holder).unwrap(),
+            ttl: TTL,
+            max_attempts: MAX_ATTEMPTS,
+        }
+    }
+
+    /// Acquires `job_id` for `holder`, which must succeed.
+    pub async fn acquire(&self, job_id: JobId, holder: &str) -> Lease {
+        match self
+            .repo
+            .acquire(&Self::request(job_id, holder))
+            .await
+            .unwrap()
+        {
+            AcquireOutcome::Acquired { lease, .. } => lease,
+            other => panic!("expected Acquired for {holder}, got {other:?}"),
+        }
+    }
+
+    /// The stored job, which must exist.
+    pub async fn job(&self, id: JobId) -> Job {
+        self.repo.get(id).await.unwrap().expect("job exists")
+    }
+
+    /// Moves the clock forward.
+    pub async fn advance(&self, by: Duration) {
+        self.time.advance(by).await;
+    }
+}
+
+/// Expands to one `#[tokio::test]` per conformance case, each on a fresh harness from
+/// `$make` (an async expression yielding a [`Harness`]).
+#[macro_export]
+macro_rules! conformance_suite {
+    ($make:expr) => {
+        $crate::conformance_suite!(@cases $make;
+            acquire_on_queued_job_grants_the_first_epoch,
+            acquire_of_unknown_job_is_not_found,
+            second_acquire_while_live_is_busy_with_the_time_left,
+            duplicate_acquire_by_the_same_instance_is_busy,
+            stale_lease_is_taken_over_with_the_next_epoch,
+            old_holder_is_fenced_after_takeover_and_changes_nothing,
+            heartbeat_extends_the_lease,
+            heartbeat_of_an_expired_lease_nobody_took_keeps_it,
+            progress_never_goes_backwards,
+            progress_from_an_older_epoch_is_refused,
+            progress_does_not_touch_the_lease,
+            cancel_on_queued_job_cancels_it_at_once,
+            cancel_on_running_job_sets_the_flag_without_touching_lease_or_progress,
+            cancel_on_terminal_job_changes_nothing,
+            cancel_of_unknown_job_is_not_found,
+            dead_workers_lease_goes_stale_after_a_cancel_request,
+            heartbeat_reports_a_cancel_request,
+            finalize_after_cancel_request_ends_canceled,
+            finalize_is_atomic_with_release,
+            terminal_state_is_absorbing,
+            release_requeues_at_once_for_the_next_attempt,
+            release_after_cancel_request_ends_canceled,
+            attempts_are_bounded,
+            sweep_requeues_fails_or_cancels_stuck_jobs_only,
+            list_pages_newest_first_and_filters_by_status,
+            create_refuses_a_duplicate_id,
+            cancel_notification_reaches_an_earlier_subscriber,
+            late_subscriber_learns_of_cancel_from_its_next_heartbeat,
+            racing_acquires_have_exactly_one_winner,
+            takeover_racing_old_holders_finalize_has_one_outcome
+        );
+    };
+    (@cases $make:expr; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let harness: $crate::Harness = $make.await;
+                $crate::cases::$case(&harness).await;
+            }
+        )*
+    };
+}

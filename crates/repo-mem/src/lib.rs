@@ -1,0 +1,195 @@
+//! An in-memory [`JobRepository`] for unit tests and the `demo` command.
+//!
+//! Plain state behind a `std::sync::Mutex`: every operation locks, applies one pure
+//! transition from `domain::transition` and unlocks, so each is atomic. Time comes from an
+//! injectable [`Clock`], so tests can step it across lease expiries.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use domain::{
+    AcquireOutcome, AcquireRequest, CancelOutcome, CancelStream, Clock, Decision, FencedError,
+    FinalOutcome, HeartbeatAck, Job, JobError, JobId, JobPage, JobRepository, JobStatus, Lease,
+    ListCursor, ListQuery, NewJob, ProgressOutcome, ProgressReport, RepoError, SweepPolicy,
+    SweptJob, SystemClock, Timestamp,
+};
+use tokio::sync::broadcast;
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::BroadcastStream;
+
+/// How many cancel notifications a slow subscriber may fall behind before it misses some
+/// (it then still learns of the cancel from its next heartbeat).
+const CANCEL_CHANNEL_CAPACITY: usize = 1024;
+
+/// Jobs in memory.
+#[derive(Debug)]
+pub struct MemRepository {
+    /// The jobs. Locked for one transition at a time and never held across an `.await`,
+    /// which is what makes each operation atomic.
+    jobs: Mutex<HashMap<JobId, Job>>,
+    /// Where every timestamp comes from.
+    clock: Arc<dyn Clock>,
+    /// Ids of running jobs whose cancel was just requested.
+    cancels: broadcast::Sender<JobId>,
+}
+
+impl Default for MemRepository {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl MemRepository {
+    /// A repository on the system clock.
+    pub fn new() -> Self {
+        Self::with_clock(Arc::new(SystemClock))
+    }
+
+    /// A repository reading time from `clock`.
+    pub fn with_clock(clock: Arc<dyn Clock>) -> Self {
+        let (cancels, _) = broadcast::channel(CANCEL_CHANNEL_CAPACITY);
+        Self {
+            jobs: Mutex::new(HashMap::new()),
+            clock,
+            cancels,
+        }
+    }
+
+    fn jobs(&self) -> MutexGuard<'_, HashMap<JobId, Job>> {
+        // A panic while holding the lock cannot leave a half-applied transition: a job is
+        // replaced whole, after the pure function returned.
+        self.jobs.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Applies `transition` to job `id` atomically; `None` if there is no such job.
+    fn apply<T>(
+        &self,
+        id: JobId,
+        transition: impl FnOnce(&Job, Timestamp) -> Decision<T>,
+    ) -> Option<T> {
+        let now = self.clock.now();
+        let mut jobs = self.jobs();
+        let job = jobs.get_mut(&id)?;
+        let Decision { next, answer } = transition(job, now);
+        if let Some(next) = next {
+            *job = next;
+        }
+        Some(answer)
+    }
+
+    fn fenced<T>(
+        &self,
+        lease: &Lease,
+        transition: impl FnOnce(&Job, Timestamp) -> Decision<Result<T, FencedError>>,
+    ) -> Result<T, FencedError> {
+        self.apply(lease.job_id, transition)
+            .unwrap_or(Err(FencedError::LeaseLost))
+    }
+}
+
+#[async_trait]
+impl JobRepository for MemRepository {
+    async fn create(&self, new: NewJob) -> Result<Job, RepoError> {
+        let job = Job::new(new.id, new.input, self.clock.now());
+        let mut jobs = self.jobs();
+        if jobs.contains_key(&new.id) {
+            return Err(RepoError::AlreadyExists(new.id));
+        }
+        jobs.insert(new.id, job.clone());
+        Ok(job)
+    }
+
+    async fn get(&self, id: JobId) -> Result<Option<Job>, RepoError> {
+        Ok(self.jobs().get(&id).cloned())
+    }
+
+    async fn list(&self, query: &ListQuery) -> Result<JobPage, RepoError> {
+        let key = |job: &Job| (job.created_at, job.id);
+        let mut jobs: Vec<Job> = self
+            .jobs()
+            .values()
+            .filter(|job| query.status.is_none_or(|s| job.status == s))
+            .filter(|job| query.after.is_none_or(|c| key(job) < (c.created_at, c.id)))
+            .cloned()
+            .collect();
+        jobs.sort_by_key(|job| std::cmp::Reverse(key(job)));
+        let limit = usize::try_from(query.limit()).unwrap_or(usize::MAX);
+        let more = jobs.len() > limit;
+        jobs.truncate(limit);
+        let next = more
+            .then(|| {
+                jobs.last().map(|j| ListCursor {
+                    created_at: j.created_at,
+                    id: j.id,
+                })
+            })
+            .flatten();
+        Ok(JobPage { jobs, next })
+    }
+
+    async fn acquire(&self, request: &AcquireRequest) -> Result<AcquireOutcome, RepoError> {
+        Ok(self
+            .apply(request.job_id, |job, now| job.acquire(request, now))
+            .unwrap_or(AcquireOutcome::NotFound))
+    }
+
+    async fn heartbeat(&self, lease: &Lease, ttl: Duration) -> Result<HeartbeatAck, FencedError> {
+        self.fenced(lease, |job, now| job.heartbeat(lease, ttl, now))
+    }
+
+    async fn report_progress(
+        &self,
+        lease: &Lease,
+        report: &ProgressReport,
+    ) -> Result<ProgressOutcome, FencedError> {
+        self.fenced(lease, |job, now| job.report_progress(lease, report, now))
+    }
+
+    async fn release(
+        &self,
+        lease: &Lease,
+        error: Option<&JobError>,
+    ) -> Result<JobStatus, FencedError> {
+        self.fenced(lease, |job, now| job.release(lease, error, now))
+    }
+
+    async fn finalize(
+        &self,
+        lease: &Lease,
+        outcome: &FinalOutcome,
+    ) -> Result<JobStatus, FencedError> {
+        self.fenced(lease, |job, now| job.finalize(lease, outcome, now))
+    }
+
+    async fn request_cancel(&self, id: JobId) -> Result<CancelOutcome, RepoError> {
+        let outcome = self
+            .apply(id, |job, now| job.request_cancel(now))
+            .unwrap_or(CancelOutcome::NotFound);
+        if outcome == (CancelOutcome::Requested { first: true }) {
+            // No receiver is not an error: nobody is running a job in this process.
+            let _ = self.cancels.send(id);
+        }
+        Ok(outcome)
+    }
+
+    async fn cancel_notifications(&self) -> Result<CancelStream, RepoError> {
+        // A lagged receiver skips what it missed; the heartbeat still reports the cancel.
+        let stream = BroadcastStream::new(self.cancels.subscribe()).filter_map(Result::ok);
+        Ok(Box::pin(stream))
+    }
+
+    async fn sweep(&self, policy: &SweepPolicy) -> Result<Vec<SweptJob>, RepoError> {
+        let now = self.clock.now();
+        let mut swept = Vec::new();
+        for job in self.jobs().values_mut() {
+            let Decision { next, answer } = job.sweep(policy, now);
+            if let (Some(next), Some(status)) = (next, answer) {
+                *job = next;
+                swept.push(SweptJob { id: job.id, status });
+            }
+        }
+        Ok(swept)
+    }
+}

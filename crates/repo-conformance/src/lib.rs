@@ -40,6 +40,8 @@ pub struct Harness {
     pub repo: Arc<dyn JobRepository>,
     /// Its clock.
     pub time: Arc<dyn TimeTravel>,
+    /// Whatever must live as long as the test (a test database that is dropped after it).
+    pub guard: Option<Arc<dyn std::any::Any + Send + Sync>>,
 }
 
 impl std::fmt::Debug for Harness {

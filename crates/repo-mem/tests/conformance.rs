@@ -1,4 +1,5 @@
 //! The repository conformance suite on `repo-mem`, with a manual clock.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed assertion
 
 use std::sync::Arc;
 
@@ -11,6 +12,7 @@ fn harness() -> Harness {
     Harness {
         repo: Arc::new(MemRepository::with_clock(clock.clone())),
         time: clock,
+        guard: None,
     }
 }
 

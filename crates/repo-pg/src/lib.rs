@@ -1,0 +1,400 @@
+//! The Postgres [`JobRepository`], on sqlx.
+//!
+//! Every operation is one SQL statement ([`sql`]), so it is atomic without a client-side
+//! transaction and costs one round trip. Time is the database's `now()`, never this
+//! process's clock. Cancel requests `NOTIFY` (a trigger in the migrations); the worker
+//! `LISTEN`s through [`JobRepository::cancel_notifications`].
+
+mod row;
+pub mod sql;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use domain::{
+    AcquireOutcome, AcquireRequest, CancelOutcome, CancelStream, FencedError, FinalOutcome,
+    HeartbeatAck, InstanceId, Job, JobError, JobId, JobPage, JobRepository, JobStatus, Lease,
+    ListCursor, ListQuery, NewJob, Percent, ProgressOutcome, ProgressReport, RepoError,
+    SweepPolicy, SweptJob,
+};
+use futures_util::StreamExt;
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions, PgRow};
+use sqlx::{FromRow, PgPool, Row};
+
+use crate::row::JobRow;
+
+/// The migrations of `migrations/`, embedded.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations");
+
+/// Applies every pending migration.
+pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
+    MIGRATOR.run(pool).await
+}
+
+/// How the connection pool behaves.
+#[derive(Debug, Clone)]
+pub struct PoolConfig {
+    /// Connections at most.
+    pub max_connections: u32,
+    /// How long a caller waits for a free connection before the call fails as unavailable.
+    pub acquire_timeout: Duration,
+    /// The server-side limit on one statement.
+    pub statement_timeout: Duration,
+    /// How long an idle connection is kept.
+    pub idle_timeout: Duration,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        Self {
+            max_connections: 10,
+            acquire_timeout: Duration::from_secs(5),
+            statement_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(300),
+        }
+    }
+}
+
+/// Opens a pool to `url` with `config`. Fails fast on a malformed URL; the first connection
+/// is made lazily, so a database that is down shows as `Unavailable` on first use.
+pub fn connect_lazy(url: &str, config: &PoolConfig) -> Result<PgPool, sqlx::Error> {
+    let timeout_ms = config.statement_timeout.as_millis().to_string();
+    let options = PgConnectOptions::from_str(url)?
+        .application_name("video-worker")
+        .options([("statement_timeout", timeout_ms.as_str())]);
+    Ok(PgPoolOptions::new()
+        .max_connections(config.max_connections)
+        .acquire_timeout(config.acquire_timeout)
+        .idle_timeout(config.idle_timeout)
+        .connect_lazy_with(options))
+}
+
+/// Jobs in Postgres.
+#[derive(Debug, Clone)]
+pub struct PgRepository {
+    pool: PgPool,
+}
+
+impl PgRepository {
+    /// A repository on `pool` (migrated already).
+    pub fn new(pool: PgPool) -> Self {
+        Self { pool }
+    }
+
+    /// The pool, for readiness checks.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+}
+
+/// Maps a driver error: connection trouble and transient server states are retryable.
+fn storage(e: sqlx::Error) -> RepoError {
+    use sqlx::Error as E;
+    match e {
+        E::Database(db) => {
+            // SQLSTATE classes: 08 connection, 40 rollback (serialization, deadlock),
+            // 53 resources, 57 operator intervention (shutdown, statement timeout), 58 system.
+            let class = db.code().map(|c| c.chars().take(2).collect::<String>());
+            match class.as_deref() {
+                Some("08" | "40" | "53" | "57" | "58") => RepoError::Unavailable(db.into()),
+                _ => RepoError::Corrupt(db.to_string()),
+            }
+        }
+        E::Io(_)
+        | E::Tls(_)
+        | E::Protocol(_)
+        | E::PoolTimedOut
+        | E::PoolClosed
+        | E::WorkerCrashed => RepoError::Unavailable(Box::new(e)),
+        other => RepoError::Corrupt(other.to_string()),
+    }
+}
+
+fn job_from(row: &PgRow) -> Result<Job, RepoError> {
+    JobRow::from_row(row).map_err(storage)?.try_into()
+}
+
+fn status_from(text: &str) -> Result<JobStatus, RepoError> {
+    text.parse()
+        .map_err(|e| RepoError::Corrupt(format!("status: {e}")))
+}
+
+fn secs_f64(d: Duration) -> f64 {
+    d.as_secs_f64()
+}
+
+fn epoch_of(lease: &Lease) -> i64 {
+    lease.epoch.get()
+}
+
+fn i32_of(n: u32, field: &'static str) -> Result<i32, RepoError> {
+    i32::try_from(n).map_err(|_| domain::ValidationError::new(field, "too large").into())
+}
+
+#[async_trait]
+impl JobRepository for PgRepository {
+    async fn create(&self, new: NewJob) -> Result<Job, RepoError> {
+        let row = sqlx::query(sql::CREATE)
+            .bind(new.id.as_uuid())
+            .bind(&new.input)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| match e {
+                sqlx::Error::Database(db) if db.is_unique_violation() => {
+                    RepoError::AlreadyExists(new.id)
+                }
+                other => storage(other),
+            })?;
+        job_from(&row)
+    }
+
+    async fn get(&self, id: JobId) -> Result<Option<Job>, RepoError> {
+        let row = sqlx::query(sql::GET)
+            .bind(id.as_uuid())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(storage)?;
+        row.as_ref().map(job_from).transpose()
+    }
+
+    async fn list(&self, query: &ListQuery) -> Result<JobPage, RepoError> {
+        let limit = i64::from(query.limit());
+        let rows = sqlx::query(sql::LIST)
+            .bind(query.status.map(JobStatus::as_str))
+            .bind(query.after.map(|c| c.created_at))
+            .bind(query.after.map(|c| c.id.as_uuid()))
+            .bind(limit + 1)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(storage)?;
+        let mut jobs = rows.iter().map(job_from).collect::<Result<Vec<_>, _>>()?;
+        let more = jobs.len() > usize::try_from(query.limit()).unwrap_or(usize::MAX);
+        jobs.truncate(usize::try_from(query.limit()).unwrap_or(usize::MAX));
+        let next = if more {
+            jobs.last().map(|j| ListCursor {
+                created_at: j.created_at,
+                id: j.id,
+            })
+        } else {
+            None
+        };
+        Ok(JobPage { jobs, next })
+    }
+
+    async fn acquire(&self, request: &AcquireRequest) -> Result<AcquireOutcome, RepoError> {
+        let row = sqlx::query(sql::ACQUIRE)
+            .bind(request.job_id.as_uuid())
+            .bind(request.holder.as_str())
+            .bind(i32_of(request.max_attempts, "max_attempts")?)
+            .bind(secs_f64(request.ttl))
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(storage)?;
+        let Some(row) = row else {
+            return Ok(AcquireOutcome::NotFound);
+        };
+        let verdict: String = row.try_get("verdict").map_err(storage)?;
+        Ok(match verdict.as_str() {
+            "acquired" => {
+                let job = job_from(&row)?;
+                let state = job
+                    .lease
+                    .clone()
+                    .ok_or_else(|| RepoError::Corrupt("acquired job has no lease".into()))?;
+                let lease = Lease {
+                    job_id: job.id,
+                    holder: state.holder,
+                    epoch: job.lease_epoch,
+                    expires_at: state.expires_at,
+                    attempt: job.attempts,
+                };
+                AcquireOutcome::Acquired {
+                    lease,
+                    job: Box::new(job),
+                }
+            }
+            "terminal" => {
+                let status: String = row.try_get("cur_status").map_err(storage)?;
+                AcquireOutcome::Terminal(status_from(&status)?)
+            }
+            "busy" => {
+                let holder: String = row.try_get("busy_holder").map_err(storage)?;
+                let secs: i64 = row.try_get("retry_after_s").map_err(storage)?;
+                AcquireOutcome::Busy {
+                    holder: InstanceId::new(holder)?,
+                    retry_after: Duration::from_secs(u64::try_from(secs).unwrap_or(1)),
+                }
+            }
+            "canceled" => AcquireOutcome::Canceled,
+            "exhausted" => AcquireOutcome::AttemptsExhausted,
+            other => return Err(RepoError::Corrupt(format!("acquire verdict {other:?}"))),
+        })
+    }
+
+    async fn heartbeat(&self, lease: &Lease, ttl: Duration) -> Result<HeartbeatAck, FencedError> {
+        let row = sqlx::query(sql::HEARTBEAT)
+            .bind(lease.job_id.as_uuid())
+            .bind(epoch_of(lease))
+            .bind(lease.holder.as_str())
+            .bind(secs_f64(ttl))
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(storage)?
+            .ok_or(FencedError::LeaseLost)?;
+        Ok(HeartbeatAck {
+            cancel_requested: row.try_get("cancel_requested").map_err(storage)?,
+            expires_at: row.try_get("lease_expires_at").map_err(storage)?,
+        })
+    }
+
+    async fn report_progress(
+        &self,
+        lease: &Lease,
+        report: &ProgressReport,
+    ) -> Result<ProgressOutcome, FencedError> {
+        let segment_index = report
+            .segment
+            .map(|s| i32_of(s.index(), "segment_index"))
+            .transpose()?;
+        let segment_total = report
+            .segment
+            .map(|s| i32_of(s.total(), "segment_total"))
+            .transpose()?;
+        let row = sqlx::query(sql::REPORT_PROGRESS)
+            .bind(lease.job_id.as_uuid())
+            .bind(epoch_of(lease))
+            .bind(lease.holder.as_str())
+            .bind(report.stage.as_str())
+            .bind(i16::from(report.percent.get()))
+            .bind(segment_index)
+            .bind(segment_total)
+            .bind(report.message.as_deref())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(storage)?
+            .ok_or(FencedError::LeaseLost)?;
+        let applied: i64 = row.try_get("applied").map_err(storage)?;
+        let fenced: Option<bool> = row.try_get("fenced").map_err(storage)?;
+        let current: i16 = row.try_get("progress_percent").map_err(storage)?;
+        if applied == 1 {
+            return Ok(ProgressOutcome::Applied);
+        }
+        let current = u8::try_from(current)
+            .ok()
+            .and_then(|p| Percent::new(p).ok())
+            .ok_or_else(|| RepoError::Corrupt(format!("progress_percent {current}")))?;
+        // Not applied: backwards if we still hold the lease and the row shows more; any other
+        // reason (the lease moved on, possibly concurrently) is a lost lease.
+        if fenced == Some(true) && current > report.percent {
+            Ok(ProgressOutcome::Regressed { current })
+        } else {
+            Err(FencedError::LeaseLost)
+        }
+    }
+
+    async fn release(
+        &self,
+        lease: &Lease,
+        error: Option<&JobError>,
+    ) -> Result<JobStatus, FencedError> {
+        let row = sqlx::query(sql::RELEASE)
+            .bind(lease.job_id.as_uuid())
+            .bind(epoch_of(lease))
+            .bind(lease.holder.as_str())
+            .bind(error.map(|e| e.code.as_str()))
+            .bind(error.map(|e| e.message.as_str()))
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(storage)?
+            .ok_or(FencedError::LeaseLost)?;
+        let status: String = row.try_get("status").map_err(storage)?;
+        Ok(status_from(&status)?)
+    }
+
+    async fn finalize(
+        &self,
+        lease: &Lease,
+        outcome: &FinalOutcome,
+    ) -> Result<JobStatus, FencedError> {
+        let (artifact, error) = match outcome {
+            FinalOutcome::Succeeded { artifact_key } => (Some(artifact_key.as_str()), None),
+            FinalOutcome::Failed(error) => (None, Some(error)),
+            FinalOutcome::Canceled => (None, None),
+        };
+        let row = sqlx::query(sql::FINALIZE)
+            .bind(lease.job_id.as_uuid())
+            .bind(epoch_of(lease))
+            .bind(lease.holder.as_str())
+            .bind(outcome.status().as_str())
+            .bind(artifact)
+            .bind(error.map(|e| e.code.as_str()))
+            .bind(error.map(|e| e.message.as_str()))
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(storage)?
+            .ok_or(FencedError::LeaseLost)?;
+        let status: String = row.try_get("status").map_err(storage)?;
+        Ok(status_from(&status)?)
+    }
+
+    async fn request_cancel(&self, id: JobId) -> Result<CancelOutcome, RepoError> {
+        let row = sqlx::query(sql::REQUEST_CANCEL)
+            .bind(id.as_uuid())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(storage)?;
+        let Some(row) = row else {
+            return Ok(CancelOutcome::NotFound);
+        };
+        let status: String = row.try_get("status").map_err(storage)?;
+        let already: bool = row.try_get("already").map_err(storage)?;
+        Ok(match status_from(&status)? {
+            JobStatus::Queued => CancelOutcome::Canceled,
+            JobStatus::Running => CancelOutcome::Requested { first: !already },
+            terminal => CancelOutcome::AlreadyTerminal(terminal),
+        })
+    }
+
+    async fn cancel_notifications(&self) -> Result<CancelStream, RepoError> {
+        // LISTEN is in place when this returns, so a cancel after it is not missed. If the
+        // connection drops, PgListener reconnects; what was sent meanwhile is lost and the
+        // heartbeat reports it instead.
+        let mut listener = PgListener::connect_with(&self.pool)
+            .await
+            .map_err(storage)?;
+        listener
+            .listen(sql::CANCEL_CHANNEL)
+            .await
+            .map_err(storage)?;
+        let stream = listener.into_stream().filter_map(|item| async move {
+            match item {
+                Ok(note) => note.payload().parse::<JobId>().ok(),
+                Err(error) => {
+                    tracing::warn!(%error, "cancel listener connection failed; reconnecting");
+                    None
+                }
+            }
+        });
+        Ok(Box::pin(stream))
+    }
+
+    async fn sweep(&self, policy: &SweepPolicy) -> Result<Vec<SweptJob>, RepoError> {
+        let rows = sqlx::query(sql::SWEEP)
+            .bind(secs_f64(policy.expired_for))
+            .bind(i32_of(policy.max_attempts, "max_attempts")?)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(storage)?;
+        rows.iter()
+            .map(|row| {
+                let id: uuid::Uuid = row.try_get("id").map_err(storage)?;
+                let status: String = row.try_get("status").map_err(storage)?;
+                Ok(SweptJob {
+                    id: JobId::from_uuid(id),
+                    status: status_from(&status)?,
+                })
+            })
+            .collect()
+    }
+}

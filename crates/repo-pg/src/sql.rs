@@ -1,0 +1,203 @@
+//! The statements of the lease protocol, one per operation.
+//!
+//! Every worker write carries the fence `id = $1 AND lease_epoch = $2 AND lease_holder = $3
+//! AND status = 'running'`; time is always the database's `now()`. Each statement mirrors one
+//! transition of `domain::transition` — keep them in step (the conformance suite checks).
+//! They are public so the benchmark can hand the very same text to `pgbench`.
+
+/// The columns of a job, as `row::JobRow` reads them.
+macro_rules! job_columns {
+    () => {
+        "id, input, status::text AS status, stage, progress_percent, segment_index, \
+         segment_total, progress_message, progress_updated_at, lease_holder, lease_epoch, \
+         lease_heartbeat_at, lease_expires_at, cancel_requested_at, attempts, artifact_key, \
+         error_code, error_message, created_at, started_at, finished_at, updated_at"
+    };
+}
+
+/// `$1` id, `$2` input.
+pub const CREATE: &str = concat!(
+    "INSERT INTO video_jobs (id, input) VALUES ($1, $2) RETURNING ",
+    job_columns!()
+);
+
+/// `$1` id.
+pub const GET: &str = concat!("SELECT ", job_columns!(), " FROM video_jobs WHERE id = $1");
+
+/// `$1` status or NULL, `$2`/`$3` cursor (created_at, id) or NULL, `$4` limit.
+pub const LIST: &str = concat!(
+    "SELECT ",
+    job_columns!(),
+    " FROM video_jobs
+     WHERE ($1::text IS NULL OR status = $1::video_job_status)
+       AND ($2::timestamptz IS NULL OR (created_at, id) < ($2, $3))
+     ORDER BY created_at DESC, id DESC
+     LIMIT $4"
+);
+
+/// `$1` id, `$2` holder, `$3` max attempts, `$4` TTL in seconds.
+///
+/// Locks the row, decides a verdict exactly as `Job::acquire` does, and applies it. A
+/// concurrent acquirer waits on the row lock and then decides on the row the winner wrote,
+/// so exactly one of them gets `acquired`.
+pub const ACQUIRE: &str = concat!(
+    "WITH cur AS (
+        SELECT id AS cur_id, status AS cur_status, lease_holder AS cur_holder,
+               lease_expires_at AS cur_expires_at, attempts AS cur_attempts,
+               CASE
+                   WHEN status IN ('succeeded', 'failed', 'canceled') THEN 'terminal'
+                   WHEN status = 'running' AND lease_expires_at > now() THEN 'busy'
+                   WHEN cancel_requested_at IS NOT NULL THEN 'canceled'
+                   WHEN attempts >= $3 THEN 'exhausted'
+                   ELSE 'acquired'
+               END AS verdict
+        FROM video_jobs WHERE id = $1 FOR UPDATE
+    ), upd AS (
+        UPDATE video_jobs j SET
+            status = (CASE c.verdict WHEN 'acquired' THEN 'running'
+                                     WHEN 'canceled' THEN 'canceled'
+                                     ELSE 'failed' END)::video_job_status,
+            lease_epoch = j.lease_epoch + (c.verdict = 'acquired')::int,
+            attempts = j.attempts + (c.verdict = 'acquired')::int,
+            lease_holder = CASE WHEN c.verdict = 'acquired' THEN $2 END,
+            lease_heartbeat_at = CASE WHEN c.verdict = 'acquired' THEN now() END,
+            lease_expires_at = CASE WHEN c.verdict = 'acquired'
+                                    THEN now() + make_interval(secs => $4) END,
+            started_at = CASE WHEN c.verdict = 'acquired'
+                              THEN coalesce(j.started_at, now()) ELSE j.started_at END,
+            finished_at = CASE WHEN c.verdict = 'acquired' THEN j.finished_at ELSE now() END,
+            error_code = CASE WHEN c.verdict = 'exhausted'
+                              THEN 'attempts_exhausted' ELSE j.error_code END,
+            error_message = CASE WHEN c.verdict = 'exhausted'
+                                 THEN format('acquired %s times, the limit is %s', j.attempts, $3)
+                                 ELSE j.error_message END,
+            updated_at = now()
+        FROM cur c
+        WHERE j.id = c.cur_id AND c.verdict IN ('acquired', 'canceled', 'exhausted')
+        RETURNING ",
+    job_columns!(),
+    "
+    )
+    SELECT c.verdict, c.cur_holder AS busy_holder,
+           greatest(1, ceil(extract(epoch FROM c.cur_expires_at - now())))::bigint AS retry_after_s,
+           c.cur_status::text AS cur_status, upd.*
+    FROM cur c LEFT JOIN upd ON true"
+);
+
+/// `$1` id, `$2` epoch, `$3` holder, `$4` TTL in seconds.
+pub const HEARTBEAT: &str = "
+    UPDATE video_jobs SET
+        lease_heartbeat_at = now(),
+        lease_expires_at = now() + make_interval(secs => $4),
+        updated_at = now()
+    WHERE id = $1 AND lease_epoch = $2 AND lease_holder = $3 AND status = 'running'
+    RETURNING cancel_requested_at IS NOT NULL AS cancel_requested, lease_expires_at";
+
+/// `$1` id, `$2` epoch, `$3` holder, `$4` stage, `$5` percent, `$6` segment index,
+/// `$7` segment total, `$8` message.
+///
+/// Applies only if fenced and not backwards; otherwise reports what the row holds so the
+/// caller can tell a lost lease from a regressing write.
+pub const REPORT_PROGRESS: &str = "
+    WITH cur AS (
+        SELECT status, lease_epoch, lease_holder, progress_percent
+        FROM video_jobs WHERE id = $1
+    ), upd AS (
+        UPDATE video_jobs SET
+            stage = $4, progress_percent = $5, segment_index = $6, segment_total = $7,
+            progress_message = $8, progress_updated_at = now(), updated_at = now()
+        WHERE id = $1 AND lease_epoch = $2 AND lease_holder = $3 AND status = 'running'
+          AND progress_percent <= $5
+        RETURNING 1
+    )
+    SELECT (SELECT count(*) FROM upd) AS applied,
+           (cur.status = 'running' AND cur.lease_epoch = $2 AND cur.lease_holder = $3) AS fenced,
+           cur.progress_percent
+    FROM cur";
+
+/// `$1` id, `$2` epoch, `$3` holder, `$4` error code or NULL, `$5` error message.
+pub const RELEASE: &str = "
+    UPDATE video_jobs SET
+        status = (CASE WHEN cancel_requested_at IS NOT NULL THEN 'canceled'
+                       ELSE 'queued' END)::video_job_status,
+        lease_holder = NULL, lease_heartbeat_at = NULL, lease_expires_at = NULL,
+        finished_at = CASE WHEN cancel_requested_at IS NOT NULL THEN now() END,
+        error_code = coalesce($4, error_code),
+        error_message = CASE WHEN $4::text IS NULL THEN error_message ELSE $5 END,
+        updated_at = now()
+    WHERE id = $1 AND lease_epoch = $2 AND lease_holder = $3 AND status = 'running'
+    RETURNING status::text AS status";
+
+/// `$1` id, `$2` epoch, `$3` holder, `$4` outcome status, `$5` artifact key,
+/// `$6` error code, `$7` error message.
+///
+/// The terminal status, artifact or error, `finished_at` and the cleared lease in one
+/// statement; a cancel request already on the row turns any outcome into `canceled`.
+pub const FINALIZE: &str = "
+    UPDATE video_jobs SET
+        status = (CASE WHEN cancel_requested_at IS NOT NULL THEN 'canceled'
+                       ELSE $4::text END)::video_job_status,
+        artifact_key = CASE WHEN cancel_requested_at IS NULL AND $4::text = 'succeeded'
+                            THEN $5 ELSE artifact_key END,
+        error_code = CASE WHEN cancel_requested_at IS NOT NULL THEN error_code
+                          WHEN $4::text = 'succeeded' THEN NULL
+                          WHEN $4::text = 'failed' THEN $6
+                          ELSE error_code END,
+        error_message = CASE WHEN cancel_requested_at IS NOT NULL THEN error_message
+                             WHEN $4::text = 'succeeded' THEN NULL
+                             WHEN $4::text = 'failed' THEN $7
+                             ELSE error_message END,
+        progress_percent = CASE WHEN cancel_requested_at IS NULL AND $4::text = 'succeeded'
+                                     AND stage IS NOT NULL
+                                THEN 100 ELSE progress_percent END,
+        lease_holder = NULL, lease_heartbeat_at = NULL, lease_expires_at = NULL,
+        finished_at = now(), updated_at = now()
+    WHERE id = $1 AND lease_epoch = $2 AND lease_holder = $3 AND status = 'running'
+    RETURNING status::text AS status";
+
+/// `$1` id.
+///
+/// Queued → canceled at once; running → the flag, set once (the trigger NOTIFYs); the lease
+/// and progress columns are not touched.
+pub const REQUEST_CANCEL: &str = "
+    WITH cur AS (
+        SELECT id AS cur_id, status AS cur_status,
+               cancel_requested_at IS NOT NULL AS already
+        FROM video_jobs WHERE id = $1 FOR UPDATE
+    ), upd AS (
+        UPDATE video_jobs j SET
+            status = (CASE WHEN c.cur_status = 'queued' THEN 'canceled'
+                           ELSE j.status::text END)::video_job_status,
+            cancel_requested_at = now(),
+            finished_at = CASE WHEN c.cur_status = 'queued' THEN now() ELSE j.finished_at END,
+            updated_at = now()
+        FROM cur c
+        WHERE j.id = c.cur_id
+          AND (c.cur_status = 'queued' OR (c.cur_status = 'running' AND NOT c.already))
+        RETURNING 1
+    )
+    SELECT c.cur_status::text AS status, c.already, (SELECT count(*) FROM upd) AS changed
+    FROM cur c";
+
+/// `$1` seconds past expiry, `$2` max attempts.
+pub const SWEEP: &str = "
+    UPDATE video_jobs SET
+        status = (CASE WHEN cancel_requested_at IS NOT NULL THEN 'canceled'
+                       WHEN attempts >= $2 THEN 'failed'
+                       ELSE 'queued' END)::video_job_status,
+        error_code = CASE WHEN cancel_requested_at IS NOT NULL THEN error_code
+                          WHEN attempts >= $2 THEN 'attempts_exhausted'
+                          ELSE 'lease_expired' END,
+        error_message = CASE WHEN cancel_requested_at IS NOT NULL THEN error_message
+                             WHEN attempts >= $2
+                             THEN format('lease expired after the last of %s attempts', attempts)
+                             ELSE 'the worker stopped heartbeating; requeued by the sweeper' END,
+        finished_at = CASE WHEN cancel_requested_at IS NOT NULL OR attempts >= $2
+                           THEN now() ELSE finished_at END,
+        lease_holder = NULL, lease_heartbeat_at = NULL, lease_expires_at = NULL,
+        updated_at = now()
+    WHERE status = 'running' AND lease_expires_at + make_interval(secs => $1) <= now()
+    RETURNING id, status::text AS status";
+
+/// The channel the cancel trigger notifies, with the job id as payload.
+pub const CANCEL_CHANNEL: &str = "video_job_cancel";

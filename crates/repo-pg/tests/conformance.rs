@@ -1,0 +1,58 @@
+//! The repository conformance suite on `repo-pg`, one fresh database per test.
+//!
+//! Postgres reads time from `now()`, which a test cannot stop; [`PgTime`] moves the clock
+//! forward instead by making every stored timestamp older by the same amount, which is the
+//! same thing to every rule that compares them.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed assertion
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use repo_conformance::{Harness, TimeTravel};
+use repo_pg::PgRepository;
+use sqlx::PgPool;
+
+struct PgTime(PgPool);
+
+#[async_trait::async_trait]
+impl TimeTravel for PgTime {
+    async fn advance(&self, by: Duration) {
+        sqlx::query(
+            "UPDATE video_jobs SET
+                created_at = created_at - $1, updated_at = updated_at - $1,
+                started_at = started_at - $1, finished_at = finished_at - $1,
+                progress_updated_at = progress_updated_at - $1,
+                lease_heartbeat_at = lease_heartbeat_at - $1,
+                lease_expires_at = lease_expires_at - $1,
+                cancel_requested_at = cancel_requested_at - $1",
+        )
+        .bind(by)
+        .execute(&self.0)
+        .await
+        .unwrap();
+    }
+}
+
+async fn harness() -> Harness {
+    let db = test_pg::fresh_database().await.unwrap();
+    repo_pg::migrate(&db.pool).await.unwrap();
+    Harness {
+        repo: Arc::new(PgRepository::new(db.pool.clone())),
+        time: Arc::new(PgTime(db.pool.clone())),
+        guard: Some(Arc::new(db)),
+    }
+}
+
+repo_conformance::conformance_suite!(harness());
+
+#[test]
+fn state_machine_matches_the_reference_model() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let harness = runtime.block_on(harness());
+    // Fewer cases than on repo-mem: each step is a few round trips.
+    repo_conformance::model::run_property(&runtime, &harness, 64, 40);
+}

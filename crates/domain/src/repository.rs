@@ -218,7 +218,7 @@ pub trait JobRepository: Send + Sync + std::fmt::Debug {
     async fn release(
         &self,
         lease: &Lease,
-        error: Option<&JobError>,
+        error: Option<JobError>,
     ) -> Result<JobStatus, FencedError>;
 
     /// Ends the job and clears the lease in one step. A cancel requested before this wins

@@ -482,7 +482,7 @@ pub async fn release_requeues_at_once_for_the_next_attempt(h: &Harness) {
     let id = h.new_job().await;
     let lease = h.acquire(id, "a").await;
     let error = JobError::new(ErrorCode::new("tts_unavailable").unwrap(), "503 from TTS");
-    let status = h.repo.release(&lease, Some(&error)).await.unwrap();
+    let status = h.repo.release(&lease, Some(error.clone())).await.unwrap();
     assert_eq!(status, JobStatus::Queued);
     let job = h.job(id).await;
     assert_eq!(

@@ -150,9 +150,9 @@ impl JobRepository for MemRepository {
     async fn release(
         &self,
         lease: &Lease,
-        error: Option<&JobError>,
+        error: Option<JobError>,
     ) -> Result<JobStatus, FencedError> {
-        self.fenced(lease, |job, now| job.release(lease, error, now))
+        self.fenced(lease, |job, now| job.release(lease, error.as_ref(), now))
     }
 
     async fn finalize(

@@ -296,14 +296,14 @@ impl JobRepository for PgRepository {
     async fn release(
         &self,
         lease: &Lease,
-        error: Option<&JobError>,
+        error: Option<JobError>,
     ) -> Result<JobStatus, FencedError> {
         let row = sqlx::query(sql::RELEASE)
             .bind(lease.job_id.as_uuid())
             .bind(epoch_of(lease))
             .bind(lease.holder.as_str())
-            .bind(error.map(|e| e.code.as_str()))
-            .bind(error.map(|e| e.message.as_str()))
+            .bind(error.as_ref().map(|e| e.code.as_str()))
+            .bind(error.as_ref().map(|e| e.message.as_str()))
             .fetch_optional(&self.pool)
             .await
             .map_err(storage)?

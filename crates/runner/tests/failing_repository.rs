@@ -1,0 +1,214 @@
+//! The runner against a mocked repository that fails: the database going away must end the
+//! attempt without a write it cannot prove is fenced, and transient closing-write failures
+//! are retried.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed assertion
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use domain::{
+    AcquireOutcome, AcquireRequest, CancelOutcome, CancelStream, FencedError, FinalOutcome,
+    HeartbeatAck, InstanceId, Job, JobError, JobId, JobPage, JobRepository, JobStatus, Lease,
+    LeaseEpoch, ListQuery, NewJob, ProgressOutcome, ProgressReport, RepoError, Stage, SweepPolicy,
+    SweptJob,
+};
+use pipeline::{Pipeline, Published, StageContext, StageData, StageError};
+use runner::{CancelHub, RunOutcome, Runner, RunnerConfig};
+use tokio_util::sync::CancellationToken;
+
+mockall::mock! {
+    pub Repo {}
+    impl std::fmt::Debug for Repo {
+        fn fmt<'a>(&self, f: &mut std::fmt::Formatter<'a>) -> std::fmt::Result;
+    }
+    #[async_trait]
+    impl JobRepository for Repo {
+        async fn create(&self, job: NewJob) -> Result<Job, RepoError>;
+        async fn get(&self, id: JobId) -> Result<Option<Job>, RepoError>;
+        async fn list(&self, query: &ListQuery) -> Result<JobPage, RepoError>;
+        async fn acquire(&self, request: &AcquireRequest) -> Result<AcquireOutcome, RepoError>;
+        async fn heartbeat(&self, lease: &Lease, ttl: Duration) -> Result<HeartbeatAck, FencedError>;
+        async fn report_progress(&self, lease: &Lease, report: &ProgressReport) -> Result<ProgressOutcome, FencedError>;
+        async fn release(&self, lease: &Lease, error: Option<JobError>) -> Result<JobStatus, FencedError>;
+        async fn finalize(&self, lease: &Lease, outcome: &FinalOutcome) -> Result<JobStatus, FencedError>;
+        async fn request_cancel(&self, id: JobId) -> Result<CancelOutcome, RepoError>;
+        async fn cancel_notifications(&self) -> Result<CancelStream, RepoError>;
+        async fn sweep(&self, policy: &SweepPolicy) -> Result<Vec<SweptJob>, RepoError>;
+    }
+}
+
+fn down() -> RepoError {
+    RepoError::Unavailable("connection refused".into())
+}
+
+fn config() -> RunnerConfig {
+    RunnerConfig {
+        instance_id: InstanceId::new("a").unwrap(),
+        lease_ttl: Duration::from_secs(60),
+        heartbeat_interval: Duration::from_secs(15),
+        max_runtime: Duration::from_secs(1200),
+        max_attempts: 5,
+        drain_grace: Duration::from_secs(8),
+        progress_interval: Duration::from_millis(500),
+        work_root: std::env::temp_dir().join(format!("runner-mock-{}", std::process::id())),
+    }
+}
+
+fn acquired(id: JobId) -> AcquireOutcome {
+    let now = chrono::Utc::now();
+    let mut job = Job::new(id, serde_json::json!({}), now);
+    job.status = JobStatus::Running;
+    let lease = Lease {
+        job_id: id,
+        holder: InstanceId::new("a").unwrap(),
+        epoch: LeaseEpoch::NEVER.next(),
+        expires_at: now,
+        attempt: 1,
+    };
+    AcquireOutcome::Acquired {
+        lease,
+        job: Box::new(job),
+    }
+}
+
+#[derive(Debug)]
+struct Slow;
+
+#[async_trait]
+impl pipeline::Stage for Slow {
+    fn stage(&self) -> Stage {
+        Stage::Render
+    }
+    async fn run(&self, ctx: &StageContext, data: &mut StageData) -> Result<(), StageError> {
+        for i in 0..600 {
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                () = ctx.cancel_token().cancelled() => return Err(StageError::Canceled),
+            }
+            ctx.segment_done(Stage::Render, i, 600)?;
+        }
+        data.insert(Published {
+            artifact_key: "k".into(),
+        });
+        Ok(())
+    }
+}
+
+#[derive(Debug)]
+struct Quick;
+
+#[async_trait]
+impl pipeline::Stage for Quick {
+    fn stage(&self) -> Stage {
+        Stage::Publish
+    }
+    async fn run(&self, _: &StageContext, data: &mut StageData) -> Result<(), StageError> {
+        data.insert(Published {
+            artifact_key: "k".into(),
+        });
+        Ok(())
+    }
+}
+
+fn runner(repo: MockRepo, stage: Arc<dyn pipeline::Stage>) -> Runner {
+    Runner::new(
+        Arc::new(repo),
+        Pipeline::new(vec![stage]),
+        CancelHub::new(),
+        config(),
+    )
+}
+
+#[tokio::test(start_paused = true)]
+async fn database_down_at_acquire_is_unavailable_and_nothing_runs() {
+    let mut repo = MockRepo::new();
+    repo.expect_acquire().times(1).returning(|_| Err(down()));
+    let outcome = runner(repo, Arc::new(Quick))
+        .run(JobId::new(), &CancellationToken::new())
+        .await;
+    assert!(
+        matches!(outcome, RunOutcome::Unavailable { .. }),
+        "{outcome:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn heartbeats_failing_until_the_lease_may_be_gone_abandon_it_without_writing() {
+    let id = JobId::new();
+    let mut repo = MockRepo::new();
+    repo.expect_acquire()
+        .times(1)
+        .returning(move |_| Ok(acquired(id)));
+    repo.expect_heartbeat()
+        .returning(|_, _| Err(FencedError::Repo(down())));
+    repo.expect_report_progress()
+        .returning(|_, _| Err(FencedError::Repo(down())));
+    // Neither closing write may happen: the lease may belong to someone else by now.
+    repo.expect_finalize().times(0);
+    repo.expect_release().times(0);
+    let started = tokio::time::Instant::now();
+    let outcome = runner(repo, Arc::new(Slow))
+        .run(id, &CancellationToken::new())
+        .await;
+    assert!(
+        matches!(outcome, RunOutcome::Unavailable { .. }),
+        "{outcome:?}"
+    );
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(60),
+        "gave up before the 60 s TTL, after {took:?}"
+    );
+    assert!(
+        took >= Duration::from_secs(30),
+        "not at the first failed heartbeat, after {took:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_transient_failure_of_finalize_is_retried() {
+    let id = JobId::new();
+    let mut repo = MockRepo::new();
+    repo.expect_acquire()
+        .times(1)
+        .returning(move |_| Ok(acquired(id)));
+    repo.expect_report_progress()
+        .returning(|_, _| Ok(ProgressOutcome::Applied));
+    let mut seq = mockall::Sequence::new();
+    repo.expect_finalize()
+        .times(2)
+        .in_sequence(&mut seq)
+        .returning(|_, _| Err(FencedError::Repo(down())));
+    repo.expect_finalize()
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|_, _| Ok(JobStatus::Succeeded));
+    let outcome = runner(repo, Arc::new(Quick))
+        .run(id, &CancellationToken::new())
+        .await;
+    assert_eq!(
+        outcome,
+        RunOutcome::Succeeded {
+            artifact_key: "k".into()
+        }
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refused_finalize_is_not_retried_and_means_superseded() {
+    let id = JobId::new();
+    let mut repo = MockRepo::new();
+    repo.expect_acquire()
+        .times(1)
+        .returning(move |_| Ok(acquired(id)));
+    repo.expect_report_progress()
+        .returning(|_, _| Ok(ProgressOutcome::Applied));
+    repo.expect_finalize()
+        .times(1)
+        .returning(|_, _| Err(FencedError::LeaseLost));
+    let outcome = runner(repo, Arc::new(Quick))
+        .run(id, &CancellationToken::new())
+        .await;
+    assert_eq!(outcome, RunOutcome::Superseded);
+}

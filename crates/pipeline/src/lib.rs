@@ -14,6 +14,7 @@
 mod context;
 mod data;
 mod error;
+pub mod noop;
 mod progress;
 
 use std::sync::Arc;

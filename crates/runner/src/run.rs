@@ -240,10 +240,7 @@ impl Runner {
                     next_beat = Instant::now() + cfg.jittered_heartbeat();
                 }
                 Some(event) = events.recv() => {
-                    if let ProgressEvent::StageFinished { stage, duration } = &event {
-                        metrics::histogram!("video_worker_stage_duration_seconds", "stage" => stage.as_str())
-                            .record(duration.as_secs_f64());
-                    }
+                    record_stage_duration(&event);
                     if writable {
                         let tracked = tracker.track(&event);
                         if let Some(report) = writer.offer(tracked, Instant::now()) {
@@ -269,6 +266,11 @@ impl Runner {
                 token.cancel();
             }
         };
+        // The pipeline may end before its last events were read: their progress is moot
+        // (the closing write follows), their stage timings are not.
+        while let Ok(event) = events.try_recv() {
+            record_stage_duration(&event);
+        }
         if let (Some(Stop::Cancel), Some(at)) = (stop, stopped_at) {
             metrics::histogram!("video_worker_cancel_stop_seconds")
                 .record(at.elapsed().as_secs_f64());
@@ -388,6 +390,13 @@ impl Runner {
                 reason: format!("release failed: {e}"),
             },
         }
+    }
+}
+
+fn record_stage_duration(event: &ProgressEvent) {
+    if let ProgressEvent::StageFinished { stage, duration } = event {
+        metrics::histogram!("video_worker_stage_duration_seconds", "stage" => stage.as_str())
+            .record(duration.as_secs_f64());
     }
 }
 

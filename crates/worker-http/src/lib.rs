@@ -1,1 +1,15 @@
-//! The worker service (being written).
+//! The video-worker service: the thin edge around the runner.
+//!
+//! [`Application::build`] wires a repository, a pipeline and an authenticator into the axum
+//! router ([`routes`]) on a listener of its own — the push endpoint never shares a listener
+//! with a public API. `main.rs` only parses the command line and the environment
+//! ([`config`]) and calls it; tests call it too, with port 0.
+
+pub mod app;
+pub mod cloud_tasks;
+pub mod config;
+pub mod metrics_export;
+pub mod routes;
+pub mod telemetry;
+
+pub use app::{AppParts, Application, Readiness};

@@ -1,0 +1,345 @@
+//! The worker's own costs on Postgres, each next to its reference:
+//!
+//! 1. no-op jobs per second through the full HTTP path (auth, router, runner, repository) and
+//!    database statements per job, counted by Postgres itself (`xact_commit` of the test
+//!    database: every statement we send is its own transaction);
+//! 2. cancel latency, p50/p99, with `LISTEN/NOTIFY` and with heartbeats only (reference: the
+//!    heartbeat period);
+//! 3. takeover latency after a SIGKILL, relative to the lease TTL (reference: the TTL).
+//!
+//! Run: `cargo bench -p worker-http --bench worker` (needs `DATABASE_URL` or `initdb`).
+//! `BENCH_JOBS` (default 400) and `BENCH_SAMPLES` (default 20) size it.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark binary: fail loudly
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use domain::{InstanceId, JobId, JobRepository, NewJob};
+use repo_pg::PgRepository;
+use runner::RunnerConfig;
+use serde_json::json;
+use worker_http::{AppParts, Application, Readiness};
+
+const TOKEN: &str = "bench-shared-token-0123456789";
+
+fn env_usize(var: &str, default: usize) -> usize {
+    std::env::var(var)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn config(heartbeat: Duration, ttl: Duration) -> RunnerConfig {
+    RunnerConfig {
+        instance_id: InstanceId::new("bench").unwrap(),
+        lease_ttl: ttl,
+        heartbeat_interval: heartbeat,
+        max_runtime: Duration::from_secs(600),
+        max_attempts: 5,
+        drain_grace: Duration::from_secs(2),
+        progress_interval: Duration::from_millis(500),
+        work_root: std::env::temp_dir().join("video-worker-bench"),
+    }
+}
+
+async fn app(
+    repo: Arc<PgRepository>,
+    runner: RunnerConfig,
+    listen: bool,
+) -> (String, tokio_util::sync::CancellationToken) {
+    let auth = push_auth::Authenticator::new(
+        push_auth::AuthConfig {
+            shared_token: Some(TOKEN.into()),
+            oidc: None,
+        },
+        reqwest::Client::new(),
+    )
+    .unwrap();
+    let parts = AppParts {
+        repo,
+        pipeline: pipeline::noop::noop_pipeline(),
+        auth,
+        runner,
+        readiness: Readiness::Always,
+        max_body_bytes: 4096,
+        listen_for_cancels: listen,
+    };
+    let app = Application::build(parts, SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
+        .await
+        .unwrap();
+    let base = format!("http://127.0.0.1:{}", app.port());
+    let token = app.shutdown_token();
+    tokio::spawn(app.run_until_stopped());
+    (base, token)
+}
+
+async fn new_job(repo: &PgRepository, input: serde_json::Value) -> JobId {
+    let id = JobId::new();
+    repo.create(NewJob { id, input }).await.unwrap();
+    id
+}
+
+async fn push(client: &reqwest::Client, base: &str, id: JobId) -> u16 {
+    client
+        .post(format!("{base}/jobs/run"))
+        .bearer_auth(TOKEN)
+        .body(json!({ "job_id": id }).to_string())
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+async fn commits(pool: &sqlx::PgPool) -> i64 {
+    // Statistics reach pg_stat_database when a backend goes idle; give them time.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    sqlx::query_scalar(
+        "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let rank = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}
+
+async fn throughput(db: &test_pg::TestDb, jobs: usize) {
+    let repo = Arc::new(PgRepository::new(db.pool.clone()));
+    let (base, stop) = app(
+        repo.clone(),
+        config(Duration::from_secs(15), Duration::from_secs(60)),
+        true,
+    )
+    .await;
+    let client = reqwest::Client::new();
+    for clients in [1usize, 4] {
+        let mut ids = Vec::with_capacity(jobs);
+        for _ in 0..jobs {
+            ids.push(new_job(&repo, json!({})).await);
+        }
+        // Warm up connections and caches on a few extra jobs.
+        for _ in 0..10 {
+            let id = new_job(&repo, json!({})).await;
+            assert_eq!(push(&client, &base, id).await, 200);
+        }
+        let before = commits(&db.pool).await;
+        let started = Instant::now();
+        let chunks: Vec<Vec<JobId>> = ids
+            .chunks(jobs.div_ceil(clients))
+            .map(<[JobId]>::to_vec)
+            .collect();
+        let tasks: Vec<_> = chunks
+            .into_iter()
+            .map(|chunk| {
+                let (client, base) = (client.clone(), base.clone());
+                tokio::spawn(async move {
+                    for id in chunk {
+                        assert_eq!(push(&client, &base, id).await, 200);
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let elapsed = started.elapsed();
+        // The bench's own reads of pg_stat_database are one statement each (two of them).
+        let statements = commits(&db.pool).await - before - 1;
+        println!(
+            "| {clients} | {jobs} | {:.0} | {:.2} |",
+            jobs as f64 / elapsed.as_secs_f64(),
+            statements as f64 / jobs as f64
+        );
+    }
+    stop.cancel();
+}
+
+async fn cancel_latency(db: &test_pg::TestDb, samples: usize, listen: bool) -> Vec<Duration> {
+    let repo = Arc::new(PgRepository::new(db.pool.clone()));
+    let (base, stop) = app(
+        repo.clone(),
+        config(Duration::from_secs(1), Duration::from_secs(6)),
+        listen,
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let mut out = Vec::new();
+    for _ in 0..samples {
+        let id = new_job(&repo, json!({"noop": {"segments": 1000, "segment_ms": 50}})).await;
+        let running = tokio::spawn({
+            let (client, base) = (client.clone(), base.clone());
+            async move { push(&client, &base, id).await }
+        });
+        while repo.get(id).await.unwrap().unwrap().progress.is_none() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // Cancel at a random point of the heartbeat cycle.
+        tokio::time::sleep(Duration::from_millis(fastrand_ms())).await;
+        let asked = Instant::now();
+        repo.request_cancel(id).await.unwrap();
+        assert_eq!(running.await.unwrap(), 200);
+        out.push(asked.elapsed());
+    }
+    stop.cancel();
+    out.sort();
+    out
+}
+
+fn fastrand_ms() -> u64 {
+    (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos()
+        % 1000)
+        .into()
+}
+
+async fn takeover(db: &test_pg::TestDb, samples: usize) -> Vec<Duration> {
+    let repo = PgRepository::new(db.pool.clone());
+    let mut out = Vec::new();
+    for i in 0..samples {
+        let mut first = spawn_worker(&db.url, &format!("first-{i}"));
+        let second = spawn_worker(&db.url, &format!("second-{i}"));
+        let client = reqwest::Client::new();
+        wait_ready(&client, &first.1).await;
+        wait_ready(&client, &second.1).await;
+        let id = new_job(&repo, json!({"noop": {"segments": 100, "segment_ms": 100}})).await;
+        let doomed = tokio::spawn({
+            let (client, base) = (client.clone(), first.1.clone());
+            async move {
+                client
+                    .post(format!("{base}/jobs/run"))
+                    .bearer_auth(TOKEN)
+                    .body(json!({"job_id": id}).to_string())
+                    .send()
+                    .await
+            }
+        });
+        while repo.get(id).await.unwrap().unwrap().progress.is_none() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        first.0.kill().unwrap();
+        first.0.wait().unwrap();
+        let killed = Instant::now();
+        let _ = doomed.await;
+        // The queue's retry: push the second worker as Retry-After says until it takes over.
+        loop {
+            let response = client
+                .post(format!("{}/jobs/run", second.1))
+                .bearer_auth(TOKEN)
+                .body(json!({ "job_id": id }).to_string())
+                .timeout(Duration::from_millis(300))
+                .send()
+                .await;
+            match response {
+                Ok(r) if r.status().as_u16() == 409 => {
+                    tokio::time::sleep(Duration::from_millis(100)).await
+                }
+                _ => break, // 200 or our timeout: it is running the job now
+            }
+        }
+        while repo.get(id).await.unwrap().unwrap().lease_epoch.get() < 2 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        out.push(killed.elapsed());
+        drop(second);
+    }
+    out.sort();
+    out
+}
+
+struct Child(std::process::Child, String);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn_worker(url: &str, name: &str) -> Child {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    #[allow(clippy::zombie_processes)] // owned by `Child`, whose Drop kills and reaps it
+    let child = Command::new(env!("CARGO_BIN_EXE_video-worker"))
+        .arg("serve")
+        .env("DATABASE_URL", url)
+        .env("PORT", port.to_string())
+        .env("VIDEO_WORKER_AUTH_TOKEN", TOKEN)
+        .env("VIDEO_WORKER_INSTANCE_ID", name)
+        .env("VIDEO_WORKER_PIPELINE", "noop")
+        .env("VIDEO_JOB_LEASE_TTL_SECONDS", "3")
+        .env("VIDEO_JOB_HEARTBEAT_INTERVAL_SECONDS", "1")
+        .env("RUST_LOG", "error")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    Child(child, format!("http://127.0.0.1:{port}"))
+}
+
+async fn wait_ready(client: &reqwest::Client, base: &str) {
+    for _ in 0..400 {
+        if client
+            .get(format!("{base}/ready"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("worker at {base} not ready");
+}
+
+fn row(name: &str, xs: &[Duration], reference: &str) {
+    println!(
+        "| {name} | {} | {:.0} | {:.0} | {:.0} | {reference} |",
+        xs.len(),
+        percentile(xs, 0.5).as_secs_f64() * 1000.0,
+        percentile(xs, 0.99).as_secs_f64() * 1000.0,
+        xs.last().unwrap().as_secs_f64() * 1000.0,
+    );
+}
+
+fn main() {
+    let jobs = env_usize("BENCH_JOBS", 400);
+    let samples = env_usize("BENCH_SAMPLES", 20);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let db = test_pg::fresh_database().await.unwrap();
+        repo_pg::migrate(&db.pool).await.unwrap();
+        println!("## no-op jobs through POST /jobs/run (release build, Postgres on loopback)\n");
+        println!("| concurrent pushers | jobs | jobs/s | statements per job |");
+        println!("|---:|---:|---:|---:|");
+        throughput(&db, jobs).await;
+
+        println!("\n## cancel latency: request_cancel → push answered `canceled`\n");
+        println!("| path | samples | p50 ms | p99 ms | max ms | reference |");
+        println!("|---|---:|---:|---:|---:|---|");
+        let notify = cancel_latency(&db, samples, true).await;
+        row("LISTEN/NOTIFY", &notify, "heartbeat period 1000 ms");
+        let beat = cancel_latency(&db, samples, false).await;
+        row("heartbeat only", &beat, "heartbeat period 1000 ms");
+
+        println!("\n## takeover after SIGKILL: kill → second worker holds epoch 2\n");
+        println!("| path | samples | p50 ms | p99 ms | max ms | reference |");
+        println!("|---|---:|---:|---:|---:|---|");
+        let taken = takeover(&db, samples.min(5)).await;
+        row("queue retry every 100 ms", &taken, "lease TTL 3000 ms");
+    });
+}

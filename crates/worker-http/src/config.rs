@@ -1,0 +1,377 @@
+//! Settings from the environment, validated at start with errors that name the variable.
+//!
+//! The names are the original product's where the meaning is the same, so an existing Cloud
+//! Run configuration carries over. README "Settings" documents every one.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use domain::InstanceId;
+
+/// A setting that cannot be used.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("{var}: {reason}")]
+pub struct ConfigError {
+    /// The environment variable.
+    pub var: &'static str,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+fn err(var: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError {
+        var,
+        reason: reason.into(),
+    }
+}
+
+/// Which pipeline the worker runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PipelineKind {
+    /// No media work; for measuring the worker's own overhead and for lease tests.
+    Noop,
+}
+
+/// Everything `serve` reads.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// `PORT`.
+    pub port: u16,
+    /// `DATABASE_URL`.
+    pub database_url: String,
+    /// `VIDEO_WORKER_INSTANCE_ID`.
+    pub instance_id: InstanceId,
+    /// `VIDEO_WORKER_AUTH_TOKEN`.
+    pub auth_token: Option<String>,
+    /// `VIDEO_WORKER_OIDC_*`.
+    pub oidc: Option<push_auth::OidcConfig>,
+    /// `VIDEO_JOB_LEASE_TTL_SECONDS`.
+    pub lease_ttl: Duration,
+    /// `VIDEO_JOB_HEARTBEAT_INTERVAL_SECONDS`.
+    pub heartbeat_interval: Duration,
+    /// `VIDEO_JOB_MAX_RUNTIME_SECONDS`.
+    pub max_runtime: Duration,
+    /// `VIDEO_JOB_MAX_ATTEMPTS`.
+    pub max_attempts: u32,
+    /// `VIDEO_WORKER_SHUTDOWN_GRACE_SECONDS`.
+    pub shutdown_grace: Duration,
+    /// `VIDEO_WORKER_WORK_DIR`.
+    pub work_dir: PathBuf,
+    /// `VIDEO_WORKER_PIPELINE`.
+    pub pipeline: PipelineKind,
+    /// `VIDEO_WORKER_MAX_BODY_BYTES`.
+    pub max_body_bytes: usize,
+    /// `VIDEO_WORKER_LOG_FORMAT` is `json`.
+    pub json_logs: bool,
+}
+
+/// Reads one variable; empty counts as unset.
+pub type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+fn get(env: Env<'_>, var: &str) -> Option<String> {
+    env(var)
+        .map(|v| v.trim().to_owned())
+        .filter(|v| !v.is_empty())
+}
+
+fn number<T>(
+    env: Env<'_>,
+    var: &'static str,
+    default: T,
+    range: std::ops::RangeInclusive<T>,
+) -> Result<T, ConfigError>
+where
+    T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy,
+{
+    let Some(text) = get(env, var) else {
+        return Ok(default);
+    };
+    let value: T = text
+        .parse()
+        .map_err(|_| err(var, format!("{text:?} is not a whole number")))?;
+    if !range.contains(&value) {
+        return Err(err(
+            var,
+            format!(
+                "{value} is out of range {}..={}",
+                range.start(),
+                range.end()
+            ),
+        ));
+    }
+    Ok(value)
+}
+
+fn seconds(
+    env: Env<'_>,
+    var: &'static str,
+    default: u64,
+    range: std::ops::RangeInclusive<u64>,
+) -> Result<Duration, ConfigError> {
+    number(env, var, default, range).map(Duration::from_secs)
+}
+
+/// The default lease holder: the Cloud Run revision (or host name) plus a random suffix,
+/// unique per process start.
+pub fn default_instance_id(env: Env<'_>) -> InstanceId {
+    let base = get(env, "K_REVISION")
+        .or_else(|| get(env, "HOSTNAME"))
+        .or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|h| h.trim().to_owned())
+        })
+        .filter(|b| !b.is_empty())
+        .unwrap_or_else(|| "video-worker".into());
+    let base: String = base
+        .chars()
+        .filter(char::is_ascii_graphic)
+        .take(100)
+        .collect();
+    let suffix = format!("{:08x}", fastrand::u32(..));
+    InstanceId::new(format!("{base}-{suffix}")).unwrap_or_else(|_| {
+        InstanceId::new(format!("video-worker-{suffix}")).unwrap_or_else(|_| unreachable!())
+    })
+}
+
+impl Settings {
+    /// Reads and validates every setting.
+    pub fn from_env(env: Env<'_>) -> Result<Self, ConfigError> {
+        let port = number(env, "PORT", 8080u16, 1..=65535)?;
+        let database_url = get(env, "DATABASE_URL").ok_or_else(|| {
+            err(
+                "DATABASE_URL",
+                "required for serve (there is no in-memory fallback); e.g. postgres://user@host:5432/db",
+            )
+        })?;
+        if !(database_url.starts_with("postgres://") || database_url.starts_with("postgresql://")) {
+            return Err(err("DATABASE_URL", "must be a postgres:// URL"));
+        }
+        let instance_id = match get(env, "VIDEO_WORKER_INSTANCE_ID") {
+            Some(id) => {
+                InstanceId::new(id).map_err(|e| err("VIDEO_WORKER_INSTANCE_ID", e.reason))?
+            }
+            None => default_instance_id(env),
+        };
+        let auth_token = get(env, "VIDEO_WORKER_AUTH_TOKEN");
+        if auth_token.as_ref().is_some_and(|t| t.len() < 16) {
+            return Err(err(
+                "VIDEO_WORKER_AUTH_TOKEN",
+                "must be at least 16 characters",
+            ));
+        }
+        let oidc = match get(env, "VIDEO_WORKER_OIDC_AUDIENCE") {
+            None => None,
+            Some(audience) => {
+                let list = |var| -> Vec<String> {
+                    get(env, var)
+                        .map(|v| {
+                            v.split(',')
+                                .map(|s| s.trim().to_owned())
+                                .filter(|s| !s.is_empty())
+                                .collect()
+                        })
+                        .unwrap_or_default()
+                };
+                let allowed_emails = list("VIDEO_WORKER_OIDC_ALLOWED_EMAILS");
+                if allowed_emails.is_empty() {
+                    return Err(err(
+                        "VIDEO_WORKER_OIDC_ALLOWED_EMAILS",
+                        "required with VIDEO_WORKER_OIDC_AUDIENCE: the queue's service account(s), comma-separated",
+                    ));
+                }
+                let issuers = list("VIDEO_WORKER_OIDC_ISSUERS");
+                Some(push_auth::OidcConfig {
+                    audience,
+                    allowed_emails,
+                    jwks_url: get(env, "VIDEO_WORKER_OIDC_JWKS_URL")
+                        .unwrap_or_else(|| push_auth::OidcConfig::GOOGLE_JWKS_URL.to_owned()),
+                    issuers: if issuers.is_empty() {
+                        push_auth::OidcConfig::google_issuers()
+                    } else {
+                        issuers
+                    },
+                })
+            }
+        };
+        if auth_token.is_none() && oidc.is_none() {
+            return Err(err(
+                "VIDEO_WORKER_AUTH_TOKEN",
+                "serve needs VIDEO_WORKER_AUTH_TOKEN or VIDEO_WORKER_OIDC_AUDIENCE (+ _ALLOWED_EMAILS): \
+                 the push endpoint never runs unauthenticated",
+            ));
+        }
+        let lease_ttl = seconds(env, "VIDEO_JOB_LEASE_TTL_SECONDS", 60, 2..=3600)?;
+        let heartbeat_interval =
+            seconds(env, "VIDEO_JOB_HEARTBEAT_INTERVAL_SECONDS", 15, 1..=1800)?;
+        if heartbeat_interval * 2 >= lease_ttl {
+            return Err(err(
+                "VIDEO_JOB_HEARTBEAT_INTERVAL_SECONDS",
+                format!(
+                    "must be below half of VIDEO_JOB_LEASE_TTL_SECONDS ({} s), got {} s",
+                    lease_ttl.as_secs(),
+                    heartbeat_interval.as_secs()
+                ),
+            ));
+        }
+        let max_runtime = seconds(env, "VIDEO_JOB_MAX_RUNTIME_SECONDS", 1200, 1..=1790)?;
+        let max_attempts = number(env, "VIDEO_JOB_MAX_ATTEMPTS", 5u32, 1..=100)?;
+        let shutdown_grace = seconds(env, "VIDEO_WORKER_SHUTDOWN_GRACE_SECONDS", 8, 0..=3600)?;
+        let work_dir = get(env, "VIDEO_WORKER_WORK_DIR")
+            .map_or_else(|| std::env::temp_dir().join("video-worker"), PathBuf::from);
+        let pipeline = match get(env, "VIDEO_WORKER_PIPELINE").as_deref() {
+            None | Some("noop") => PipelineKind::Noop,
+            Some(other) => {
+                return Err(err(
+                    "VIDEO_WORKER_PIPELINE",
+                    format!("unknown pipeline {other:?}; known: noop"),
+                ));
+            }
+        };
+        let max_body_bytes = number(
+            env,
+            "VIDEO_WORKER_MAX_BODY_BYTES",
+            65_536usize,
+            64..=16 << 20,
+        )?;
+        let json_logs = match get(env, "VIDEO_WORKER_LOG_FORMAT").as_deref() {
+            None | Some("json") => true,
+            Some("text") => false,
+            Some(other) => {
+                return Err(err(
+                    "VIDEO_WORKER_LOG_FORMAT",
+                    format!("{other:?}: use json or text"),
+                ));
+            }
+        };
+        Ok(Self {
+            port,
+            database_url,
+            instance_id,
+            auth_token,
+            oidc,
+            lease_ttl,
+            heartbeat_interval,
+            max_runtime,
+            max_attempts,
+            shutdown_grace,
+            work_dir,
+            pipeline,
+            max_body_bytes,
+            json_logs,
+        })
+    }
+
+    /// The runner's part of the settings.
+    pub fn runner_config(&self) -> runner::RunnerConfig {
+        runner::RunnerConfig {
+            instance_id: self.instance_id.clone(),
+            lease_ttl: self.lease_ttl,
+            heartbeat_interval: self.heartbeat_interval,
+            max_runtime: self.max_runtime,
+            max_attempts: self.max_attempts,
+            drain_grace: self.shutdown_grace,
+            progress_interval: Duration::from_millis(500),
+            work_root: self.work_dir.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn settings(vars: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        Settings::from_env(&move |k: &str| map.get(k).cloned())
+    }
+
+    const BASE: [(&str, &str); 2] = [
+        ("DATABASE_URL", "postgres://u@h/db"),
+        ("VIDEO_WORKER_AUTH_TOKEN", "0123456789abcdef"),
+    ];
+
+    #[test]
+    fn defaults_match_the_documented_table() {
+        let s = settings(&BASE).unwrap();
+        assert_eq!(s.port, 8080);
+        assert_eq!(s.lease_ttl, Duration::from_secs(60));
+        assert_eq!(s.heartbeat_interval, Duration::from_secs(15));
+        assert_eq!(s.max_runtime, Duration::from_secs(1200));
+        assert_eq!(s.max_attempts, 5);
+        assert_eq!(s.shutdown_grace, Duration::from_secs(8));
+    }
+
+    #[test]
+    fn database_url_is_required_with_no_in_memory_fallback() {
+        let e = settings(&[BASE[1]]).unwrap_err();
+        assert_eq!(e.var, "DATABASE_URL");
+        let e = settings(&[("DATABASE_URL", "mysql://x"), BASE[1]]).unwrap_err();
+        assert_eq!(e.var, "DATABASE_URL");
+    }
+
+    #[test]
+    fn serve_refuses_to_start_without_auth() {
+        let e = settings(&[BASE[0]]).unwrap_err();
+        assert_eq!(e.var, "VIDEO_WORKER_AUTH_TOKEN");
+        let e = settings(&[BASE[0], ("VIDEO_WORKER_OIDC_AUDIENCE", "https://w")]).unwrap_err();
+        assert_eq!(e.var, "VIDEO_WORKER_OIDC_ALLOWED_EMAILS");
+        let s = settings(&[
+            BASE[0],
+            ("VIDEO_WORKER_OIDC_AUDIENCE", "https://w"),
+            (
+                "VIDEO_WORKER_OIDC_ALLOWED_EMAILS",
+                "a@x.iam.gserviceaccount.com, b@x",
+            ),
+        ])
+        .unwrap();
+        let oidc = s.oidc.unwrap();
+        assert_eq!(oidc.allowed_emails, ["a@x.iam.gserviceaccount.com", "b@x"]);
+        assert_eq!(oidc.issuers, push_auth::OidcConfig::google_issuers());
+    }
+
+    #[test]
+    fn heartbeat_must_be_below_half_the_ttl() {
+        let mut vars = BASE.to_vec();
+        vars.push(("VIDEO_JOB_LEASE_TTL_SECONDS", "30"));
+        vars.push(("VIDEO_JOB_HEARTBEAT_INTERVAL_SECONDS", "15"));
+        assert_eq!(
+            settings(&vars).unwrap_err().var,
+            "VIDEO_JOB_HEARTBEAT_INTERVAL_SECONDS"
+        );
+        vars.pop();
+        vars.push(("VIDEO_JOB_HEARTBEAT_INTERVAL_SECONDS", "14"));
+        assert!(settings(&vars).is_ok());
+    }
+
+    #[test]
+    fn bad_numbers_name_their_variable() {
+        for (var, value) in [
+            ("PORT", "http"),
+            ("PORT", "70000"),
+            ("VIDEO_JOB_MAX_ATTEMPTS", "0"),
+            ("VIDEO_JOB_MAX_RUNTIME_SECONDS", "-5"),
+            ("VIDEO_JOB_LEASE_TTL_SECONDS", "1.5"),
+            ("VIDEO_WORKER_PIPELINE", "magic"),
+            ("VIDEO_WORKER_INSTANCE_ID", "has space"),
+            ("VIDEO_WORKER_AUTH_TOKEN", "short"),
+        ] {
+            let mut vars = BASE.to_vec();
+            vars.retain(|(k, _)| *k != var);
+            vars.push((var, value));
+            assert_eq!(settings(&vars).unwrap_err().var, var, "{var}={value}");
+        }
+    }
+
+    #[test]
+    fn default_instance_ids_differ_per_start() {
+        let env = |k: &str| (k == "K_REVISION").then(|| "worker-00042-abc".to_owned());
+        let (a, b) = (default_instance_id(&env), default_instance_id(&env));
+        assert!(a.as_str().starts_with("worker-00042-abc-"));
+        assert_ne!(a, b);
+    }
+}

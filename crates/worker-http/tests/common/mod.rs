@@ -1,0 +1,300 @@
+//! Shared helpers of the worker's HTTP tests: a spawned application on port 0, scripted
+//! stages, a repository that counts its calls.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)] // each test binary uses a part
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use domain::{
+    AcquireOutcome, AcquireRequest, CancelOutcome, CancelStream, FencedError, FinalOutcome,
+    HeartbeatAck, InstanceId, Job, JobError, JobId, JobPage, JobRepository, JobStatus, Lease,
+    ListQuery, NewJob, ProgressOutcome, ProgressReport, RepoError, Stage, SweepPolicy, SweptJob,
+};
+use pipeline::{Pipeline, Published, StageContext, StageData, StageError};
+use runner::RunnerConfig;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use worker_http::{AppParts, Application, Readiness};
+
+pub const TOKEN: &str = "test-shared-token-0123456789";
+
+/// A stage of `count` segments of `each`, stopping at the token.
+#[derive(Debug)]
+pub struct Segments {
+    pub count: u32,
+    pub each: Duration,
+}
+
+#[async_trait]
+impl pipeline::Stage for Segments {
+    fn stage(&self) -> Stage {
+        Stage::Render
+    }
+    async fn run(&self, ctx: &StageContext, _: &mut StageData) -> Result<(), StageError> {
+        for i in 0..self.count {
+            tokio::select! {
+                () = tokio::time::sleep(self.each) => {}
+                () = ctx.cancel_token().cancelled() => return Err(StageError::Canceled),
+            }
+            ctx.segment_done(Stage::Render, i, self.count)?;
+        }
+        Ok(())
+    }
+}
+
+/// Says it started, then waits for the token (or a release), then publishes.
+#[derive(Debug, Default)]
+pub struct Gate {
+    pub started: Arc<Notify>,
+    pub release: Arc<Notify>,
+}
+
+#[async_trait]
+impl pipeline::Stage for Gate {
+    fn stage(&self) -> Stage {
+        Stage::Compose
+    }
+    async fn run(&self, ctx: &StageContext, _: &mut StageData) -> Result<(), StageError> {
+        self.started.notify_one();
+        tokio::select! {
+            () = self.release.notified() => Ok(()),
+            () = ctx.cancel_token().cancelled() => Err(StageError::Canceled),
+        }
+    }
+}
+
+/// Publishes a key for the attempt.
+#[derive(Debug)]
+pub struct Publish;
+
+#[async_trait]
+impl pipeline::Stage for Publish {
+    fn stage(&self) -> Stage {
+        Stage::Publish
+    }
+    async fn run(&self, ctx: &StageContext, data: &mut StageData) -> Result<(), StageError> {
+        data.insert(Published {
+            artifact_key: format!("video-jobs/{}/attempts/{}/final.mp4", ctx.job_id, ctx.epoch),
+        });
+        Ok(())
+    }
+}
+
+/// Fails with the given error.
+#[derive(Debug)]
+pub struct Fail(pub StageError);
+
+#[async_trait]
+impl pipeline::Stage for Fail {
+    fn stage(&self) -> Stage {
+        Stage::Tts
+    }
+    async fn run(&self, _: &StageContext, _: &mut StageData) -> Result<(), StageError> {
+        Err(self.0.clone())
+    }
+}
+
+pub fn quick() -> Pipeline {
+    Pipeline::new(vec![
+        Arc::new(Segments {
+            count: 2,
+            each: Duration::from_millis(10),
+        }),
+        Arc::new(Publish),
+    ])
+}
+
+pub fn runner_config(instance: &str) -> RunnerConfig {
+    RunnerConfig {
+        instance_id: InstanceId::new(instance).unwrap(),
+        lease_ttl: Duration::from_secs(3),
+        heartbeat_interval: Duration::from_millis(500),
+        max_runtime: Duration::from_secs(60),
+        max_attempts: 5,
+        drain_grace: Duration::from_secs(2),
+        progress_interval: Duration::from_millis(100),
+        work_root: std::env::temp_dir().join(format!("worker-http-test-{}", std::process::id())),
+    }
+}
+
+/// A running application and a client for it.
+pub struct TestApp {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub shutdown: CancellationToken,
+    pub server: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl TestApp {
+    pub async fn spawn(repo: Arc<dyn JobRepository>, pipeline: Pipeline) -> Self {
+        Self::spawn_with(
+            repo,
+            pipeline,
+            runner_config("worker-1"),
+            Readiness::Always,
+            true,
+        )
+        .await
+    }
+
+    pub async fn spawn_with(
+        repo: Arc<dyn JobRepository>,
+        pipeline: Pipeline,
+        runner: RunnerConfig,
+        readiness: Readiness,
+        listen_for_cancels: bool,
+    ) -> Self {
+        let auth = push_auth::Authenticator::new(
+            push_auth::AuthConfig {
+                shared_token: Some(TOKEN.into()),
+                oidc: None,
+            },
+            reqwest::Client::new(),
+        )
+        .unwrap();
+        let parts = AppParts {
+            repo,
+            pipeline,
+            auth,
+            runner,
+            readiness,
+            max_body_bytes: 4096,
+            listen_for_cancels,
+        };
+        let app = Application::build(parts, SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
+            .await
+            .unwrap();
+        let base = format!("http://127.0.0.1:{}", app.port());
+        let shutdown = app.shutdown_token();
+        let server = tokio::spawn(app.run_until_stopped());
+        Self {
+            base,
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .unwrap(),
+            shutdown,
+            server,
+        }
+    }
+
+    pub fn push_request(&self, body: impl Into<reqwest::Body>) -> reqwest::RequestBuilder {
+        self.client
+            .post(format!("{}/jobs/run", self.base))
+            .bearer_auth(TOKEN)
+            .header("content-type", "application/json")
+            .header("X-CloudTasks-QueueName", "video-jobs")
+            .header("X-CloudTasks-TaskRetryCount", "0")
+            .body(body)
+    }
+
+    pub async fn push(&self, id: JobId) -> (u16, serde_json::Value, Option<String>) {
+        let response = self
+            .push_request(serde_json::json!({ "job_id": id }).to_string())
+            .send()
+            .await
+            .unwrap();
+        read(response).await
+    }
+}
+
+pub async fn read(response: reqwest::Response) -> (u16, serde_json::Value, Option<String>) {
+    let status = response.status().as_u16();
+    let retry_after = response
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().to_owned());
+    let body = response.json().await.unwrap_or(serde_json::Value::Null);
+    (status, body, retry_after)
+}
+
+pub async fn new_job(repo: &dyn JobRepository, input: serde_json::Value) -> JobId {
+    let id = JobId::new();
+    repo.create(NewJob { id, input }).await.unwrap();
+    id
+}
+
+/// Delegates to a repository and counts every call.
+#[derive(Debug)]
+pub struct Counting {
+    pub inner: Arc<dyn JobRepository>,
+    pub calls: AtomicUsize,
+}
+
+impl Counting {
+    pub fn new(inner: Arc<dyn JobRepository>) -> Arc<Self> {
+        Arc::new(Self {
+            inner,
+            calls: AtomicUsize::new(0),
+        })
+    }
+    pub fn calls(&self) -> usize {
+        self.calls.load(Ordering::SeqCst)
+    }
+    fn tick(&self) {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+#[async_trait]
+impl JobRepository for Counting {
+    async fn create(&self, job: NewJob) -> Result<Job, RepoError> {
+        self.tick();
+        self.inner.create(job).await
+    }
+    async fn get(&self, id: JobId) -> Result<Option<Job>, RepoError> {
+        self.tick();
+        self.inner.get(id).await
+    }
+    async fn list(&self, query: &ListQuery) -> Result<JobPage, RepoError> {
+        self.tick();
+        self.inner.list(query).await
+    }
+    async fn acquire(&self, request: &AcquireRequest) -> Result<AcquireOutcome, RepoError> {
+        self.tick();
+        self.inner.acquire(request).await
+    }
+    async fn heartbeat(&self, lease: &Lease, ttl: Duration) -> Result<HeartbeatAck, FencedError> {
+        self.tick();
+        self.inner.heartbeat(lease, ttl).await
+    }
+    async fn report_progress(
+        &self,
+        lease: &Lease,
+        report: &ProgressReport,
+    ) -> Result<ProgressOutcome, FencedError> {
+        self.tick();
+        self.inner.report_progress(lease, report).await
+    }
+    async fn release(
+        &self,
+        lease: &Lease,
+        error: Option<JobError>,
+    ) -> Result<JobStatus, FencedError> {
+        self.tick();
+        self.inner.release(lease, error).await
+    }
+    async fn finalize(
+        &self,
+        lease: &Lease,
+        outcome: &FinalOutcome,
+    ) -> Result<JobStatus, FencedError> {
+        self.tick();
+        self.inner.finalize(lease, outcome).await
+    }
+    async fn request_cancel(&self, id: JobId) -> Result<CancelOutcome, RepoError> {
+        self.tick();
+        self.inner.request_cancel(id).await
+    }
+    async fn cancel_notifications(&self) -> Result<CancelStream, RepoError> {
+        // The subscription made at start is not a request's doing; not counted.
+        self.inner.cancel_notifications().await
+    }
+    async fn sweep(&self, policy: &SweepPolicy) -> Result<Vec<SweptJob>, RepoError> {
+        self.tick();
+        self.inner.sweep(policy).await
+    }
+}

@@ -1,0 +1,252 @@
+//! The worker on a real Postgres: concurrent deliveries, a SIGKILLed worker taken over, and
+//! cancel latency with and without LISTEN/NOTIFY.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed assertion
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{Publish, Segments, TOKEN, TestApp, new_job, read, runner_config};
+use domain::{JobId, JobRepository, JobStatus};
+use pipeline::Pipeline;
+use repo_pg::PgRepository;
+use serde_json::json;
+use worker_http::Readiness;
+
+async fn database() -> (test_pg::TestDb, Arc<PgRepository>) {
+    let db = test_pg::fresh_database().await.unwrap();
+    repo_pg::migrate(&db.pool).await.unwrap();
+    let repo = Arc::new(PgRepository::new(db.pool.clone()));
+    (db, repo)
+}
+
+fn slow(count: u32, each_ms: u64) -> Pipeline {
+    Pipeline::new(vec![
+        Arc::new(Segments {
+            count,
+            each: Duration::from_millis(each_ms),
+        }),
+        Arc::new(Publish),
+    ])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_concurrent_pushes_of_one_job_run_it_exactly_once() {
+    let (_db, repo) = database().await;
+    let app = TestApp::spawn_with(
+        repo.clone(),
+        slow(20, 100),
+        runner_config("w"),
+        Readiness::Always,
+        true,
+    )
+    .await;
+    let id = new_job(repo.as_ref(), json!({})).await;
+    let barrier = Arc::new(tokio::sync::Barrier::new(20));
+    let pushes: Vec<_> = (0..20)
+        .map(|_| {
+            let request = app.push_request(json!({ "job_id": id }).to_string());
+            let barrier = barrier.clone();
+            tokio::spawn(async move {
+                barrier.wait().await;
+                read(request.send().await.unwrap()).await
+            })
+        })
+        .collect();
+    let mut codes = Vec::new();
+    for p in pushes {
+        let (code, body, retry_after) = p.await.unwrap();
+        if code == 409 {
+            assert!(retry_after.is_some(), "409 carries Retry-After");
+        }
+        codes.push((code, body["status"].as_str().unwrap_or_default().to_owned()));
+    }
+    let ran = codes
+        .iter()
+        .filter(|(c, s)| *c == 200 && s == "succeeded")
+        .count();
+    let busy = codes.iter().filter(|(c, _)| *c == 409).count();
+    assert_eq!((ran, busy), (1, 19), "{codes:?}");
+    let job = repo.get(id).await.unwrap().unwrap();
+    assert_eq!(
+        (job.status, job.attempts, job.lease_epoch.get()),
+        (JobStatus::Succeeded, 1, 1)
+    );
+}
+
+async fn cancel_latency(listen: bool, heartbeat: Duration, ttl: Duration) -> Duration {
+    let (_db, repo) = database().await;
+    let mut config = runner_config("w");
+    config.heartbeat_interval = heartbeat;
+    config.lease_ttl = ttl;
+    let app = TestApp::spawn_with(
+        repo.clone(),
+        slow(1000, 50),
+        config,
+        Readiness::Always,
+        listen,
+    )
+    .await;
+    let id = new_job(repo.as_ref(), json!({})).await;
+    let push = tokio::spawn({
+        let request = app.push_request(json!({ "job_id": id }).to_string());
+        async move { read(request.send().await.unwrap()).await }
+    });
+    while repo.get(id).await.unwrap().unwrap().progress.is_none() {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let asked = Instant::now();
+    repo.request_cancel(id).await.unwrap();
+    let (code, body, _) = push.await.unwrap();
+    let took = asked.elapsed();
+    assert_eq!(
+        (code, body["status"].as_str()),
+        (200, Some("canceled")),
+        "{body}"
+    );
+    assert_eq!(
+        repo.get(id).await.unwrap().unwrap().status,
+        JobStatus::Canceled
+    );
+    took
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_reaches_a_running_job_well_under_a_second_through_notify() {
+    // A 20 s heartbeat: only the notification can explain a fast stop.
+    let took = cancel_latency(true, Duration::from_secs(20), Duration::from_secs(60)).await;
+    assert!(took < Duration::from_millis(900), "took {took:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_reaches_a_running_job_within_one_heartbeat_without_listen() {
+    let took = cancel_latency(false, Duration::from_secs(1), Duration::from_secs(6)).await;
+    assert!(
+        took < Duration::from_millis(1600),
+        "one 1 s heartbeat plus slack, took {took:?}"
+    );
+}
+
+/// A `video-worker serve` process on a free port.
+struct Worker {
+    child: Child,
+    base: String,
+}
+
+impl Worker {
+    async fn start(database_url: &str, name: &str) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        #[allow(clippy::zombie_processes)] // owned by a value whose Drop kills and reaps it
+        let child = Command::new(env!("CARGO_BIN_EXE_video-worker"))
+            .arg("serve")
+            .env("DATABASE_URL", database_url)
+            .env("PORT", port.to_string())
+            .env("VIDEO_WORKER_AUTH_TOKEN", TOKEN)
+            .env("VIDEO_WORKER_INSTANCE_ID", name)
+            .env("VIDEO_WORKER_PIPELINE", "noop")
+            .env("VIDEO_JOB_LEASE_TTL_SECONDS", "3")
+            .env("VIDEO_JOB_HEARTBEAT_INTERVAL_SECONDS", "1")
+            .env("VIDEO_WORKER_LOG_FORMAT", "text")
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let base = format!("http://127.0.0.1:{port}");
+        let client = reqwest::Client::new();
+        for _ in 0..200 {
+            if client
+                .get(format!("{base}/ready"))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+            {
+                return Self { child, base };
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("worker {name} did not become ready");
+    }
+
+    fn push(&self, id: JobId) -> reqwest::RequestBuilder {
+        reqwest::Client::new()
+            .post(format!("{}/jobs/run", self.base))
+            .bearer_auth(TOKEN)
+            .body(json!({ "job_id": id }).to_string())
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigkilled_worker_is_taken_over_after_the_ttl_and_the_job_finishes_at_epoch_2() {
+    let (db, repo) = database().await;
+    let id = new_job(
+        repo.as_ref(),
+        json!({"noop": {"segments": 30, "segment_ms": 100}}),
+    )
+    .await;
+    let mut first = Worker::start(&db.url, "first").await;
+    let doomed = tokio::spawn(first.push(id).send());
+    loop {
+        let job = repo.get(id).await.unwrap().unwrap();
+        if job.progress.as_ref().is_some_and(|p| p.percent.get() > 0) {
+            assert_eq!((job.status, job.lease_epoch.get()), (JobStatus::Running, 1));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    first.child.kill().unwrap(); // SIGKILL: no release, no finalize
+    first.child.wait().unwrap();
+    let killed_at = Instant::now();
+    assert!(
+        doomed.await.unwrap().is_err(),
+        "the killed worker never answered"
+    );
+
+    let second = Worker::start(&db.url, "second").await;
+    let mut busy = 0;
+    let (code, body) = loop {
+        let (code, body, retry_after) = read(second.push(id).send().await.unwrap()).await;
+        if code != 409 {
+            break (code, body);
+        }
+        busy += 1;
+        let wait: u64 = retry_after.unwrap().parse().unwrap();
+        assert!(wait <= 3, "Retry-After within the 3 s TTL, got {wait}");
+        assert!(
+            killed_at.elapsed() < Duration::from_secs(10),
+            "not taken over in time"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(
+        (code, body["status"].as_str()),
+        (200, Some("succeeded")),
+        "{body}"
+    );
+    assert!(
+        busy >= 1,
+        "the dead worker's lease was honoured until it expired"
+    );
+    let job = repo.get(id).await.unwrap().unwrap();
+    assert_eq!(
+        (job.status, job.lease_epoch.get(), job.attempts),
+        (JobStatus::Succeeded, 2, 2)
+    );
+    assert_eq!(
+        job.artifact_key.unwrap(),
+        format!("video-jobs/{id}/attempts/2/noop")
+    );
+}

@@ -66,7 +66,9 @@ impl Clock for ManualClock {
     }
 }
 
-/// Converts a std duration into a chrono delta, saturating at chrono's limit.
+/// Converts a std duration into a chrono delta, capped at 100 years: far beyond any lease,
+/// and far enough below chrono's limit that adding it to a timestamp cannot overflow.
 pub fn to_delta(d: Duration) -> chrono::TimeDelta {
-    chrono::TimeDelta::from_std(d).unwrap_or(chrono::TimeDelta::MAX)
+    let cap = chrono::TimeDelta::days(36_525);
+    chrono::TimeDelta::from_std(d).map_or(cap, |delta| delta.min(cap))
 }

@@ -205,6 +205,16 @@ impl ProgressReport {
             message,
         })
     }
+
+    /// Checks a report built field by field (the fields are public) against the same
+    /// limits as [`ProgressReport::new`]; repositories call it before writing, so a stored
+    /// report always reads back.
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        if let Some(segment) = self.segment {
+            Segment::new(segment.index, segment.total)?;
+        }
+        Self::new(self.stage, self.percent, self.segment, self.message.clone()).map(|_| ())
+    }
 }
 
 /// A machine-readable error code: 1–64 of `a-z`, `0-9`, `_`.

@@ -780,3 +780,22 @@ pub async fn takeover_racing_old_holders_finalize_has_one_outcome(h: &Harness) {
         }
     }
 }
+
+pub async fn invalid_progress_report_is_refused_without_a_write(h: &Harness) {
+    let id = h.new_job().await;
+    let lease = h.acquire(id, "a").await;
+    let before = h.job(id).await;
+    // Built field by field, bypassing ProgressReport::new.
+    let long = ProgressReport {
+        stage: Stage::Tts,
+        percent: Percent::new(10).unwrap(),
+        segment: None,
+        message: Some("x".repeat(ProgressReport::MAX_MESSAGE_LEN + 1)),
+    };
+    let result = h.repo.report_progress(&lease, &long).await;
+    assert!(
+        matches!(result, Err(FencedError::Repo(RepoError::Invalid(_)))),
+        "{result:?}"
+    );
+    assert_eq!(h.job(id).await, before);
+}

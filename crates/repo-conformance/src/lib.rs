@@ -140,7 +140,8 @@ macro_rules! conformance_suite {
             cancel_notification_reaches_an_earlier_subscriber,
             late_subscriber_learns_of_cancel_from_its_next_heartbeat,
             racing_acquires_have_exactly_one_winner,
-            takeover_racing_old_holders_finalize_has_one_outcome
+            takeover_racing_old_holders_finalize_has_one_outcome,
+            invalid_progress_report_is_refused_without_a_write
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {

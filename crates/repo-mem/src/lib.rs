@@ -144,6 +144,7 @@ impl JobRepository for MemRepository {
         lease: &Lease,
         report: &ProgressReport,
     ) -> Result<ProgressOutcome, FencedError> {
+        report.validate().map_err(RepoError::from)?;
         self.fenced(lease, |job, now| job.report_progress(lease, report, now))
     }
 

@@ -93,12 +93,19 @@ fn storage(e: sqlx::Error) -> RepoError {
     use sqlx::Error as E;
     match e {
         E::Database(db) => {
-            // SQLSTATE classes: 08 connection, 40 rollback (serialization, deadlock),
-            // 53 resources, 57 operator intervention (shutdown, statement timeout), 58 system.
-            let class = db.code().map(|c| c.chars().take(2).collect::<String>());
-            match class.as_deref() {
-                Some("08" | "40" | "53" | "57" | "58") => RepoError::Unavailable(db.into()),
-                _ => RepoError::Corrupt(db.to_string()),
+            // Retryable: 08 connection, 40 rollback (serialization, deadlock), 53 resources,
+            // 57 operator intervention (shutdown, statement timeout), 58 system, 25006 a
+            // read-only standby during failover — and what a deployment fix cures without
+            // touching the job: 28 bad credentials, 3D missing database, 42 missing table
+            // (migrations not applied). The rest (22 data, 23 constraints) is about the row.
+            let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
+            let class = code.get(..2).unwrap_or_default();
+            if matches!(class, "08" | "40" | "53" | "57" | "58" | "28" | "3D" | "42")
+                || code == "25006"
+            {
+                RepoError::Unavailable(db.into())
+            } else {
+                RepoError::Corrupt(db.to_string())
             }
         }
         E::Io(_)
@@ -253,6 +260,7 @@ impl JobRepository for PgRepository {
         lease: &Lease,
         report: &ProgressReport,
     ) -> Result<ProgressOutcome, FencedError> {
+        report.validate().map_err(RepoError::from)?;
         let segment_index = report
             .segment
             .map(|s| i32_of(s.index(), "segment_index"))

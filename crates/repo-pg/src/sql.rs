@@ -196,7 +196,7 @@ pub const SWEEP: &str = "
                            THEN now() ELSE finished_at END,
         lease_holder = NULL, lease_heartbeat_at = NULL, lease_expires_at = NULL,
         updated_at = now()
-    WHERE status = 'running' AND lease_expires_at + make_interval(secs => $1) <= now()
+    WHERE status = 'running' AND lease_expires_at <= now() - make_interval(secs => $1)
     RETURNING id, status::text AS status";
 
 /// The channel the cancel trigger notifies, with the job id as payload.

@@ -44,6 +44,11 @@ pub enum RunOutcome {
         /// What failed.
         reason: String,
     },
+    /// The job's row cannot be used (it does not decode): no retry can fix it.
+    Broken {
+        /// What is wrong.
+        reason: String,
+    },
 }
 
 impl RunOutcome {
@@ -60,6 +65,7 @@ impl RunOutcome {
             Self::Retry { .. } => "retry",
             Self::ShuttingDown => "shutting_down",
             Self::Unavailable { .. } => "unavailable",
+            Self::Broken { .. } => "broken",
         }
     }
 }

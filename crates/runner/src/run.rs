@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use domain::{
     AcquireOutcome, AcquireRequest, ErrorCode, FencedError, FinalOutcome, Job, JobError, JobId,
-    JobRepository, JobStatus, Lease, ProgressOutcome, ProgressReport,
+    JobRepository, JobStatus, Lease, ProgressOutcome, ProgressReport, RepoError,
 };
 use pipeline::{
     Pipeline, ProgressEvent, ProgressSink, ProgressTracker, Published, StageContext, StageError,
@@ -56,6 +56,11 @@ impl Stop {
 }
 
 type PipelineResult = Result<Result<Published, StageError>, JoinError>;
+
+/// Time for the closing write, retries included.
+const CLOSING_BUDGET: Duration = Duration::from_secs(5);
+/// The same on shutdown, kept out of the drain so the whole stop fits the grace period.
+const CLOSING_BUDGET_ON_SHUTDOWN: Duration = Duration::from_millis(1500);
 
 /// Runs jobs: one [`Runner::run`] per delivery.
 #[derive(Debug, Clone)]
@@ -111,6 +116,8 @@ impl Runner {
             ttl: self.config.lease_ttl,
             max_attempts: self.config.max_attempts,
         };
+        // Before the call: the lease's expiry is at most TTL after this instant.
+        let asked_at = Instant::now();
         let (lease, job) = match self.repo.acquire(&request).await {
             Ok(AcquireOutcome::Acquired { lease, job }) => (lease, job),
             Ok(AcquireOutcome::NotFound) => return RunOutcome::NotFound,
@@ -139,8 +146,13 @@ impl Runner {
                     }),
                 };
             }
-            Err(error) => {
+            Err(error) if error.is_retryable() => {
                 return RunOutcome::Unavailable {
+                    reason: error.to_string(),
+                };
+            }
+            Err(error) => {
+                return RunOutcome::Broken {
                     reason: error.to_string(),
                 };
             }
@@ -153,7 +165,7 @@ impl Runner {
         );
         async move {
             tracing::info!("lease acquired");
-            let outcome = self.attempt(&lease, *job, &watch, shutdown).await;
+            let outcome = self.attempt(&lease, *job, asked_at, &watch, shutdown).await;
             tracing::info!(outcome = outcome.label(), "attempt ended");
             outcome
         }
@@ -165,6 +177,7 @@ impl Runner {
         &self,
         lease: &Lease,
         job: Job,
+        asked_at: Instant,
         watch: &CancelWatch,
         shutdown: &CancellationToken,
     ) -> RunOutcome {
@@ -196,6 +209,11 @@ impl Runner {
         let deadline = started + cfg.max_runtime;
         let mut next_beat = started + cfg.jittered_heartbeat();
         let mut last_beat = started;
+        // Until when this worker may trust it holds the lease: TTL after the last heartbeat
+        // was *sent* (the database's expiry is later), less a margin. Past it, another worker
+        // may hold the job, so this one stops — even while a database call hangs.
+        let margin = cfg.lease_ttl / 10;
+        let mut held_until = asked_at + cfg.lease_ttl - margin;
         let mut stop: Option<Stop> = None;
         let mut stopped_at: Option<Instant> = None;
 
@@ -203,7 +221,7 @@ impl Runner {
             let writable = stop.is_none();
             let beating = !matches!(stop, Some(Stop::LeaseLost | Stop::Unreachable));
             let flush_at = writer.flush_at().filter(|_| writable);
-            let drain_until = stopped_at.map(|t| t + cfg.drain_grace);
+            let drain_until = stopped_at.map(|t| t + self.drain_for(stop));
             let mut reason: Option<Stop> = None;
             tokio::select! {
                 biased;
@@ -212,30 +230,30 @@ impl Runner {
                 () = shutdown.cancelled(), if stop.is_none() => reason = Some(Stop::Shutdown),
                 () = sleep_until(deadline), if stop.is_none() => reason = Some(Stop::Deadline),
                 () = sleep_until(drain_until.unwrap_or(deadline)), if drain_until.is_some() => {
-                    tracing::warn!(grace_ms = cfg.drain_grace.as_millis(), "pipeline did not stop in time; aborting it");
+                    tracing::warn!(grace_ms = self.drain_for(stop).as_millis(), "pipeline did not stop in time; aborting it");
                     task.abort();
                     break None;
                 }
+                () = sleep_until(held_until), if beating => {
+                    tracing::error!("no heartbeat got through for a lease period; abandoning the lease");
+                    reason = Some(Stop::Unreachable);
+                }
                 () = sleep_until(next_beat), if beating => {
-                    let now = Instant::now();
-                    match self.repo.heartbeat(lease, cfg.lease_ttl).await {
-                        Ok(ack) => {
+                    let sent = Instant::now();
+                    let call = self.repo.heartbeat(lease, cfg.lease_ttl);
+                    match tokio::time::timeout(held_until.saturating_duration_since(sent), call).await {
+                        Ok(Ok(ack)) => {
                             metrics::histogram!("video_worker_heartbeat_gap_seconds")
-                                .record((now - last_beat).as_secs_f64());
-                            last_beat = now;
+                                .record((sent - last_beat).as_secs_f64());
+                            last_beat = sent;
+                            held_until = sent + cfg.lease_ttl - margin;
                             if ack.cancel_requested {
                                 reason = Some(Stop::Cancel);
                             }
                         }
-                        Err(FencedError::LeaseLost) => reason = Some(Stop::LeaseLost),
-                        Err(FencedError::Repo(error)) => {
-                            tracing::warn!(%error, "heartbeat failed");
-                            // Give up before the lease can have expired: past that point
-                            // another worker may hold the job.
-                            if now.duration_since(last_beat) + cfg.heartbeat_period() >= cfg.lease_ttl {
-                                reason = Some(Stop::Unreachable);
-                            }
-                        }
+                        Ok(Err(FencedError::LeaseLost)) => reason = Some(Stop::LeaseLost),
+                        Ok(Err(FencedError::Repo(error))) => tracing::warn!(%error, "heartbeat failed"),
+                        Err(_) => tracing::warn!("heartbeat timed out"),
                     }
                     next_beat = Instant::now() + cfg.jittered_heartbeat();
                 }
@@ -244,13 +262,13 @@ impl Runner {
                     if writable {
                         let tracked = tracker.track(&event);
                         if let Some(report) = writer.offer(tracked, Instant::now()) {
-                            reason = self.write_progress(lease, &report).await;
+                            reason = self.write_progress(lease, &report, held_until).await;
                         }
                     }
                 }
                 () = sleep_until(flush_at.unwrap_or(deadline)), if flush_at.is_some() => {
                     if let Some(report) = writer.flush(Instant::now()) {
-                        reason = self.write_progress(lease, &report).await;
+                        reason = self.write_progress(lease, &report, held_until).await;
                     }
                 }
             }
@@ -288,9 +306,36 @@ impl Runner {
         outcome
     }
 
-    /// Writes a progress report; `Some(Stop::LeaseLost)` if the lease is gone.
-    async fn write_progress(&self, lease: &Lease, report: &ProgressReport) -> Option<Stop> {
-        match self.repo.report_progress(lease, report).await {
+    /// How long a stopped pipeline may take to reach its checkpoint. On shutdown part of
+    /// the grace is kept for the release, so the whole drain fits the platform's grace.
+    fn drain_for(&self, stop: Option<Stop>) -> Duration {
+        let grace = self.config.drain_grace;
+        if stop == Some(Stop::Shutdown) {
+            grace.saturating_sub(CLOSING_BUDGET_ON_SHUTDOWN)
+        } else {
+            grace
+        }
+    }
+
+    /// Writes a progress report; `Some(Stop::LeaseLost)` if the lease is gone. Bounded by
+    /// the time the lease is still trusted and by one heartbeat period: a hanging write must
+    /// not hold up the loop.
+    async fn write_progress(
+        &self,
+        lease: &Lease,
+        report: &ProgressReport,
+        held_until: Instant,
+    ) -> Option<Stop> {
+        let bound = held_until
+            .saturating_duration_since(Instant::now())
+            .min(self.config.heartbeat_period());
+        let Ok(result) =
+            tokio::time::timeout(bound, self.repo.report_progress(lease, report)).await
+        else {
+            tracing::warn!("progress write timed out");
+            return None;
+        };
+        match result {
             Ok(ProgressOutcome::Applied) => None,
             Ok(ProgressOutcome::Regressed { current }) => {
                 tracing::debug!(%current, wrote = %report.percent, "progress behind the stored value; skipped");
@@ -337,7 +382,10 @@ impl Runner {
             }
             (Some(Stop::Shutdown), _) => {
                 let error = JobError::new(code("worker_shutdown"), "the worker shut down mid-job");
-                match self.release(lease, error).await {
+                match self
+                    .release_within(lease, error, CLOSING_BUDGET_ON_SHUTDOWN)
+                    .await
+                {
                     RunOutcome::Retry { .. } => RunOutcome::ShuttingDown,
                     other => other,
                 }
@@ -363,32 +411,94 @@ impl Runner {
     }
 
     async fn finalize(&self, lease: &Lease, outcome: FinalOutcome) -> RunOutcome {
-        let result = with_retries(|| self.repo.finalize(lease, &outcome)).await;
-        match result {
-            Ok(JobStatus::Succeeded) => match outcome {
-                FinalOutcome::Succeeded { artifact_key } => RunOutcome::Succeeded { artifact_key },
-                _ => unreachable!("only a succeeded outcome finalizes as succeeded"),
-            },
-            Ok(JobStatus::Failed) => match outcome {
-                FinalOutcome::Failed(error) => RunOutcome::Failed { error },
-                _ => unreachable!("only a failed outcome finalizes as failed"),
-            },
-            Ok(_) => RunOutcome::Canceled,
-            Err(FencedError::LeaseLost) => RunOutcome::Superseded,
-            Err(FencedError::Repo(error)) => RunOutcome::Unavailable {
+        let result = self
+            .closing_write(lease, CLOSING_BUDGET, || {
+                self.repo.finalize(lease, &outcome)
+            })
+            .await;
+        match (result, outcome) {
+            (Ok(JobStatus::Succeeded), FinalOutcome::Succeeded { artifact_key }) => {
+                RunOutcome::Succeeded { artifact_key }
+            }
+            (Ok(JobStatus::Failed), FinalOutcome::Failed(error)) => RunOutcome::Failed { error },
+            (Ok(JobStatus::Canceled), _) => RunOutcome::Canceled,
+            // The row read back after a lost reply ended otherwise: by another's hand.
+            (Ok(_), _) | (Err(FencedError::LeaseLost), _) => RunOutcome::Superseded,
+            (Err(FencedError::Repo(error)), _) => RunOutcome::Unavailable {
                 reason: format!("finalize failed: {error}"),
             },
         }
     }
 
     async fn release(&self, lease: &Lease, error: JobError) -> RunOutcome {
-        match with_retries(|| self.repo.release(lease, Some(error.clone()))).await {
+        self.release_within(lease, error, CLOSING_BUDGET).await
+    }
+
+    async fn release_within(&self, lease: &Lease, error: JobError, budget: Duration) -> RunOutcome {
+        let result = self
+            .closing_write(lease, budget, || {
+                self.repo.release(lease, Some(error.clone()))
+            })
+            .await;
+        match result {
             Ok(JobStatus::Canceled) => RunOutcome::Canceled,
-            Ok(_) => RunOutcome::Retry { error },
-            Err(FencedError::LeaseLost) => RunOutcome::Superseded,
+            Ok(JobStatus::Queued) => RunOutcome::Retry { error },
+            Ok(_) | Err(FencedError::LeaseLost) => RunOutcome::Superseded,
             Err(FencedError::Repo(e)) => RunOutcome::Unavailable {
                 reason: format!("release failed: {e}"),
             },
+        }
+    }
+
+    /// The closing write (finalize or release), tried up to three times within `budget`
+    /// while the store is unavailable, never after a refusal. When a retry is refused with
+    /// `LeaseLost`, an earlier try may have committed and lost its reply: the row tells, and
+    /// its status is returned as if the write had answered.
+    async fn closing_write<F, Fut>(
+        &self,
+        lease: &Lease,
+        budget: Duration,
+        mut write: F,
+    ) -> Result<JobStatus, FencedError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<JobStatus, FencedError>>,
+    {
+        let until = Instant::now() + budget;
+        let mut delay = Duration::from_millis(250);
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let left = until.saturating_duration_since(Instant::now());
+            let result = match tokio::time::timeout(left, write()).await {
+                Ok(result) => result,
+                Err(_) => Err(FencedError::Repo(RepoError::Unavailable(
+                    "the closing write timed out".into(),
+                ))),
+            };
+            match result {
+                Err(FencedError::Repo(e)) if e.is_retryable() && tries < 3 => {
+                    if until.saturating_duration_since(Instant::now()) <= delay {
+                        return Err(FencedError::Repo(e));
+                    }
+                    tracing::warn!(error = %e, "closing write failed; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay *= 4;
+                }
+                Err(FencedError::LeaseLost) if tries > 1 => {
+                    return match self.repo.get(lease.job_id).await {
+                        Ok(Some(job))
+                            if job.lease_epoch == lease.epoch
+                                && job.status != JobStatus::Running =>
+                        {
+                            tracing::info!(status = %job.status, "an earlier try of the closing write had committed");
+                            Ok(job.status)
+                        }
+                        _ => Err(FencedError::LeaseLost),
+                    };
+                }
+                other => return other,
+            }
         }
     }
 }
@@ -398,25 +508,4 @@ fn record_stage_duration(event: &ProgressEvent) {
         metrics::histogram!("video_worker_stage_duration_seconds", "stage" => stage.as_str())
             .record(duration.as_secs_f64());
     }
-}
-
-/// The closing write matters: try it three times over about 1.5 s while the store is
-/// unavailable (the lease outlives that), but never retry a refusal.
-async fn with_retries<T, F, Fut>(mut write: F) -> Result<T, FencedError>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, FencedError>>,
-{
-    let mut delay = Duration::from_millis(250);
-    for _ in 0..2 {
-        match write().await {
-            Err(FencedError::Repo(e)) if e.is_retryable() => {
-                tracing::warn!(error = %e, "closing write failed; retrying");
-                tokio::time::sleep(delay).await;
-                delay *= 4;
-            }
-            other => return other,
-        }
-    }
-    write().await
 }

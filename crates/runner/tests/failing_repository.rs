@@ -212,3 +212,136 @@ async fn a_refused_finalize_is_not_retried_and_means_superseded() {
         .await;
     assert_eq!(outcome, RunOutcome::Superseded);
 }
+
+#[derive(Debug)]
+struct FailWith(StageError);
+
+#[async_trait]
+impl pipeline::Stage for FailWith {
+    fn stage(&self) -> Stage {
+        Stage::Tts
+    }
+    async fn run(&self, _: &StageContext, _: &mut StageData) -> Result<(), StageError> {
+        Err(self.0.clone())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_release_whose_reply_was_lost_is_read_back_and_still_means_retry() {
+    let id = JobId::new();
+    let mut repo = MockRepo::new();
+    repo.expect_acquire()
+        .times(1)
+        .returning(move |_| Ok(acquired(id)));
+    repo.expect_report_progress()
+        .returning(|_, _| Ok(ProgressOutcome::Applied));
+    let mut seq = mockall::Sequence::new();
+    // The first try committed but its reply was lost; the second finds the lease gone.
+    repo.expect_release()
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|_, _| Err(FencedError::Repo(down())));
+    repo.expect_release()
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|_, _| Err(FencedError::LeaseLost));
+    repo.expect_get().times(1).returning(move |_| {
+        let mut job = Job::new(id, serde_json::json!({}), chrono::Utc::now());
+        job.lease_epoch = LeaseEpoch::NEVER.next();
+        job.status = JobStatus::Queued;
+        Ok(Some(job))
+    });
+    let stage = Arc::new(FailWith(StageError::retryable("tts_unavailable", "503")));
+    let outcome = runner(repo, stage).run(id, &CancellationToken::new()).await;
+    assert!(
+        matches!(&outcome, RunOutcome::Retry { error } if error.code.as_str() == "tts_unavailable"),
+        "the queue must retry, not drop the task: {outcome:?}"
+    );
+}
+
+/// A repository whose heartbeats never answer (a half-open connection).
+#[derive(Debug)]
+struct HangingHeartbeats(repo_mem::MemRepository);
+
+#[async_trait]
+impl JobRepository for HangingHeartbeats {
+    async fn create(&self, job: NewJob) -> Result<Job, RepoError> {
+        self.0.create(job).await
+    }
+    async fn get(&self, id: JobId) -> Result<Option<Job>, RepoError> {
+        self.0.get(id).await
+    }
+    async fn list(&self, query: &ListQuery) -> Result<JobPage, RepoError> {
+        self.0.list(query).await
+    }
+    async fn acquire(&self, request: &AcquireRequest) -> Result<AcquireOutcome, RepoError> {
+        self.0.acquire(request).await
+    }
+    async fn heartbeat(&self, _: &Lease, _: Duration) -> Result<HeartbeatAck, FencedError> {
+        std::future::pending().await
+    }
+    async fn report_progress(
+        &self,
+        lease: &Lease,
+        report: &ProgressReport,
+    ) -> Result<ProgressOutcome, FencedError> {
+        self.0.report_progress(lease, report).await
+    }
+    async fn release(
+        &self,
+        lease: &Lease,
+        error: Option<JobError>,
+    ) -> Result<JobStatus, FencedError> {
+        self.0.release(lease, error).await
+    }
+    async fn finalize(
+        &self,
+        lease: &Lease,
+        outcome: &FinalOutcome,
+    ) -> Result<JobStatus, FencedError> {
+        self.0.finalize(lease, outcome).await
+    }
+    async fn request_cancel(&self, id: JobId) -> Result<CancelOutcome, RepoError> {
+        self.0.request_cancel(id).await
+    }
+    async fn cancel_notifications(&self) -> Result<CancelStream, RepoError> {
+        self.0.cancel_notifications().await
+    }
+    async fn sweep(&self, policy: &SweepPolicy) -> Result<Vec<SweptJob>, RepoError> {
+        self.0.sweep(policy).await
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hanging_heartbeat_cannot_keep_a_worker_past_its_lease() {
+    let repo = Arc::new(HangingHeartbeats(repo_mem::MemRepository::new()));
+    let id = JobId::new();
+    repo.create(NewJob {
+        id,
+        input: serde_json::json!({}),
+    })
+    .await
+    .unwrap();
+    let runner = Runner::new(
+        repo.clone(),
+        Pipeline::new(vec![Arc::new(Slow)]),
+        CancelHub::new(),
+        config(),
+    );
+    let started = tokio::time::Instant::now();
+    let outcome = runner.run(id, &CancellationToken::new()).await;
+    assert!(
+        matches!(outcome, RunOutcome::Unavailable { .. }),
+        "{outcome:?}"
+    );
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(60),
+        "stopped within the 60 s TTL: {took:?}"
+    );
+    // It wrote nothing after giving up: the job is still running under its (dead) lease.
+    assert_eq!(
+        repo.get(id).await.unwrap().unwrap().status,
+        JobStatus::Running
+    );
+}

@@ -527,8 +527,9 @@ async fn a_pipeline_that_ignores_the_token_is_aborted_after_the_grace() {
     w.shutdown.cancel();
     assert_eq!(handle.await.unwrap(), RunOutcome::ShuttingDown);
     let took = asked.elapsed();
+    // The drain keeps 1.5 s of the 8 s grace for the release, so the whole stop fits in it.
     assert!(
-        took >= Duration::from_secs(8) && took < Duration::from_secs(9),
+        took >= Duration::from_millis(6500) && took < Duration::from_secs(8),
         "{took:?}"
     );
     assert_eq!(w.row(id).await.status, JobStatus::Queued);

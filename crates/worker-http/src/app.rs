@@ -11,6 +11,7 @@ use push_auth::Authenticator;
 use runner::{CancelHub, Runner, RunnerConfig};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::routes;
 
@@ -66,6 +67,8 @@ pub(crate) struct AppState {
     pub(crate) readiness: Readiness,
     /// Cancelled on SIGTERM: no new job starts, running ones stop at their next checkpoint.
     pub(crate) shutdown: CancellationToken,
+    /// Every job task, so shutdown waits for jobs whose caller already hung up.
+    pub(crate) jobs: TaskTracker,
     pub(crate) metrics: metrics_exporter_prometheus::PrometheusHandle,
 }
 
@@ -76,6 +79,7 @@ pub struct Application {
     router: axum::Router,
     shutdown: CancellationToken,
     grace: Duration,
+    jobs: TaskTracker,
     listener_task: tokio::task::JoinHandle<()>,
 }
 
@@ -94,11 +98,13 @@ impl Application {
         };
         let grace = parts.runner.drain_grace;
         let runner = Runner::new(parts.repo, parts.pipeline, hub, parts.runner);
+        let jobs = TaskTracker::new();
         let state = AppState {
             runner,
             auth: parts.auth,
             readiness: parts.readiness,
             shutdown: shutdown.clone(),
+            jobs: jobs.clone(),
             metrics: crate::metrics_export::handle(),
         };
         let router = routes::router(state, parts.max_body_bytes);
@@ -107,6 +113,7 @@ impl Application {
             router,
             shutdown,
             grace,
+            jobs,
             listener_task,
         })
     }
@@ -121,9 +128,10 @@ impl Application {
         self.shutdown.clone()
     }
 
-    /// Serves until the shutdown token is cancelled, then drains: no new connections, the
-    /// running job stops at its next checkpoint and gives its lease back (its push gets 503),
-    /// and after the grace period plus a margin the server stops regardless.
+    /// Serves until the shutdown token is cancelled, then drains: no new connections, every
+    /// running job — also one whose caller hung up — stops at its next checkpoint and gives
+    /// its lease back (its push, if still connected, gets 503). The runner fits that in the
+    /// grace period; past it plus a margin the server stops regardless.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         let shutdown = self.shutdown.clone();
         let server = axum::serve(self.listener, self.router)
@@ -132,12 +140,15 @@ impl Application {
         tokio::select! {
             result = &mut server => result.context("serving")?,
             () = self.shutdown.cancelled() => {
-                // Drain: the runner has `grace` to reach a checkpoint and release; give the
-                // handler a moment beyond that to answer.
-                let limit = self.grace + Duration::from_secs(1);
-                match tokio::time::timeout(limit, &mut server).await {
+                let deadline = tokio::time::Instant::now() + self.grace + Duration::from_millis(500);
+                self.jobs.close();
+                let drained = async {
+                    self.jobs.wait().await;
+                    (&mut server).await
+                };
+                match tokio::time::timeout_at(deadline, drained).await {
                     Ok(result) => result.context("serving")?,
-                    Err(_) => tracing::warn!(limit_ms = limit.as_millis(), "drain limit reached; stopping"),
+                    Err(_) => tracing::warn!(grace_ms = self.grace.as_millis(), "drain deadline reached; stopping"),
                 }
             }
         }

@@ -147,9 +147,15 @@ impl Settings {
         if !(database_url.starts_with("postgres://") || database_url.starts_with("postgresql://")) {
             return Err(err("DATABASE_URL", "must be a postgres:// URL"));
         }
+        // A configured id is the same on every instance of a revision, so it gets the random
+        // suffix too: the lease holder must be unique per process start.
         let instance_id = match get(env, "VIDEO_WORKER_INSTANCE_ID") {
             Some(id) => {
-                InstanceId::new(id).map_err(|e| err("VIDEO_WORKER_INSTANCE_ID", e.reason))?
+                InstanceId::new(id.clone())
+                    .map_err(|e| err("VIDEO_WORKER_INSTANCE_ID", e.reason))?;
+                let base: String = id.chars().take(InstanceId::MAX_LEN - 9).collect();
+                InstanceId::new(format!("{base}-{:08x}", fastrand::u32(..)))
+                    .map_err(|e| err("VIDEO_WORKER_INSTANCE_ID", e.reason))?
             }
             None => default_instance_id(env),
         };
@@ -216,7 +222,8 @@ impl Settings {
         }
         let max_runtime = seconds(env, "VIDEO_JOB_MAX_RUNTIME_SECONDS", 1200, 1..=1790)?;
         let max_attempts = number(env, "VIDEO_JOB_MAX_ATTEMPTS", 5u32, 1..=100)?;
-        let shutdown_grace = seconds(env, "VIDEO_WORKER_SHUTDOWN_GRACE_SECONDS", 8, 0..=3600)?;
+        // Cloud Run sends SIGKILL 10 s after SIGTERM; the drain must end before that.
+        let shutdown_grace = seconds(env, "VIDEO_WORKER_SHUTDOWN_GRACE_SECONDS", 8, 2..=9)?;
         let work_dir = get(env, "VIDEO_WORKER_WORK_DIR")
             .map_or_else(|| std::env::temp_dir().join("video-worker"), PathBuf::from);
         let pipeline = match get(env, "VIDEO_WORKER_PIPELINE").as_deref() {
@@ -365,6 +372,21 @@ mod tests {
             vars.push((var, value));
             assert_eq!(settings(&vars).unwrap_err().var, var, "{var}={value}");
         }
+    }
+
+    #[test]
+    fn a_configured_instance_id_still_gets_a_suffix_per_start() {
+        let mut vars = BASE.to_vec();
+        vars.push(("VIDEO_WORKER_INSTANCE_ID", "worker-a"));
+        let (a, b) = (settings(&vars).unwrap(), settings(&vars).unwrap());
+        assert!(a.instance_id.as_str().starts_with("worker-a-"));
+        assert_ne!(a.instance_id, b.instance_id);
+        vars.pop();
+        vars.push(("VIDEO_WORKER_SHUTDOWN_GRACE_SECONDS", "30"));
+        assert_eq!(
+            settings(&vars).unwrap_err().var,
+            "VIDEO_WORKER_SHUTDOWN_GRACE_SECONDS"
+        );
     }
 
     #[test]

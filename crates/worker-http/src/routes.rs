@@ -90,8 +90,9 @@ async fn run_job(State(app): State<AppState>, headers: HeaderMap, body: Bytes) -
         // handler's future is dropped but the job goes on and finishes its lease protocol.
         let runner = app.runner.clone();
         let shutdown = app.shutdown.clone();
-        let job =
-            tokio::spawn(async move { runner.run(job_id, &shutdown).await }.in_current_span());
+        let job = app
+            .jobs
+            .spawn(async move { runner.run(job_id, &shutdown).await }.in_current_span());
         match job.await {
             Ok(outcome) => respond(job_id, outcome),
             Err(e) => {
@@ -158,6 +159,15 @@ fn respond(job_id: JobId, outcome: RunOutcome) -> Response {
             json!({"status": "retry", "job_id": id, "error_code": error.code.as_str()}),
         ),
         RunOutcome::ShuttingDown => unavailable("shutting_down", "this instance is shutting down"),
+        RunOutcome::Broken { reason } => {
+            // The row cannot be read: no retry can fix it, so the queue is told it is done.
+            tracing::error!(%reason, "job row unusable");
+            metrics::counter!("video_worker_broken_jobs_total").increment(1);
+            answer(
+                StatusCode::OK,
+                json!({"status": "error", "job_id": id, "reason": "the job's stored data is invalid"}),
+            )
+        }
         RunOutcome::Unavailable { reason } => {
             tracing::error!(%reason, "cannot work: storage unavailable");
             unavailable("unavailable", "the job store is unavailable")

@@ -474,3 +474,32 @@ async fn health_ready_and_metrics_answer_on_paths_not_ending_in_z() {
         assert_eq!(r.status().as_u16(), 503, "draining is not ready");
     }
 }
+
+#[tokio::test]
+async fn shutdown_waits_for_a_job_whose_caller_hung_up_and_releases_it() {
+    let repo = mem();
+    let pipeline = Pipeline::new(vec![
+        Arc::new(Segments {
+            count: 1000,
+            each: Duration::from_millis(20),
+        }),
+        Arc::new(Publish),
+    ]);
+    let app = TestApp::spawn(repo.clone(), pipeline).await;
+    let id = new_job(repo.as_ref(), json!({})).await;
+    let hung_up = app
+        .push_request(json!({ "job_id": id }).to_string())
+        .timeout(Duration::from_millis(300))
+        .send()
+        .await;
+    assert!(hung_up.is_err());
+    assert_eq!(status_of(repo.as_ref(), id).await, JobStatus::Running);
+    app.shutdown.cancel();
+    app.server.await.unwrap().unwrap();
+    let job = repo.get(id).await.unwrap().unwrap();
+    assert_eq!(
+        (job.status, job.lease),
+        (JobStatus::Queued, None),
+        "released before the process ended"
+    );
+}

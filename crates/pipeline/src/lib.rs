@@ -11,11 +11,19 @@
 //! The runner owns the other side: it turns progress into fenced writes and cancels the
 //! token on cancel, lease loss, deadline or shutdown.
 
+pub mod cache;
+pub mod compose;
 mod context;
 mod data;
 mod error;
+pub mod media;
 pub mod noop;
 mod progress;
+pub mod publish;
+pub mod render;
+pub mod storyboard;
+pub mod tts;
+pub mod video;
 
 use std::sync::Arc;
 

@@ -1,0 +1,158 @@
+//! Running the external tools (`ffmpeg`, `espeak-ng`, `ffprobe`) so that they die with the
+//! job: each child gets its own process group (a Ctrl-C at the terminal reaches the worker,
+//! which decides, not ffmpeg directly), is killed when the job's token fires, and is killed
+//! if its future is dropped (`kill_on_drop`: a job aborted after its grace period leaves no
+//! child behind). Neither tool forks, so killing the child ends the group.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::Arc;
+
+use tokio::io::AsyncReadExt;
+use tokio::process::Command;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use crate::StageError;
+
+/// How much of a failing tool's stderr goes into the error message.
+const STDERR_TAIL: usize = 2000;
+
+/// Runs `cmd` to completion unless `cancel` fires first. `tool` names it in errors.
+/// A missing binary or a failure is retryable (another instance may be fine); cancel is
+/// [`StageError::Canceled`].
+pub async fn run(
+    mut cmd: Command,
+    tool: &'static str,
+    cancel: &CancellationToken,
+) -> Result<Vec<u8>, StageError> {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    #[cfg(unix)]
+    cmd.process_group(0);
+    let mut child = cmd.spawn().map_err(|e| {
+        StageError::retryable(
+            "tool_unavailable",
+            format!("cannot start {tool}: {e}; is it installed and on PATH?"),
+        )
+    })?;
+    let mut stdout = child.stdout.take();
+    let mut stderr = child.stderr.take();
+    let read_all = async {
+        let mut out = Vec::new();
+        let mut err = Vec::new();
+        let out_fut = async {
+            if let Some(s) = stdout.as_mut() {
+                let _ = s.read_to_end(&mut out).await;
+            }
+        };
+        let err_fut = async {
+            if let Some(s) = stderr.as_mut() {
+                let _ = s.read_to_end(&mut err).await;
+            }
+        };
+        tokio::join!(out_fut, err_fut);
+        (out, err)
+    };
+    let work = async {
+        let (out, err) = read_all.await;
+        let status = child.wait().await;
+        (status, out, err)
+    };
+    tokio::select! {
+        (status, out, err) = work => {
+            let status = status.map_err(|e| StageError::retryable("tool_failed", format!("{tool}: {e}")))?;
+            if status.success() {
+                Ok(out)
+            } else {
+                let text = String::from_utf8_lossy(&err);
+                let tail: String = text.chars().rev().take(STDERR_TAIL).collect::<Vec<_>>().into_iter().rev().collect();
+                Err(StageError::retryable("tool_failed", format!("{tool} exited with {status}: {}", tail.trim())))
+            }
+        }
+        () = cancel.cancelled() => {
+            // Dropping `work` dropped the child: kill_on_drop sends SIGKILL and tokio reaps it.
+            Err(StageError::Canceled)
+        }
+    }
+}
+
+/// Runs `cmd` holding one of `slots` (at most as many encoders as cores).
+pub async fn run_limited(
+    cmd: Command,
+    tool: &'static str,
+    cancel: &CancellationToken,
+    slots: &Arc<Semaphore>,
+) -> Result<Vec<u8>, StageError> {
+    let _slot = tokio::select! {
+        permit = slots.acquire() => permit.map_err(|_| StageError::Canceled)?,
+        () = cancel.cancelled() => return Err(StageError::Canceled),
+    };
+    run(cmd, tool, cancel).await
+}
+
+/// The first line of `tool -version`, for cache keys (a different encoder makes different
+/// bytes). `None` when the tool is missing.
+pub fn version(program: &Path, flag: &str) -> Option<String> {
+    let out = std::process::Command::new(program)
+        .arg(flag)
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines().next().map(|l| l.trim().to_owned())
+}
+
+/// What `ffprobe` says about a media file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Probe {
+    /// `(codec_type, codec_name)` per stream.
+    pub streams: Vec<(String, String)>,
+    /// Container duration, seconds.
+    pub duration: f64,
+    /// Video frames, if counted.
+    pub video_frames: Option<u64>,
+    /// Video stream duration, seconds.
+    pub video_duration: Option<f64>,
+    /// Audio stream duration, seconds.
+    pub audio_duration: Option<f64>,
+}
+
+/// Probes `path` with `ffprobe` (counting video frames exactly).
+pub async fn probe(ffprobe: &Path, path: &Path) -> Result<Probe, StageError> {
+    let mut cmd = Command::new(ffprobe);
+    cmd.args(["-v", "error", "-count_frames", "-show_entries"])
+        .arg("stream=codec_type,codec_name,nb_read_frames,duration:format=duration")
+        .args(["-of", "json"])
+        .arg(path);
+    let out = run(cmd, "ffprobe", &CancellationToken::new()).await?;
+    let bad = |what: &str| {
+        StageError::retryable("tool_failed", format!("ffprobe {}: {what}", path.display()))
+    };
+    let json: serde_json::Value = serde_json::from_slice(&out).map_err(|e| bad(&e.to_string()))?;
+    let num = |v: &serde_json::Value| v.as_str().and_then(|s| s.parse::<f64>().ok());
+    let mut probe = Probe {
+        streams: Vec::new(),
+        duration: num(&json["format"]["duration"]).ok_or_else(|| bad("no duration"))?,
+        video_frames: None,
+        video_duration: None,
+        audio_duration: None,
+    };
+    for s in json["streams"].as_array().into_iter().flatten() {
+        let kind = s["codec_type"].as_str().unwrap_or_default().to_owned();
+        let codec = s["codec_name"].as_str().unwrap_or_default().to_owned();
+        match kind.as_str() {
+            "video" => {
+                probe.video_frames = s["nb_read_frames"].as_str().and_then(|n| n.parse().ok());
+                probe.video_duration = num(&s["duration"]);
+            }
+            "audio" => probe.audio_duration = num(&s["duration"]),
+            _ => {}
+        }
+        probe.streams.push((kind, codec));
+    }
+    Ok(probe)
+}

@@ -1,0 +1,149 @@
+//! Upload of the finished MP4 to an object store (`object_store`): a local directory by
+//! default, GCS or S3 by URL in production. The key is per attempt
+//! (`video-jobs/{job}/attempts/{epoch}/final.mp4`): only the fenced finalize points the job
+//! at it, so an upload by a worker that lost its lease is never the job's result.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use object_store::path::Path as StorePath;
+use object_store::{ObjectStore, WriteMultipart};
+use tokio::io::AsyncReadExt;
+use tokio_util::sync::CancellationToken;
+
+use crate::StageError;
+
+/// Size of each uploaded part.
+const CHUNK: usize = 8 << 20;
+
+/// Opens the store named by `url`: a path or `file:///…` (a local directory, created if
+/// missing), `gs://bucket/prefix` or `s3://bucket/prefix` (credentials from the usual
+/// `GOOGLE_*` / `AWS_*` environment).
+pub fn store_from_url(url: &str) -> Result<Arc<dyn ObjectStore>, String> {
+    let url = url.trim();
+    if url.is_empty() {
+        return Err("empty URL".into());
+    }
+    let scheme = url.split_once("://").map(|(s, _)| s);
+    match scheme {
+        None | Some("file") => {
+            let path = url.strip_prefix("file://").unwrap_or(url);
+            std::fs::create_dir_all(path).map_err(|e| format!("{path}: {e}"))?;
+            let store = object_store::local::LocalFileSystem::new_with_prefix(path)
+                .map_err(|e| format!("{path}: {e}"))?;
+            Ok(Arc::new(store))
+        }
+        Some("gs") | Some("s3") => {
+            let parsed = url::Url::parse(url).map_err(|e| format!("{url}: {e}"))?;
+            let prefix = parsed.path().trim_matches('/').to_owned();
+            let store: Arc<dyn ObjectStore> = if scheme == Some("gs") {
+                Arc::new(
+                    object_store::gcp::GoogleCloudStorageBuilder::from_env()
+                        .with_url(url)
+                        .build()
+                        .map_err(|e| format!("{url}: {e}"))?,
+                )
+            } else {
+                Arc::new(
+                    object_store::aws::AmazonS3Builder::from_env()
+                        .with_url(url)
+                        .build()
+                        .map_err(|e| format!("{url}: {e}"))?,
+                )
+            };
+            Ok(if prefix.is_empty() {
+                store
+            } else {
+                Arc::new(object_store::prefix::PrefixStore::new(store, prefix))
+            })
+        }
+        Some(other) => Err(format!(
+            "unsupported scheme {other:?}: use a path, file://, gs:// or s3://"
+        )),
+    }
+}
+
+fn unavailable(e: impl std::fmt::Display) -> StageError {
+    StageError::retryable("store_unavailable", format!("upload failed: {e}"))
+}
+
+/// Streams `file` to `key` in parts; aborts the upload on error or cancel.
+pub async fn upload(
+    store: &Arc<dyn ObjectStore>,
+    key: &str,
+    file: &Path,
+    cancel: &CancellationToken,
+) -> Result<(), StageError> {
+    let path = StorePath::parse(key)
+        .map_err(|e| StageError::permanent("internal", format!("artifact key {key}: {e}")))?;
+    let mut source = tokio::fs::File::open(file)
+        .await
+        .map_err(|e| StageError::retryable("io_failed", format!("{}: {e}", file.display())))?;
+    let upload = store.put_multipart(&path).await.map_err(unavailable)?;
+    let mut writer = WriteMultipart::new_with_chunk_size(upload, CHUNK);
+    let mut buf = vec![0u8; 1 << 20];
+    let copy = async {
+        loop {
+            let n = source.read(&mut buf).await.map_err(|e| {
+                StageError::retryable("io_failed", format!("{}: {e}", file.display()))
+            })?;
+            if n == 0 {
+                break;
+            }
+            writer.wait_for_capacity(4).await.map_err(unavailable)?;
+            writer.write(&buf[..n]);
+        }
+        Ok::<(), StageError>(())
+    };
+    let copied = tokio::select! {
+        r = copy => r,
+        () = cancel.cancelled() => Err(StageError::Canceled),
+    };
+    match copied {
+        Ok(()) => {
+            writer.finish().await.map_err(unavailable)?;
+            Ok(())
+        }
+        Err(e) => {
+            let _ = writer.abort().await;
+            Err(e)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_local_directory_store_round_trips_and_bad_urls_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_from_url(dir.path().join("artifacts").to_str().unwrap()).unwrap();
+        let src = dir.path().join("x.bin");
+        let bytes: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+        tokio::fs::write(&src, &bytes).await.unwrap();
+        upload(
+            &store,
+            "video-jobs/j/attempts/1/final.mp4",
+            &src,
+            &CancellationToken::new(),
+        )
+        .await
+        .unwrap();
+        let got = store
+            .get(&StorePath::from("video-jobs/j/attempts/1/final.mp4"))
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        assert_eq!(got.as_ref(), bytes.as_slice());
+        assert!(
+            dir.path()
+                .join("artifacts/video-jobs/j/attempts/1/final.mp4")
+                .is_file()
+        );
+        assert!(store_from_url("ftp://x/y").is_err());
+        assert!(store_from_url("").is_err());
+    }
+}

@@ -1,0 +1,409 @@
+//! The job input: a versioned storyboard, validated with errors that name the field.
+//!
+//! ```json
+//! {
+//!   "version": 1,
+//!   "title": "Fractions",
+//!   "voice": {"language": "en", "rate_wpm": 160},
+//!   "frame": {"width": 1280, "height": 720, "fps": 25},
+//!   "segments": [
+//!     {"narration": "A fraction is …", "slide": {"heading": "What is a fraction?", "bullets": ["…"], "body": "…"}}
+//!   ]
+//! }
+//! ```
+//! `voice` and `frame` may be left out (English at 160 words a minute; 1280×720 at 25 fps).
+//! A storyboard that fails validation is a permanent failure (`invalid_input`): no retry
+//! can fix it.
+
+use serde::{Deserialize, Serialize};
+
+/// Limits, so one job cannot take the worker down.
+pub mod limits {
+    /// Segments per storyboard.
+    pub const MAX_SEGMENTS: usize = 200;
+    /// Characters of narration per segment.
+    pub const MAX_NARRATION_CHARS: usize = 2000;
+    /// Characters of a title or heading.
+    pub const MAX_HEADING_CHARS: usize = 200;
+    /// Bullets per slide.
+    pub const MAX_BULLETS: usize = 10;
+    /// Characters per bullet.
+    pub const MAX_BULLET_CHARS: usize = 300;
+    /// Characters of a slide's body.
+    pub const MAX_BODY_CHARS: usize = 1500;
+    /// Frame width range (even numbers only: H.264 with 4:2:0 needs them).
+    pub const WIDTH: std::ops::RangeInclusive<u32> = 320..=3840;
+    /// Frame height range (even numbers only).
+    pub const HEIGHT: std::ops::RangeInclusive<u32> = 180..=2160;
+    /// Frames per second.
+    pub const FPS: std::ops::RangeInclusive<u32> = 1..=60;
+    /// Speech rate, words per minute (espeak-ng's range is 80–450).
+    pub const RATE_WPM: std::ops::RangeInclusive<u32> = 80..=450;
+}
+
+/// The schema version this code reads.
+pub const VERSION: u32 = 1;
+
+/// A storyboard.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Storyboard {
+    /// Schema version; 1.
+    pub version: u32,
+    /// The video's title.
+    pub title: String,
+    /// How the narration is spoken.
+    #[serde(default)]
+    pub voice: Voice,
+    /// Frame size and rate.
+    #[serde(default)]
+    pub frame: Frame,
+    /// The segments, in order.
+    pub segments: Vec<Segment>,
+}
+
+/// How the narration is spoken.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Voice {
+    /// A BCP 47-like language tag: `en`, `ko`, `en-us`.
+    #[serde(default = "Voice::default_language")]
+    pub language: String,
+    /// Words per minute.
+    #[serde(default = "Voice::default_rate")]
+    pub rate_wpm: u32,
+}
+
+impl Voice {
+    fn default_language() -> String {
+        "en".into()
+    }
+    fn default_rate() -> u32 {
+        160
+    }
+}
+
+impl Default for Voice {
+    fn default() -> Self {
+        Self {
+            language: Self::default_language(),
+            rate_wpm: Self::default_rate(),
+        }
+    }
+}
+
+/// Frame size and rate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Frame {
+    /// Pixels.
+    pub width: u32,
+    /// Pixels.
+    pub height: u32,
+    /// Frames per second.
+    pub fps: u32,
+}
+
+impl Default for Frame {
+    fn default() -> Self {
+        Self {
+            width: 1280,
+            height: 720,
+            fps: 25,
+        }
+    }
+}
+
+/// One narrated slide.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Segment {
+    /// What is said.
+    pub narration: String,
+    /// What is shown.
+    pub slide: Slide,
+}
+
+/// What a slide shows.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Slide {
+    /// The heading, in bold.
+    pub heading: String,
+    /// Bullet points.
+    #[serde(default)]
+    pub bullets: Vec<String>,
+    /// A paragraph under the bullets.
+    #[serde(default)]
+    pub body: String,
+}
+
+/// One problem with a storyboard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    /// Where: `segments[2].slide.heading`.
+    pub field: String,
+    /// What is wrong.
+    pub reason: String,
+}
+
+impl std::fmt::Display for FieldError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.field, self.reason)
+    }
+}
+
+/// Every problem found, in document order.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid storyboard: {}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+pub struct StoryboardError(pub Vec<FieldError>);
+
+struct Checker(Vec<FieldError>);
+
+impl Checker {
+    fn fail(&mut self, field: impl Into<String>, reason: impl Into<String>) {
+        self.0.push(FieldError {
+            field: field.into(),
+            reason: reason.into(),
+        });
+    }
+
+    fn text(&mut self, field: &str, value: &str, max: usize, required: bool) {
+        let chars = value.chars().count();
+        if required && value.trim().is_empty() {
+            self.fail(field, "must not be empty");
+        } else if chars > max {
+            self.fail(
+                field,
+                format!("must be at most {max} characters, got {chars}"),
+            );
+        } else if value.chars().any(|c| c.is_control() && c != '\n') {
+            self.fail(
+                field,
+                "must not contain control characters other than newlines",
+            );
+        }
+    }
+}
+
+impl Storyboard {
+    /// Parses and validates a job's input.
+    pub fn from_json(input: &serde_json::Value) -> Result<Self, StoryboardError> {
+        let board: Self = serde_json::from_value(input.clone()).map_err(|e| {
+            StoryboardError(vec![FieldError {
+                field: "$".into(),
+                reason: e.to_string(),
+            }])
+        })?;
+        board.validate()?;
+        Ok(board)
+    }
+
+    /// Checks every limit; reports all problems at once.
+    pub fn validate(&self) -> Result<(), StoryboardError> {
+        use limits::*;
+        let mut c = Checker(Vec::new());
+        if self.version != VERSION {
+            c.fail(
+                "version",
+                format!(
+                    "unsupported version {}; this worker reads {VERSION}",
+                    self.version
+                ),
+            );
+        }
+        c.text("title", &self.title, MAX_HEADING_CHARS, true);
+        let lang_ok = {
+            let mut parts = self.voice.language.split('-');
+            let primary = parts.next().unwrap_or_default();
+            (2..=3).contains(&primary.len())
+                && primary.bytes().all(|b| b.is_ascii_lowercase())
+                && parts.all(|p| {
+                    (2..=8).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_alphanumeric())
+                })
+        };
+        if !lang_ok {
+            c.fail(
+                "voice.language",
+                format!(
+                    "{:?} is not a language tag like en, ko or en-us",
+                    self.voice.language
+                ),
+            );
+        }
+        if !RATE_WPM.contains(&self.voice.rate_wpm) {
+            c.fail(
+                "voice.rate_wpm",
+                format!("must be in {}..={}", RATE_WPM.start(), RATE_WPM.end()),
+            );
+        }
+        let f = self.frame;
+        if !WIDTH.contains(&f.width) || f.width % 2 != 0 {
+            c.fail(
+                "frame.width",
+                format!(
+                    "must be an even number in {}..={}",
+                    WIDTH.start(),
+                    WIDTH.end()
+                ),
+            );
+        }
+        if !HEIGHT.contains(&f.height) || f.height % 2 != 0 {
+            c.fail(
+                "frame.height",
+                format!(
+                    "must be an even number in {}..={}",
+                    HEIGHT.start(),
+                    HEIGHT.end()
+                ),
+            );
+        }
+        if !FPS.contains(&f.fps) {
+            c.fail(
+                "frame.fps",
+                format!("must be in {}..={}", FPS.start(), FPS.end()),
+            );
+        }
+        if self.segments.is_empty() {
+            c.fail("segments", "must have at least one segment");
+        }
+        if self.segments.len() > MAX_SEGMENTS {
+            c.fail(
+                "segments",
+                format!(
+                    "must have at most {MAX_SEGMENTS} segments, got {}",
+                    self.segments.len()
+                ),
+            );
+        }
+        for (i, s) in self.segments.iter().enumerate().take(MAX_SEGMENTS) {
+            let at = |field: &str| format!("segments[{i}].{field}");
+            c.text(&at("narration"), &s.narration, MAX_NARRATION_CHARS, true);
+            if !s.narration.trim().is_empty() && !s.narration.chars().any(char::is_alphanumeric) {
+                c.fail(at("narration"), "must contain something to say");
+            }
+            c.text(
+                &at("slide.heading"),
+                &s.slide.heading,
+                MAX_HEADING_CHARS,
+                true,
+            );
+            if s.slide.bullets.len() > MAX_BULLETS {
+                c.fail(
+                    at("slide.bullets"),
+                    format!("must have at most {MAX_BULLETS} bullets"),
+                );
+            }
+            for (j, b) in s.slide.bullets.iter().enumerate() {
+                c.text(
+                    &at(&format!("slide.bullets[{j}]")),
+                    b,
+                    MAX_BULLET_CHARS,
+                    true,
+                );
+            }
+            c.text(&at("slide.body"), &s.slide.body, MAX_BODY_CHARS, false);
+        }
+        if c.0.is_empty() {
+            Ok(())
+        } else {
+            Err(StoryboardError(c.0))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn good() -> serde_json::Value {
+        json!({
+            "version": 1,
+            "title": "T",
+            "segments": [{"narration": "Hello there.", "slide": {"heading": "Hi", "bullets": ["a"], "body": ""}}]
+        })
+    }
+
+    #[test]
+    fn defaults_are_english_720p25() {
+        let b = Storyboard::from_json(&good()).unwrap();
+        assert_eq!(
+            b.frame,
+            Frame {
+                width: 1280,
+                height: 720,
+                fps: 25
+            }
+        );
+        assert_eq!(
+            b.voice,
+            Voice {
+                language: "en".into(),
+                rate_wpm: 160
+            }
+        );
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_field() {
+        let mut v = good();
+        v["frame"] = json!({"width": 1281, "height": 720, "fps": 0});
+        v["voice"] = json!({"language": "english!", "rate_wpm": 10});
+        v["segments"][0]["narration"] = json!("   ");
+        v["segments"][0]["slide"]["heading"] = json!("x".repeat(201));
+        v["segments"][0]["slide"]["bullets"] = json!(["ok", ""]);
+        let err = Storyboard::from_json(&v).unwrap_err();
+        let fields: Vec<_> = err.0.iter().map(|e| e.field.as_str()).collect();
+        for expected in [
+            "voice.language",
+            "voice.rate_wpm",
+            "frame.width",
+            "frame.fps",
+            "segments[0].narration",
+            "segments[0].slide.heading",
+            "segments[0].slide.bullets[1]",
+        ] {
+            assert!(
+                fields.contains(&expected),
+                "{expected} missing from {fields:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn wrong_shapes_and_unknown_fields_are_refused() {
+        for bad in [
+            json!(null),
+            json!("text"),
+            json!({"version": 1, "title": "T"}),
+            json!({"version": 2, "title": "T", "segments": []}),
+            json!({"version": 1, "title": "T", "segments": [], "extra": 1}),
+            json!({"version": 1, "title": "T", "segments": [{"narration": 5, "slide": {"heading": "h"}}]}),
+        ] {
+            assert!(Storyboard::from_json(&bad).is_err(), "{bad}");
+        }
+        let mut many = good();
+        many["segments"] = json!(vec![
+            good()["segments"][0].clone();
+            limits::MAX_SEGMENTS + 1
+        ]);
+        let err = Storyboard::from_json(&many).unwrap_err();
+        assert_eq!(err.0[0].field, "segments");
+    }
+
+    #[test]
+    fn the_examples_are_valid() {
+        for path in [
+            "../../examples/en-fractions.json",
+            "../../examples/ko-photosynthesis.json",
+        ] {
+            let text = std::fs::read_to_string(
+                std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(path),
+            )
+            .unwrap();
+            let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+            Storyboard::from_json(&value).unwrap_or_else(|e| panic!("{path}: {e}"));
+        }
+    }
+}

@@ -1,0 +1,537 @@
+//! The real pipeline: plan → TTS → render → compose → publish.
+//!
+//! - **plan** parses and validates the storyboard (a failure is permanent: `invalid_input`);
+//! - **tts** speaks each segment (concurrently, up to the backend's bound), then starts
+//!   joining and encoding the narration to AAC in the background — overlapped with render;
+//! - **render** draws each slide in Rust and encodes exactly as many frames as its narration
+//!   needs (at most as many ffmpeg processes as cores, across the whole job);
+//! - **compose** concatenates the segment videos without re-encoding and muxes the AAC;
+//! - **publish** uploads the MP4 under a per-attempt key.
+//!
+//! Speech and segment videos are cached by content in the job's work dir, so a retried job
+//! redoes only what is missing. [`PipelineStats`] counts what was made and what was reused.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use async_trait::async_trait;
+use domain::Stage as StageName;
+use futures_util::StreamExt;
+use object_store::ObjectStore;
+use tokio::sync::Semaphore;
+use tokio_util::task::AbortOnDropHandle;
+
+use crate::cache::{SegmentCache, key};
+use crate::render::slide::SlideRenderer;
+use crate::render::{Encoder, VIDEO_ARGS, frame_counts};
+use crate::storyboard::Storyboard;
+use crate::tts::TtsBackend;
+use crate::{Pipeline, Published, Stage, StageContext, StageData, StageError};
+
+/// What the real pipeline needs from outside.
+#[derive(Debug, Clone)]
+pub struct VideoConfig {
+    /// The speech engine.
+    pub tts: Arc<dyn TtsBackend>,
+    /// Where finished films go.
+    pub store: Arc<dyn ObjectStore>,
+    /// The `ffmpeg` binary.
+    pub ffmpeg: PathBuf,
+    /// Its version line (cache keys: another encoder makes other bytes).
+    pub ffmpeg_version: String,
+    /// ffmpeg processes at once, per job (default: the number of cores).
+    pub max_encoders: usize,
+}
+
+impl VideoConfig {
+    /// The number of cores, for [`VideoConfig::max_encoders`].
+    pub fn cores() -> usize {
+        std::thread::available_parallelism().map_or(2, usize::from)
+    }
+}
+
+/// Counts of segment work done and reused, for tests and logs.
+#[derive(Debug, Default)]
+pub struct PipelineStats {
+    /// Segments spoken.
+    pub speech_made: AtomicUsize,
+    /// Segments whose speech came from the cache.
+    pub speech_reused: AtomicUsize,
+    /// Segment videos encoded.
+    pub videos_encoded: AtomicUsize,
+    /// Segment videos taken from the cache.
+    pub videos_reused: AtomicUsize,
+}
+
+impl PipelineStats {
+    fn bump(counter: &AtomicUsize) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Shared by the stages of one pipeline (and so by every job it runs).
+#[derive(Debug)]
+struct Shared {
+    config: VideoConfig,
+    stats: Arc<PipelineStats>,
+    /// ffmpeg slots: encodes and the AAC encode together never exceed this.
+    slots: Arc<Semaphore>,
+    /// Building a renderer parses the fonts; one is kept and lent out, or a new one made
+    /// when it is busy.
+    renderers: Mutex<Vec<SlideRenderer>>,
+}
+
+/// The real pipeline, reporting into `stats`.
+pub fn video_pipeline(config: VideoConfig, stats: Arc<PipelineStats>) -> Pipeline {
+    let slots = Arc::new(Semaphore::new(config.max_encoders.max(1)));
+    let shared = Arc::new(Shared {
+        config,
+        stats,
+        slots,
+        renderers: Mutex::new(Vec::new()),
+    });
+    Pipeline::new(vec![
+        Arc::new(Plan),
+        Arc::new(Tts(shared.clone())),
+        Arc::new(Render(shared.clone())),
+        Arc::new(Compose(shared.clone())),
+        Arc::new(Publish(shared)),
+    ])
+}
+
+fn io(what: &str, e: impl std::fmt::Display) -> StageError {
+    StageError::retryable("io_failed", format!("{what}: {e}"))
+}
+
+fn cache(ctx: &StageContext) -> SegmentCache {
+    SegmentCache::new(ctx.work_dir.join("cache"))
+}
+
+fn board(data: &StageData) -> Result<&Storyboard, StageError> {
+    data.get::<Storyboard>().ok_or_else(|| {
+        StageError::permanent("internal", "no storyboard: the plan stage did not run")
+    })
+}
+
+fn count(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+/// Validates the storyboard.
+#[derive(Debug)]
+struct Plan;
+
+#[async_trait]
+impl Stage for Plan {
+    fn stage(&self) -> StageName {
+        StageName::Plan
+    }
+
+    async fn run(&self, ctx: &StageContext, data: &mut StageData) -> Result<(), StageError> {
+        let board = Storyboard::from_json(&ctx.input)
+            .map_err(|e| StageError::permanent("invalid_input", e.to_string()))?;
+        tokio::fs::create_dir_all(ctx.work_dir.join("tmp"))
+            .await
+            .map_err(|e| io("work dir", e))?;
+        data.insert(board);
+        Ok(())
+    }
+}
+
+/// The spoken segments.
+#[derive(Debug, Clone)]
+struct Speech {
+    wavs: Vec<PathBuf>,
+    samples: Vec<u64>,
+    sample_rate: u32,
+    key: String,
+}
+
+/// The narration's AAC, being encoded in the background.
+#[derive(Debug)]
+struct PendingAudio(AbortOnDropHandle<Result<PathBuf, StageError>>);
+
+/// Speech per segment.
+#[derive(Debug)]
+struct Tts(Arc<Shared>);
+
+fn wav_info(path: &Path) -> Result<(u64, u32), StageError> {
+    let reader = hound::WavReader::open(path)
+        .map_err(|e| StageError::retryable("tts_bad_audio", format!("{}: {e}", path.display())))?;
+    let spec = reader.spec();
+    if spec.channels != 1 || spec.bits_per_sample != 16 {
+        return Err(StageError::retryable(
+            "tts_bad_audio",
+            "speech is not mono 16-bit",
+        ));
+    }
+    Ok((u64::from(reader.duration()), spec.sample_rate))
+}
+
+#[async_trait]
+impl Stage for Tts {
+    fn stage(&self) -> StageName {
+        StageName::Tts
+    }
+
+    fn weight(&self) -> u32 {
+        25
+    }
+
+    async fn run(&self, ctx: &StageContext, data: &mut StageData) -> Result<(), StageError> {
+        let board = board(data)?.clone();
+        let shared = &self.0;
+        let tts = &shared.config.tts;
+        let fingerprint = tts.fingerprint(&board.voice);
+        let cache = cache(ctx);
+        let total = count(board.segments.len());
+        let keys: Vec<String> = board
+            .segments
+            .iter()
+            .map(|s| key(&[b"tts", fingerprint.as_bytes(), s.narration.as_bytes()]))
+            .collect();
+        // Owned items: a closure over borrowed ones trips async-trait's lifetime inference.
+        let items: Vec<(usize, String, String)> = board
+            .segments
+            .iter()
+            .zip(&keys)
+            .enumerate()
+            .map(|(i, (s, k))| (i, s.narration.clone(), k.clone()))
+            .collect();
+        let jobs = items.into_iter().map(|(i, narration, k)| {
+            let cache = cache.clone();
+            let voice = board.voice.clone();
+            let k = k.clone();
+            async move {
+                let k = k.as_str();
+                if let Some(path) = cache.get(k, "wav").await {
+                    PipelineStats::bump(&shared.stats.speech_reused);
+                    return Ok((i, path));
+                }
+                let temp = cache
+                    .temp(k, "wav")
+                    .await
+                    .map_err(|e| io("speech cache", e))?;
+                let spoken = tts
+                    .synthesize(&narration, &voice, &temp, ctx.cancel_token())
+                    .await;
+                let checked = spoken.and_then(|()| wav_info(&temp).map(|_| ()));
+                if let Err(e) = checked {
+                    let _ = tokio::fs::remove_file(&temp).await;
+                    return Err(e);
+                }
+                let path = cache
+                    .commit(&temp, k, "wav")
+                    .await
+                    .map_err(|e| io("speech cache", e))?;
+                PipelineStats::bump(&shared.stats.speech_made);
+                Ok::<_, StageError>((i, path))
+            }
+        });
+        let mut done = futures_util::stream::iter(jobs).buffer_unordered(tts.concurrency().max(1));
+        let mut wavs = vec![PathBuf::new(); board.segments.len()];
+        while let Some(result) = done.next().await {
+            let (i, path) = result?;
+            ctx.segment_done(StageName::Tts, count(i), total)?;
+            wavs[i] = path;
+        }
+        drop(done);
+        let mut samples = Vec::with_capacity(wavs.len());
+        let mut sample_rate = 0;
+        for wav in &wavs {
+            let (n, rate) = wav_info(wav)?;
+            if sample_rate != 0 && rate != sample_rate {
+                return Err(StageError::retryable(
+                    "tts_bad_audio",
+                    "segments have different sample rates",
+                ));
+            }
+            sample_rate = rate;
+            samples.push(n);
+        }
+        let speech = Speech {
+            key: key(&keys.iter().map(String::as_bytes).collect::<Vec<_>>()),
+            wavs,
+            samples,
+            sample_rate,
+        };
+        // The AAC encode overlaps the render stage; compose waits for it.
+        let audio = tokio::spawn(encode_narration(
+            shared.clone(),
+            cache.clone(),
+            speech.clone(),
+            ctx.work_dir.join("tmp"),
+            ctx.cancel_token().clone(),
+        ));
+        data.insert(PendingAudio(AbortOnDropHandle::new(audio)));
+        data.insert(speech);
+        Ok(())
+    }
+}
+
+async fn encode_narration(
+    shared: Arc<Shared>,
+    cache: SegmentCache,
+    speech: Speech,
+    tmp: PathBuf,
+    cancel: tokio_util::sync::CancellationToken,
+) -> Result<PathBuf, StageError> {
+    let k = key(&[
+        b"aac",
+        speech.key.as_bytes(),
+        shared.config.ffmpeg_version.as_bytes(),
+    ]);
+    if let Some(path) = cache.get(&k, "m4a").await {
+        return Ok(path);
+    }
+    let joined = tmp.join("narration.wav");
+    compose_join(&speech, &joined).await?;
+    let temp = cache
+        .temp(&k, "m4a")
+        .await
+        .map_err(|e| io("audio cache", e))?;
+    crate::compose::encode_aac(
+        &shared.config.ffmpeg,
+        &joined,
+        &temp,
+        &cancel,
+        &shared.slots,
+    )
+    .await?;
+    let _ = tokio::fs::remove_file(&joined).await;
+    cache
+        .commit(&temp, &k, "m4a")
+        .await
+        .map_err(|e| io("audio cache", e))
+}
+
+async fn compose_join(speech: &Speech, out: &Path) -> Result<(), StageError> {
+    crate::compose::join_wavs(speech.wavs.clone(), out.to_path_buf()).await?;
+    Ok(())
+}
+
+/// The segment videos, in order.
+#[derive(Debug)]
+struct SegmentVideos(Vec<PathBuf>);
+
+/// Slide video per segment.
+#[derive(Debug)]
+struct Render(Arc<Shared>);
+
+impl Render {
+    /// Draws one slide on a blocking thread with a pooled renderer.
+    async fn draw(
+        &self,
+        title: String,
+        slide: crate::storyboard::Slide,
+        index: usize,
+        total: usize,
+        w: u32,
+        h: u32,
+    ) -> Result<Vec<u8>, StageError> {
+        let shared = self.0.clone();
+        tokio::task::spawn_blocking(move || {
+            let taken = shared
+                .renderers
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .pop();
+            let mut renderer = taken.unwrap_or_default();
+            let rgba = renderer.draw(&title, &slide, index, total, w, h);
+            shared
+                .renderers
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(renderer);
+            rgba
+        })
+        .await
+        .map_err(|e| StageError::retryable("internal", format!("slide drawing failed: {e}")))
+    }
+}
+
+#[async_trait]
+impl Stage for Render {
+    fn stage(&self) -> StageName {
+        StageName::Render
+    }
+
+    fn weight(&self) -> u32 {
+        50
+    }
+
+    async fn run(&self, ctx: &StageContext, data: &mut StageData) -> Result<(), StageError> {
+        let board = board(data)?.clone();
+        let speech = data
+            .get::<Speech>()
+            .ok_or_else(|| {
+                StageError::permanent("internal", "no speech: the tts stage did not run")
+            })?
+            .clone();
+        let shared = &self.0;
+        let frame = board.frame;
+        let frames = frame_counts(&speech.samples, speech.sample_rate, frame.fps);
+        let cache = cache(ctx);
+        let encoder = Encoder::new(&shared.config.ffmpeg, shared.slots.clone());
+        let total = board.segments.len();
+        let items: Vec<(usize, crate::storyboard::Segment)> =
+            board.segments.iter().cloned().enumerate().collect();
+        let jobs = items.into_iter().map(|(i, segment)| {
+            let cache = cache.clone();
+            let encoder = encoder.clone();
+            let title = board.title.clone();
+            let n = frames[i];
+            async move {
+                let slide_json = serde_json::to_vec(&segment.slide).unwrap_or_default();
+                let k = key(&[
+                    b"video",
+                    &slide_json,
+                    title.as_bytes(),
+                    format!(
+                        "{i}/{total} {}x{}@{} n={n}",
+                        frame.width, frame.height, frame.fps
+                    )
+                    .as_bytes(),
+                    SlideRenderer::fingerprint().as_bytes(),
+                    VIDEO_ARGS.join(" ").as_bytes(),
+                    shared.config.ffmpeg_version.as_bytes(),
+                ]);
+                if let Some(path) = cache.get(&k, "mp4").await {
+                    PipelineStats::bump(&shared.stats.videos_reused);
+                    return Ok((i, path));
+                }
+                let rgba = self
+                    .draw(
+                        title,
+                        segment.slide.clone(),
+                        i,
+                        total,
+                        frame.width,
+                        frame.height,
+                    )
+                    .await?;
+                let still = ctx.work_dir.join("tmp").join(format!("slide-{i}.rgba"));
+                tokio::fs::write(&still, rgba)
+                    .await
+                    .map_err(|e| io("slide file", e))?;
+                let temp = cache
+                    .temp(&k, "mp4")
+                    .await
+                    .map_err(|e| io("video cache", e))?;
+                let encoded = encoder
+                    .encode_still(
+                        &still,
+                        frame.width,
+                        frame.height,
+                        frame.fps,
+                        n,
+                        &temp,
+                        ctx.cancel_token(),
+                    )
+                    .await;
+                let _ = tokio::fs::remove_file(&still).await;
+                if let Err(e) = encoded {
+                    let _ = tokio::fs::remove_file(&temp).await;
+                    return Err(e);
+                }
+                let path = cache
+                    .commit(&temp, &k, "mp4")
+                    .await
+                    .map_err(|e| io("video cache", e))?;
+                PipelineStats::bump(&shared.stats.videos_encoded);
+                Ok::<_, StageError>((i, path))
+            }
+        });
+        let mut done =
+            futures_util::stream::iter(jobs).buffer_unordered(shared.config.max_encoders.max(1));
+        let mut videos = vec![PathBuf::new(); total];
+        while let Some(result) = done.next().await {
+            let (i, path) = result?;
+            ctx.segment_done(StageName::Render, count(i), count(total))?;
+            videos[i] = path;
+        }
+        drop(done);
+        data.insert(SegmentVideos(videos));
+        Ok(())
+    }
+}
+
+/// The final film, before upload.
+#[derive(Debug)]
+struct Film(PathBuf);
+
+/// One MP4.
+#[derive(Debug)]
+struct Compose(Arc<Shared>);
+
+#[async_trait]
+impl Stage for Compose {
+    fn stage(&self) -> StageName {
+        StageName::Compose
+    }
+
+    fn weight(&self) -> u32 {
+        15
+    }
+
+    async fn run(&self, ctx: &StageContext, data: &mut StageData) -> Result<(), StageError> {
+        let ffmpeg = &self.0.config.ffmpeg;
+        let videos = data
+            .take::<SegmentVideos>()
+            .ok_or_else(|| StageError::permanent("internal", "no segment videos"))?;
+        let PendingAudio(audio) = data
+            .take::<PendingAudio>()
+            .ok_or_else(|| StageError::permanent("internal", "no narration audio"))?;
+        let tmp = ctx.work_dir.join("tmp");
+        let video = tmp.join("video.mp4");
+        crate::compose::concat_videos(
+            ffmpeg,
+            &videos.0,
+            &tmp.join("segments.txt"),
+            &video,
+            ctx.cancel_token(),
+        )
+        .await?;
+        let audio = tokio::select! {
+            joined = audio => joined.map_err(|e| StageError::retryable("internal", format!("audio task: {e}")))??,
+            () = ctx.cancel_token().cancelled() => return Err(StageError::Canceled),
+        };
+        let film = tmp.join("final.mp4");
+        crate::compose::mux(ffmpeg, &video, &audio, &film, ctx.cancel_token()).await?;
+        let _ = tokio::fs::remove_file(&video).await;
+        data.insert(Film(film));
+        Ok(())
+    }
+}
+
+/// Upload.
+#[derive(Debug)]
+struct Publish(Arc<Shared>);
+
+#[async_trait]
+impl Stage for Publish {
+    fn stage(&self) -> StageName {
+        StageName::Publish
+    }
+
+    fn weight(&self) -> u32 {
+        9
+    }
+
+    async fn run(&self, ctx: &StageContext, data: &mut StageData) -> Result<(), StageError> {
+        let film = data
+            .take::<Film>()
+            .ok_or_else(|| StageError::permanent("internal", "no film to publish"))?;
+        let artifact_key = format!("video-jobs/{}/attempts/{}/final.mp4", ctx.job_id, ctx.epoch);
+        crate::publish::upload(
+            &self.0.config.store,
+            &artifact_key,
+            &film.0,
+            ctx.cancel_token(),
+        )
+        .await?;
+        data.insert(Published { artifact_key });
+        Ok(())
+    }
+}

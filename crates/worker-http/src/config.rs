@@ -28,8 +28,49 @@ fn err(var: &'static str, reason: impl Into<String>) -> ConfigError {
 /// Which pipeline the worker runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PipelineKind {
+    /// The real one: TTS, render, compose, publish.
+    Video,
     /// No media work; for measuring the worker's own overhead and for lease tests.
     Noop,
+}
+
+/// The speech engine and where the films go: what the `video` pipeline needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MediaSettings {
+    /// `VIDEO_ARTIFACT_STORE_URL`.
+    pub artifact_store_url: String,
+    /// `VIDEO_TTS_BACKEND`: `espeak`, `google` or `openai`.
+    pub tts_backend: String,
+    /// `VIDEO_TTS_URL` (empty: the provider's public endpoint).
+    pub tts_url: String,
+    /// `VIDEO_TTS_API_KEY`.
+    pub tts_api_key: Option<String>,
+    /// `VIDEO_TTS_VOICE`.
+    pub tts_voice: Option<String>,
+    /// `VIDEO_TTS_MODEL`.
+    pub tts_model: Option<String>,
+}
+
+impl MediaSettings {
+    /// Reads the media settings (also used by `demo`, which needs no other setting).
+    pub fn from_env(env: Env<'_>) -> Result<Self, ConfigError> {
+        let tts_backend = get(env, "VIDEO_TTS_BACKEND").unwrap_or_else(|| "espeak".into());
+        if !matches!(tts_backend.as_str(), "espeak" | "google" | "openai") {
+            return Err(err(
+                "VIDEO_TTS_BACKEND",
+                format!("{tts_backend:?}: use espeak, google or openai"),
+            ));
+        }
+        Ok(Self {
+            artifact_store_url: get(env, "VIDEO_ARTIFACT_STORE_URL")
+                .unwrap_or_else(|| "./artifacts".into()),
+            tts_backend,
+            tts_url: get(env, "VIDEO_TTS_URL").unwrap_or_default(),
+            tts_api_key: get(env, "VIDEO_TTS_API_KEY"),
+            tts_voice: get(env, "VIDEO_TTS_VOICE"),
+            tts_model: get(env, "VIDEO_TTS_MODEL"),
+        })
+    }
 }
 
 /// Everything `serve` reads.
@@ -59,6 +100,8 @@ pub struct Settings {
     pub work_dir: PathBuf,
     /// `VIDEO_WORKER_PIPELINE`.
     pub pipeline: PipelineKind,
+    /// `VIDEO_ARTIFACT_STORE_URL`, `VIDEO_TTS_*`.
+    pub media: MediaSettings,
     /// `VIDEO_WORKER_MAX_BODY_BYTES`.
     pub max_body_bytes: usize,
     /// `VIDEO_WORKER_LOG_FORMAT` is `json`.
@@ -227,14 +270,16 @@ impl Settings {
         let work_dir = get(env, "VIDEO_WORKER_WORK_DIR")
             .map_or_else(|| std::env::temp_dir().join("video-worker"), PathBuf::from);
         let pipeline = match get(env, "VIDEO_WORKER_PIPELINE").as_deref() {
-            None | Some("noop") => PipelineKind::Noop,
+            None | Some("video") => PipelineKind::Video,
+            Some("noop") => PipelineKind::Noop,
             Some(other) => {
                 return Err(err(
                     "VIDEO_WORKER_PIPELINE",
-                    format!("unknown pipeline {other:?}; known: noop"),
+                    format!("unknown pipeline {other:?}; known: video, noop"),
                 ));
             }
         };
+        let media = MediaSettings::from_env(env)?;
         let max_body_bytes = number(
             env,
             "VIDEO_WORKER_MAX_BODY_BYTES",
@@ -264,6 +309,7 @@ impl Settings {
             shutdown_grace,
             work_dir,
             pipeline,
+            media,
             max_body_bytes,
             json_logs,
         })

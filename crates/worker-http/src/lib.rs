@@ -8,6 +8,8 @@
 pub mod app;
 pub mod cloud_tasks;
 pub mod config;
+pub mod demo;
+pub mod media;
 pub mod metrics_export;
 pub mod routes;
 pub mod telemetry;

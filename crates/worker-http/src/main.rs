@@ -1,6 +1,7 @@
 //! `video-worker`: one binary, one subcommand per process kind.
 
 use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -21,6 +22,16 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Render a storyboard end to end on this machine: no database, no configuration.
+    /// Prints the path of the MP4.
+    Demo {
+        /// A storyboard JSON file (default: the built-in English example).
+        #[arg(long, value_name = "FILE")]
+        storyboard: Option<PathBuf>,
+        /// Where the MP4 is written.
+        #[arg(long, value_name = "DIR", default_value = "artifacts")]
+        out: PathBuf,
+    },
     /// The push worker for production: Postgres required, settings from the environment
     /// (see README, "Settings").
     Serve,
@@ -36,6 +47,19 @@ fn env(var: &str) -> Option<String> {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
+        Command::Demo { storyboard, out } => {
+            // Warnings only: the progress bar is the demo's output.
+            if std::env::var_os("RUST_LOG").is_none() {
+                tracing_subscriber::fmt()
+                    .with_env_filter("warn")
+                    .with_writer(std::io::stderr)
+                    .init();
+            } else {
+                telemetry::init(false);
+            }
+            worker_http::demo::run(worker_http::demo::DemoOptions { storyboard, out }).await?;
+            Ok(())
+        }
         Command::Serve => serve().await,
         Command::Migrate => migrate().await,
     }
@@ -73,6 +97,10 @@ async fn serve() -> anyhow::Result<()> {
     )
     .context("auth configuration")?;
     let pipeline = match settings.pipeline {
+        PipelineKind::Video => worker_http::media::video_pipeline(
+            &settings.media,
+            std::sync::Arc::new(pipeline::video::PipelineStats::default()),
+        )?,
         PipelineKind::Noop => pipeline::noop::noop_pipeline(),
     };
     let parts = AppParts {

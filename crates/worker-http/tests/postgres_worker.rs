@@ -137,6 +137,10 @@ struct Worker {
 
 impl Worker {
     async fn start(database_url: &str, name: &str) -> Self {
+        Self::start_with(database_url, name, &[("VIDEO_WORKER_PIPELINE", "noop")]).await
+    }
+
+    async fn start_with(database_url: &str, name: &str, env: &[(&str, &str)]) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -149,7 +153,7 @@ impl Worker {
             .env("PORT", port.to_string())
             .env("VIDEO_WORKER_AUTH_TOKEN", TOKEN)
             .env("VIDEO_WORKER_INSTANCE_ID", name)
-            .env("VIDEO_WORKER_PIPELINE", "noop")
+            .envs(env.iter().copied())
             .env("VIDEO_JOB_LEASE_TTL_SECONDS", "3")
             .env("VIDEO_JOB_HEARTBEAT_INTERVAL_SECONDS", "1")
             .env("VIDEO_WORKER_LOG_FORMAT", "text")
@@ -249,4 +253,86 @@ async fn a_sigkilled_worker_is_taken_over_after_the_ttl_and_the_job_finishes_at_
         job.artifact_key.unwrap(),
         format!("video-jobs/{id}/attempts/2/noop")
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_runs_the_real_pipeline_and_publishes_a_playable_film() {
+    let (db, repo) = database().await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("artifacts");
+    let input = json!({
+        "version": 1,
+        "title": "Served",
+        "frame": {"width": 640, "height": 360, "fps": 25},
+        "segments": [{"narration": "Served by the worker.", "slide": {"heading": "Hello"}}]
+    });
+    let id = new_job(repo.as_ref(), input).await;
+    let worker = Worker::start_with(
+        &db.url,
+        "video",
+        &[
+            ("VIDEO_ARTIFACT_STORE_URL", store.to_str().unwrap()),
+            (
+                "VIDEO_WORKER_WORK_DIR",
+                dir.path().join("work").to_str().unwrap(),
+            ),
+        ],
+    )
+    .await;
+    let (code, body, _) = read(worker.push(id).send().await.unwrap()).await;
+    assert_eq!(
+        (code, body["status"].as_str()),
+        (200, Some("succeeded")),
+        "{body}"
+    );
+    let key = body["artifact_key"].as_str().unwrap();
+    assert_eq!(key, format!("video-jobs/{id}/attempts/1/final.mp4"));
+    let film = store.join(key);
+    let probe = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "stream=codec_name",
+            "-of",
+            "csv=p=0",
+        ])
+        .arg(&film)
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&probe.stdout)
+            .split_whitespace()
+            .collect::<Vec<_>>(),
+        ["h264", "aac"]
+    );
+    let job = repo.get(id).await.unwrap().unwrap();
+    assert_eq!(
+        (job.status, job.artifact_key.as_deref()),
+        (JobStatus::Succeeded, Some(key))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalid_storyboard_fails_the_job_permanently_with_a_200() {
+    let (db, repo) = database().await;
+    let dir = tempfile::tempdir().unwrap();
+    let id = new_job(
+        repo.as_ref(),
+        json!({"version": 1, "title": "x", "segments": []}),
+    )
+    .await;
+    let worker = Worker::start_with(
+        &db.url,
+        "video",
+        &[("VIDEO_ARTIFACT_STORE_URL", dir.path().to_str().unwrap())],
+    )
+    .await;
+    let (code, body, _) = read(worker.push(id).send().await.unwrap()).await;
+    assert_eq!(
+        (code, body["status"].as_str(), body["error_code"].as_str()),
+        (200, Some("failed"), Some("invalid_input")),
+        "{body}"
+    );
+    assert!(body["error_message"].as_str().unwrap().contains("segments"));
 }

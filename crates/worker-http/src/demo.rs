@@ -1,0 +1,285 @@
+//! `video-worker demo`: the whole product on one machine with no database and no
+//! configuration. An in-memory repository, the real `/jobs/run` on a loopback listener, and
+//! an in-process queue that pushes to it the way Cloud Tasks does (headers, retries with
+//! backoff on any non-2xx), while a progress bar follows the job.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, bail};
+use domain::{InstanceId, JobId, JobRepository, JobStatus, NewJob};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use pipeline::storyboard::Storyboard;
+use pipeline::video::PipelineStats;
+use repo_mem::MemRepository;
+use runner::RunnerConfig;
+
+use crate::config::MediaSettings;
+use crate::{AppParts, Application, Readiness};
+
+/// The storyboard shown when none is given.
+pub const DEFAULT_STORYBOARD: &str = include_str!("../../../examples/en-fractions.json");
+
+/// An in-process stand-in for a Cloud Tasks queue: it delivers one task to a URL until it
+/// gets a 2xx, as Cloud Tasks does, sending its headers.
+#[derive(Debug, Clone)]
+pub struct LoopbackQueue {
+    client: reqwest::Client,
+    url: String,
+    /// Deliveries before giving up.
+    pub max_attempts: u32,
+    /// First retry delay (doubles each time) when the answer has no `Retry-After`.
+    pub min_backoff: Duration,
+    /// Longest retry delay.
+    pub max_backoff: Duration,
+}
+
+/// The answer that ended a delivery.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Delivered {
+    /// Final HTTP status.
+    pub status: u16,
+    /// Final body.
+    pub body: serde_json::Value,
+    /// Deliveries made.
+    pub attempts: u32,
+}
+
+impl LoopbackQueue {
+    /// A queue pushing to `url`.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            client: reqwest::Client::new(),
+            url: url.into(),
+            max_attempts: 20,
+            min_backoff: Duration::from_millis(200),
+            max_backoff: Duration::from_secs(10),
+        }
+    }
+
+    /// Delivers `{"job_id": id}` until a 2xx or the attempts run out.
+    pub async fn deliver(&self, job_id: JobId) -> anyhow::Result<Delivered> {
+        let task = format!("demo-{}", job_id.as_uuid().simple());
+        let eta = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        let mut previous: Option<u16> = None;
+        let mut responses = 0u32;
+        let mut backoff = self.min_backoff;
+        for attempt in 0..self.max_attempts {
+            let mut request = self
+                .client
+                .post(&self.url)
+                .header("content-type", "application/json")
+                .header("X-CloudTasks-QueueName", "demo")
+                .header("X-CloudTasks-TaskName", &task)
+                .header("X-CloudTasks-TaskRetryCount", attempt.to_string())
+                .header("X-CloudTasks-TaskExecutionCount", responses.to_string())
+                .header("X-CloudTasks-TaskETA", format!("{eta:.6}"))
+                .body(serde_json::json!({ "job_id": job_id }).to_string());
+            if let Some(code) = previous {
+                request = request.header("X-CloudTasks-TaskPreviousResponse", code.to_string());
+            }
+            let wait = match request.send().await {
+                Ok(response) => {
+                    responses += 1;
+                    let status = response.status().as_u16();
+                    let retry_after = response
+                        .headers()
+                        .get("retry-after")
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.parse::<u64>().ok())
+                        .map(Duration::from_secs);
+                    let body = response.json().await.unwrap_or(serde_json::Value::Null);
+                    if (200..300).contains(&status) {
+                        return Ok(Delivered {
+                            status,
+                            body,
+                            attempts: attempt + 1,
+                        });
+                    }
+                    previous = Some(status);
+                    retry_after.unwrap_or(backoff)
+                }
+                Err(_) => backoff,
+            };
+            tokio::time::sleep(wait.min(self.max_backoff)).await;
+            backoff = (backoff * 2).min(self.max_backoff);
+        }
+        bail!(
+            "the task was not accepted after {} deliveries",
+            self.max_attempts
+        )
+    }
+}
+
+/// Follows a job on the terminal: an overall bar and a bar for the stage's segments. Where
+/// stderr is not a terminal, it prints a line per stage instead.
+struct Progress {
+    overall: ProgressBar,
+    stage: ProgressBar,
+    plain: bool,
+    last_stage: Option<domain::Stage>,
+}
+
+impl Progress {
+    fn new() -> Self {
+        let multi = MultiProgress::new();
+        let plain = ProgressDrawTarget::stderr().is_hidden();
+        let overall = multi.add(ProgressBar::new(100));
+        overall.set_style(
+            ProgressStyle::with_template("{prefix:>8} [{bar:40.green/white}] {pos:>3}%  {elapsed}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        overall.set_prefix("overall");
+        let stage = multi.add(ProgressBar::new(1));
+        stage.set_style(
+            ProgressStyle::with_template("{prefix:>8} [{bar:40.cyan/white}] {pos}/{len} {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        Self {
+            overall,
+            stage,
+            plain,
+            last_stage: None,
+        }
+    }
+
+    fn show(&mut self, job: &domain::Job) {
+        let Some(p) = &job.progress else { return };
+        self.overall.set_position(u64::from(p.percent.get()));
+        if self.last_stage != Some(p.stage) {
+            self.last_stage = Some(p.stage);
+            self.stage.set_prefix(p.stage.as_str());
+            self.stage.set_position(0);
+            self.stage.set_length(1);
+            if self.plain {
+                eprintln!("{:>3}%  {}", p.percent.get(), p.stage);
+            }
+        }
+        if let Some(segment) = p.segment {
+            self.stage.set_length(u64::from(segment.total()));
+            self.stage.set_position(u64::from(segment.index()) + 1);
+        }
+        if let Some(message) = &p.message {
+            self.stage.set_message(message.clone());
+        }
+    }
+
+    fn finish(&self) {
+        self.overall.finish();
+        self.stage.finish_and_clear();
+    }
+}
+
+/// Options of `demo`.
+#[derive(Debug, Clone)]
+pub struct DemoOptions {
+    /// A storyboard file; the built-in English example if `None`.
+    pub storyboard: Option<PathBuf>,
+    /// Where the MP4 goes.
+    pub out: PathBuf,
+}
+
+/// Runs the demo; returns the path of the MP4.
+pub async fn run(options: DemoOptions) -> anyhow::Result<PathBuf> {
+    let started = Instant::now();
+    let text = match &options.storyboard {
+        Some(path) => {
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?
+        }
+        None => DEFAULT_STORYBOARD.to_owned(),
+    };
+    let input: serde_json::Value =
+        serde_json::from_str(&text).context("the storyboard is not JSON")?;
+    let board = Storyboard::from_json(&input).map_err(|e| {
+        let lines: Vec<String> = e.0.iter().map(|f| format!("  {f}")).collect();
+        anyhow::anyhow!("the storyboard is invalid:\n{}", lines.join("\n"))
+    })?;
+    std::fs::create_dir_all(&options.out)
+        .with_context(|| format!("creating {}", options.out.display()))?;
+    let out = options.out.canonicalize().unwrap_or(options.out.clone());
+    let media = MediaSettings {
+        artifact_store_url: out.display().to_string(),
+        tts_backend: "espeak".into(),
+        tts_url: String::new(),
+        tts_api_key: None,
+        tts_voice: None,
+        tts_model: None,
+    };
+    let pipeline = crate::media::video_pipeline(&media, Arc::new(PipelineStats::default()))?;
+    let repo = Arc::new(MemRepository::new());
+    let runner = RunnerConfig {
+        instance_id: InstanceId::new(format!("demo-{:08x}", fastrand::u32(..)))?,
+        lease_ttl: Duration::from_secs(60),
+        heartbeat_interval: Duration::from_secs(15),
+        max_runtime: Duration::from_secs(1200),
+        max_attempts: 5,
+        drain_grace: Duration::from_secs(8),
+        progress_interval: Duration::from_millis(200),
+        work_root: std::env::temp_dir().join("video-worker-demo"),
+    };
+    let parts = AppParts {
+        repo: repo.clone(),
+        pipeline,
+        auth: push_auth::Authenticator::disabled(),
+        runner,
+        readiness: Readiness::Always,
+        max_body_bytes: 65_536,
+        listen_for_cancels: true,
+    };
+    let app = Application::build(parts, SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).await?;
+    let url = format!("http://127.0.0.1:{}/jobs/run", app.port());
+    let stop = app.shutdown_token();
+    let server = tokio::spawn(app.run_until_stopped());
+
+    let id = JobId::new();
+    repo.create(NewJob { id, input }).await?;
+    eprintln!(
+        "rendering \"{}\": {} segments at {}x{} {} fps (job {id})",
+        board.title,
+        board.segments.len(),
+        board.frame.width,
+        board.frame.height,
+        board.frame.fps
+    );
+    let queue = LoopbackQueue::new(url);
+    let delivery = tokio::spawn(async move { queue.deliver(id).await });
+    let mut progress = Progress::new();
+    while !delivery.is_finished() {
+        if let Some(job) = repo.get(id).await? {
+            progress.show(&job);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    if let Some(job) = repo.get(id).await? {
+        progress.show(&job);
+    }
+    progress.finish();
+    let delivered = delivery.await??;
+    stop.cancel();
+    let _ = server.await;
+    let job = repo.get(id).await?.context("the job vanished")?;
+    match (job.status, job.artifact_key) {
+        (JobStatus::Succeeded, Some(key)) => {
+            let film = out.join(Path::new(&key));
+            eprintln!(
+                "done in {:.1} s ({} delivery{})",
+                started.elapsed().as_secs_f64(),
+                delivered.attempts,
+                if delivered.attempts == 1 { "" } else { "ies" }
+            );
+            println!("{}", film.display());
+            Ok(film)
+        }
+        (status, _) => {
+            let why = job
+                .error
+                .map(|e| format!("{}: {}", e.code, e.message))
+                .unwrap_or_default();
+            bail!("the job ended {status}: {why}")
+        }
+    }
+}

@@ -1,0 +1,87 @@
+//! Building the pipeline a process runs, with the tools it needs checked at start: a worker
+//! that cannot run ffmpeg should not take jobs, and a newcomer should be told how to install
+//! what is missing.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use pipeline::Pipeline;
+use pipeline::tts::TtsBackend;
+use pipeline::video::{PipelineStats, VideoConfig};
+
+use crate::config::MediaSettings;
+
+/// How to install the tools on the machines we know.
+pub const INSTALL_HINT: &str = "install them with: sudo apt-get install -y ffmpeg espeak-ng \
+     (Debian/Ubuntu), or brew install ffmpeg espeak-ng (macOS)";
+
+/// Checks that `tools` run; the error names every missing one and how to install it.
+pub fn require_tools(tools: &[&str]) -> anyhow::Result<()> {
+    let missing: Vec<&str> = tools
+        .iter()
+        .copied()
+        .filter(|tool| {
+            let flag = if *tool == "espeak-ng" {
+                "--version"
+            } else {
+                "-version"
+            };
+            pipeline::media::version(Path::new(tool), flag).is_none()
+        })
+        .collect();
+    if !missing.is_empty() {
+        bail!(
+            "{} not found on PATH; {INSTALL_HINT}",
+            missing.join(" and ")
+        );
+    }
+    Ok(())
+}
+
+/// The real pipeline from `settings`, counting into `stats`.
+pub fn video_pipeline(
+    settings: &MediaSettings,
+    stats: Arc<PipelineStats>,
+) -> anyhow::Result<Pipeline> {
+    let mut tools = vec!["ffmpeg", "ffprobe"];
+    if settings.tts_backend == "espeak" {
+        tools.push("espeak-ng");
+    }
+    require_tools(&tools)?;
+    let tts: Arc<dyn TtsBackend> = if settings.tts_backend == "espeak" {
+        Arc::new(
+            pipeline::tts::espeak::Espeak::new("espeak-ng")
+                .with_context(|| format!("espeak-ng does not run; {INSTALL_HINT}"))?,
+        )
+    } else {
+        let client = pipeline::tts::http::HttpOptions::default()
+            .client()
+            .map_err(anyhow::Error::msg)
+            .context("building the TTS HTTP client")?;
+        pipeline::tts::http::from_settings(
+            &settings.tts_backend,
+            &settings.tts_url,
+            settings.tts_api_key.as_deref(),
+            settings.tts_voice.as_deref(),
+            settings.tts_model.as_deref(),
+            client,
+        )
+        .map_err(anyhow::Error::msg)?
+    };
+    let store = pipeline::publish::store_from_url(&settings.artifact_store_url)
+        .map_err(|e| anyhow::anyhow!("VIDEO_ARTIFACT_STORE_URL: {e}"))?;
+    let ffmpeg = PathBuf::from("ffmpeg");
+    let ffmpeg_version = pipeline::media::version(&ffmpeg, "-version")
+        .with_context(|| format!("ffmpeg does not run; {INSTALL_HINT}"))?;
+    Ok(pipeline::video::video_pipeline(
+        VideoConfig {
+            tts,
+            store,
+            ffmpeg,
+            ffmpeg_version,
+            max_encoders: VideoConfig::cores(),
+        },
+        stats,
+    ))
+}

@@ -1,8 +1,12 @@
 # The README's commands as recipes; `just` is optional, every recipe is one plain command.
 
-# Run the tests (set DATABASE_URL to use an existing Postgres server).
+# Render the example storyboard end to end (installs ffmpeg/espeak-ng if missing).
+demo:
+    scripts/demo
+
+# Run the tests (installs ffmpeg/espeak-ng if missing; set DATABASE_URL to pick a Postgres).
 test:
-    cargo test --workspace
+    scripts/test
 
 # Everything CI runs, in the same order.
 ci:
@@ -17,3 +21,19 @@ lint:
     cargo fmt --all --check
     cargo clippy --workspace --all-targets -- -D warnings
     .ci/check-architecture
+
+# Apply migrations to DATABASE_URL.
+migrate:
+    cargo run -p worker-http --release -- migrate
+
+# Run the push worker (needs DATABASE_URL and VIDEO_WORKER_AUTH_TOKEN or OIDC settings).
+serve:
+    cargo run -p worker-http --release -- serve
+
+# The worker's overhead, cancel and takeover latency on Postgres.
+bench-worker:
+    cargo bench -p worker-http --bench worker
+
+# A storyboard end to end next to the shell-script reference.
+bench-render:
+    cargo bench -p pipeline --bench render

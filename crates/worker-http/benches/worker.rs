@@ -93,15 +93,22 @@ async fn push(client: &reqwest::Client, base: &str, id: JobId) -> u16 {
         .as_u16()
 }
 
-async fn commits(pool: &sqlx::PgPool) -> i64 {
-    // Statistics reach pg_stat_database when a backend goes idle; give them time.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    sqlx::query_scalar(
+/// `xact_commit` of the database, read on a connection of its own that is then closed. A
+/// backend reports its counts when it exits (or idles for a while), so every pool whose
+/// statements are counted is closed before reading; the reader's own transaction is counted
+/// by the next read.
+async fn commits(url: &str) -> i64 {
+    use sqlx::Connection;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+    let n = sqlx::query_scalar(
         "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()",
     )
-    .fetch_one(pool)
+    .fetch_one(&mut conn)
     .await
-    .unwrap()
+    .unwrap();
+    conn.close().await.unwrap();
+    n
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -110,27 +117,34 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 }
 
 async fn throughput(db: &test_pg::TestDb, jobs: usize) {
-    let repo = Arc::new(PgRepository::new(db.pool.clone()));
-    let (base, stop) = app(
-        repo.clone(),
-        config(Duration::from_secs(15), Duration::from_secs(60)),
-        true,
-    )
-    .await;
-    let client = reqwest::Client::new();
+    const WARMUP: usize = 10;
     for clients in [1usize, 4] {
-        let mut ids = Vec::with_capacity(jobs);
-        for _ in 0..jobs {
-            ids.push(new_job(&repo, json!({})).await);
+        // Jobs are created on a pool of their own, closed before counting starts.
+        let creator = PgRepository::new(
+            repo_pg::connect_lazy(&db.url, &repo_pg::PoolConfig::default()).unwrap(),
+        );
+        let mut ids = Vec::with_capacity(jobs + WARMUP);
+        for _ in 0..jobs + WARMUP {
+            ids.push(new_job(&creator, json!({})).await);
         }
-        // Warm up connections and caches on a few extra jobs.
-        for _ in 0..10 {
-            let id = new_job(&repo, json!({})).await;
+        creator.pool().close().await;
+        let before = commits(&db.url).await;
+
+        let pool = repo_pg::connect_lazy(&db.url, &repo_pg::PoolConfig::default()).unwrap();
+        let repo = Arc::new(PgRepository::new(pool.clone()));
+        let (base, stop) = app(
+            repo,
+            config(Duration::from_secs(15), Duration::from_secs(60)),
+            true,
+        )
+        .await;
+        let client = reqwest::Client::new();
+        let measured = ids.split_off(WARMUP);
+        for id in ids {
             assert_eq!(push(&client, &base, id).await, 200);
         }
-        let before = commits(&db.pool).await;
         let started = Instant::now();
-        let chunks: Vec<Vec<JobId>> = ids
+        let chunks: Vec<Vec<JobId>> = measured
             .chunks(jobs.div_ceil(clients))
             .map(<[JobId]>::to_vec)
             .collect();
@@ -149,15 +163,17 @@ async fn throughput(db: &test_pg::TestDb, jobs: usize) {
             t.await.unwrap();
         }
         let elapsed = started.elapsed();
-        // The bench's own reads of pg_stat_database are one statement each (two of them).
-        let statements = commits(&db.pool).await - before - 1;
+        stop.cancel();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        pool.close().await;
+        // Less the previous reader's one transaction and the worker's one LISTEN.
+        let statements = commits(&db.url).await - before - 2;
         println!(
             "| {clients} | {jobs} | {:.0} | {:.2} |",
             jobs as f64 / elapsed.as_secs_f64(),
-            statements as f64 / jobs as f64
+            statements as f64 / (jobs + WARMUP) as f64
         );
     }
-    stop.cancel();
 }
 
 async fn cancel_latency(db: &test_pg::TestDb, samples: usize, listen: bool) -> Vec<Duration> {

@@ -1,18 +1,19 @@
 //! `video-worker demo`: the whole product on one machine with no database and no
 //! configuration. An in-memory repository, the real `/jobs/run` on a loopback listener, and
-//! an in-process queue that pushes to it the way Cloud Tasks does (headers, retries with
-//! backoff on any non-2xx), while a progress bar follows the job.
+//! an in-process queue ([`queue::loopback`]) that pushes to it the way Cloud Tasks does
+//! (headers, retries with backoff on any non-2xx), while a progress bar follows the job.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use domain::{InstanceId, JobId, JobRepository, JobStatus, NewJob};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use pipeline::storyboard::Storyboard;
 use pipeline::video::PipelineStats;
+use queue::loopback::LoopbackQueue;
 use repo_mem::MemRepository;
 use runner::RunnerConfig;
 
@@ -21,99 +22,6 @@ use crate::{AppParts, Application, Readiness};
 
 /// The storyboard shown when none is given.
 pub const DEFAULT_STORYBOARD: &str = include_str!("../../../examples/en-fractions.json");
-
-/// An in-process stand-in for a Cloud Tasks queue: it delivers one task to a URL until it
-/// gets a 2xx, as Cloud Tasks does, sending its headers.
-#[derive(Debug, Clone)]
-pub struct LoopbackQueue {
-    client: reqwest::Client,
-    url: String,
-    /// Deliveries before giving up.
-    pub max_attempts: u32,
-    /// First retry delay (doubles each time) when the answer has no `Retry-After`.
-    pub min_backoff: Duration,
-    /// Longest retry delay.
-    pub max_backoff: Duration,
-}
-
-/// The answer that ended a delivery.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Delivered {
-    /// Final HTTP status.
-    pub status: u16,
-    /// Final body.
-    pub body: serde_json::Value,
-    /// Deliveries made.
-    pub attempts: u32,
-}
-
-impl LoopbackQueue {
-    /// A queue pushing to `url`.
-    pub fn new(url: impl Into<String>) -> Self {
-        Self {
-            client: reqwest::Client::new(),
-            url: url.into(),
-            max_attempts: 20,
-            min_backoff: Duration::from_millis(200),
-            max_backoff: Duration::from_secs(10),
-        }
-    }
-
-    /// Delivers `{"job_id": id}` until a 2xx or the attempts run out.
-    pub async fn deliver(&self, job_id: JobId) -> anyhow::Result<Delivered> {
-        let task = format!("demo-{}", job_id.as_uuid().simple());
-        let eta = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0.0, |d| d.as_secs_f64());
-        let mut previous: Option<u16> = None;
-        let mut responses = 0u32;
-        let mut backoff = self.min_backoff;
-        for attempt in 0..self.max_attempts {
-            let mut request = self
-                .client
-                .post(&self.url)
-                .header("content-type", "application/json")
-                .header("X-CloudTasks-QueueName", "demo")
-                .header("X-CloudTasks-TaskName", &task)
-                .header("X-CloudTasks-TaskRetryCount", attempt.to_string())
-                .header("X-CloudTasks-TaskExecutionCount", responses.to_string())
-                .header("X-CloudTasks-TaskETA", format!("{eta:.6}"))
-                .body(serde_json::json!({ "job_id": job_id }).to_string());
-            if let Some(code) = previous {
-                request = request.header("X-CloudTasks-TaskPreviousResponse", code.to_string());
-            }
-            let wait = match request.send().await {
-                Ok(response) => {
-                    responses += 1;
-                    let status = response.status().as_u16();
-                    let retry_after = response
-                        .headers()
-                        .get("retry-after")
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|v| v.parse::<u64>().ok())
-                        .map(Duration::from_secs);
-                    let body = response.json().await.unwrap_or(serde_json::Value::Null);
-                    if (200..300).contains(&status) {
-                        return Ok(Delivered {
-                            status,
-                            body,
-                            attempts: attempt + 1,
-                        });
-                    }
-                    previous = Some(status);
-                    retry_after.unwrap_or(backoff)
-                }
-                Err(_) => backoff,
-            };
-            tokio::time::sleep(wait.min(self.max_backoff)).await;
-            backoff = (backoff * 2).min(self.max_backoff);
-        }
-        bail!(
-            "the task was not accepted after {} deliveries",
-            self.max_attempts
-        )
-    }
-}
 
 /// Follows a job on the terminal: an overall bar and a bar for the stage's segments. Where
 /// stderr is not a terminal, it prints a line per stage instead.
@@ -245,7 +153,8 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<PathBuf> {
         board.frame.height,
         board.frame.fps
     );
-    let queue = LoopbackQueue::new(url);
+    let mut queue = LoopbackQueue::new(url);
+    queue.queue = "demo".into();
     let delivery = tokio::spawn(async move { queue.deliver(id).await });
     let mut progress = Progress::new();
     while !delivery.is_finished() {

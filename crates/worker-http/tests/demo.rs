@@ -9,7 +9,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use domain::JobId;
-use worker_http::demo::LoopbackQueue;
+use queue::loopback::LoopbackQueue;
 
 type Seen = Arc<Mutex<Vec<HeaderMap>>>;
 

@@ -155,6 +155,17 @@ impl TestApp {
             reqwest::Client::new(),
         )
         .unwrap();
+        Self::spawn_full(repo, pipeline, runner, readiness, listen_for_cancels, auth).await
+    }
+
+    pub async fn spawn_full(
+        repo: Arc<dyn JobRepository>,
+        pipeline: Pipeline,
+        runner: RunnerConfig,
+        readiness: Readiness,
+        listen_for_cancels: bool,
+        auth: push_auth::Authenticator,
+    ) -> Self {
         let parts = AppParts {
             repo,
             pipeline,

@@ -1,67 +1,7 @@
-//! The `demo` command and its in-process queue.
+//! The `demo` command. (Its in-process queue is tested in `crates/queue`.)
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed assertion
 
 use std::process::Command;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
-
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::IntoResponse;
-use domain::JobId;
-use queue::loopback::LoopbackQueue;
-
-type Seen = Arc<Mutex<Vec<HeaderMap>>>;
-
-async fn flaky(State(seen): State<Seen>, headers: HeaderMap) -> axum::response::Response {
-    let n = {
-        let mut seen = seen.lock().unwrap();
-        seen.push(headers);
-        seen.len()
-    };
-    match n {
-        1 => (StatusCode::CONFLICT, [("retry-after", "0")], "{}").into_response(),
-        2 => (StatusCode::SERVICE_UNAVAILABLE, "{}").into_response(),
-        _ => (
-            StatusCode::OK,
-            axum::Json(serde_json::json!({"status": "succeeded"})),
-        )
-            .into_response(),
-    }
-}
-
-#[tokio::test]
-async fn the_loopback_queue_retries_like_cloud_tasks_until_a_2xx() {
-    let seen: Seen = Arc::default();
-    let app = axum::Router::new()
-        .route("/jobs/run", axum::routing::post(flaky))
-        .with_state(seen.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    let mut queue = LoopbackQueue::new(format!("http://127.0.0.1:{port}/jobs/run"));
-    queue.min_backoff = Duration::from_millis(10);
-    let delivered = queue.deliver(JobId::new()).await.unwrap();
-    assert_eq!((delivered.status, delivered.attempts), (200, 3));
-    let seen = seen.lock().unwrap();
-    let h = |i: usize, name: &str| seen[i].get(name).map(|v| v.to_str().unwrap().to_owned());
-    for i in 0..3 {
-        assert_eq!(h(i, "x-cloudtasks-queuename").as_deref(), Some("demo"));
-        assert_eq!(h(i, "x-cloudtasks-taskname"), h(0, "x-cloudtasks-taskname"));
-        assert_eq!(h(i, "x-cloudtasks-taskretrycount"), Some(i.to_string()));
-        assert_eq!(h(i, "x-cloudtasks-taskexecutioncount"), Some(i.to_string()));
-        assert!(h(i, "x-cloudtasks-tasketa").unwrap().parse::<f64>().is_ok());
-    }
-    assert_eq!(h(0, "x-cloudtasks-taskpreviousresponse"), None);
-    assert_eq!(
-        h(1, "x-cloudtasks-taskpreviousresponse").as_deref(),
-        Some("409")
-    );
-    assert_eq!(
-        h(2, "x-cloudtasks-taskpreviousresponse").as_deref(),
-        Some("503")
-    );
-}
 
 fn demo(args: &[&str], cwd: &std::path::Path) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_video-worker"))

@@ -1,0 +1,1 @@
+//! Google Cloud Tasks over its REST API (being written).

@@ -1,0 +1,42 @@
+//! The enqueue side: after the product creates a job, a task must reach the worker.
+//!
+//! [`Enqueuer`] is what the jobs API calls; [`cloud_tasks`] creates an HTTP task in Google
+//! Cloud Tasks (named by a hashed prefix of the job id, with a dispatch deadline and an OIDC
+//! token for the worker); [`loopback`] is the in-process queue of the demo and the tests,
+//! which pushes to a URL itself with Cloud Tasks' headers and retry rules.
+
+pub mod cloud_tasks;
+pub mod loopback;
+
+use async_trait::async_trait;
+use domain::JobId;
+
+/// How an enqueue ended well.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Enqueued {
+    /// A new task was created.
+    Created,
+    /// The task existed already (a retried enqueue): just as good.
+    AlreadyExists,
+}
+
+/// How an enqueue failed.
+#[derive(Debug, thiserror::Error)]
+pub enum EnqueueError {
+    /// The queue answered and refused: the task certainly does not exist. The job should be
+    /// marked failed (`enqueue_failed`).
+    #[error("the queue refused the task: {0}")]
+    Rejected(String),
+    /// No clear answer (timeout, connection lost, 5xx): the task may or may not exist. The
+    /// job stays queued; the sweeper re-enqueues it if no delivery comes.
+    #[error("the queue did not answer clearly: {0}")]
+    Unknown(String),
+}
+
+/// Puts a job on the queue that delivers it to the worker.
+#[async_trait]
+pub trait Enqueuer: Send + Sync + std::fmt::Debug {
+    /// Enqueues a delivery of `job_id`. `generation` tells apart deliberate re-enqueues of
+    /// the same job (the sweeper's), which must not collide with the first task's name.
+    async fn enqueue(&self, job_id: JobId, generation: u32) -> Result<Enqueued, EnqueueError>;
+}

@@ -24,7 +24,7 @@ pub use job::{
     Stage,
 };
 pub use repository::{
-    AcquireOutcome, AcquireRequest, CancelOutcome, CancelStream, HeartbeatAck, JobPage,
-    JobRepository, ListCursor, ListQuery, NewJob, ProgressOutcome, SweepPolicy, SweptJob,
+    AcquireOutcome, AcquireRequest, CancelOutcome, CancelStream, HeartbeatAck, JobIdStream,
+    JobPage, JobRepository, ListCursor, ListQuery, NewJob, ProgressOutcome, SweepPolicy, SweptJob,
 };
 pub use transition::Decision;

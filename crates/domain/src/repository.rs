@@ -171,6 +171,9 @@ pub struct SweepPolicy {
     pub expired_for: Duration,
     /// A stuck job that used up this many attempts fails instead of being requeued.
     pub max_attempts: u32,
+    /// A queued job untouched this long is reported for re-enqueueing (its task may have
+    /// been lost); reporting it touches it, so it comes back once per period. `None`: never.
+    pub queued_for: Option<Duration>,
 }
 
 /// A job the sweeper moved, and where to.
@@ -182,8 +185,11 @@ pub struct SweptJob {
     pub status: JobStatus,
 }
 
+/// A stream of job ids, as events about them happen.
+pub type JobIdStream = Pin<Box<dyn Stream<Item = JobId> + Send>>;
+
 /// Job ids whose cancel was requested while they were running, as they happen.
-pub type CancelStream = Pin<Box<dyn Stream<Item = JobId> + Send>>;
+pub type CancelStream = JobIdStream;
 
 /// Storage of video jobs, with the lease protocol.
 ///
@@ -237,6 +243,16 @@ pub trait JobRepository: Send + Sync + std::fmt::Debug {
     async fn cancel_notifications(&self) -> Result<CancelStream, RepoError>;
 
     /// Moves running jobs whose lease expired long ago back to `queued` (or to `failed` past
-    /// the attempt limit, or `canceled` when cancel was requested).
+    /// the attempt limit, or `canceled` when cancel was requested), and reports queued jobs
+    /// untouched for `policy.queued_for`. One sweeper at a time: a concurrent call finds
+    /// nothing.
     async fn sweep(&self, policy: &SweepPolicy) -> Result<Vec<SweptJob>, RepoError>;
+
+    /// Jobs whose status, progress or cancel flag changed, from now on (live progress).
+    /// Subscribe before reading the job, so a change in between is not missed.
+    async fn job_updates(&self) -> Result<JobIdStream, RepoError>;
+
+    /// Fails a job no worker ever started (its enqueue was refused): `true` if it was queued
+    /// with no attempt and is now `failed` with `error`; otherwise nothing changes.
+    async fn fail_unstarted(&self, id: JobId, error: JobError) -> Result<bool, RepoError>;
 }

@@ -249,8 +249,33 @@ impl Job {
         }
     }
 
-    /// Move a running job whose lease expired at least `policy.expired_for` ago.
+    /// Fail a job no worker ever started.
+    pub fn fail_unstarted(&self, error: &JobError, now: Timestamp) -> Decision<bool> {
+        if self.status != JobStatus::Queued || self.attempts > 0 {
+            return Decision::keep(false);
+        }
+        let mut next = self.end(JobStatus::Failed, now);
+        next.error = Some(error.clone());
+        Decision::write(next, true)
+    }
+
+    /// Whether `next` differs from this job in what a watcher of progress sees.
+    pub fn visibly_differs(&self, next: &Job) -> bool {
+        self.status != next.status
+            || self.progress != next.progress
+            || self.cancel_requested_at != next.cancel_requested_at
+    }
+
+    /// Move a running job whose lease expired at least `policy.expired_for` ago; report a
+    /// queued job untouched for `policy.queued_for`.
     pub fn sweep(&self, policy: &SweepPolicy, now: Timestamp) -> Decision<Option<JobStatus>> {
+        if let (JobStatus::Queued, Some(after)) = (self.status, policy.queued_for)
+            && self.updated_at + to_delta(after) <= now
+        {
+            let mut next = self.clone();
+            next.updated_at = now;
+            return Decision::write(next, Some(JobStatus::Queued));
+        }
         let stuck = self.status == JobStatus::Running
             && self
                 .lease

@@ -448,6 +448,7 @@ pub async fn terminal_state_is_absorbing(h: &Harness) {
         let policy = SweepPolicy {
             expired_for: secs(1),
             max_attempts: MAX_ATTEMPTS,
+            queued_for: None,
         };
         assert!(
             h.repo
@@ -529,6 +530,7 @@ pub async fn sweep_requeues_fails_or_cancels_stuck_jobs_only(h: &Harness) {
     let policy = SweepPolicy {
         expired_for: secs(300),
         max_attempts: 2,
+        queued_for: None,
     };
     let exhausted = h.new_job().await;
     h.acquire(exhausted, "dead-1").await;
@@ -798,4 +800,118 @@ pub async fn invalid_progress_report_is_refused_without_a_write(h: &Harness) {
         "{result:?}"
     );
     assert_eq!(h.job(id).await, before);
+}
+
+pub async fn visible_changes_are_published_to_update_subscribers(h: &Harness) {
+    let id = h.new_job().await;
+    let mut updates = h.repo.job_updates().await.unwrap();
+    let lease = h.acquire(id, "a").await;
+    h.repo.heartbeat(&lease, TTL).await.unwrap();
+    h.repo
+        .report_progress(&lease, &report(Stage::Tts, 40))
+        .await
+        .unwrap();
+    h.repo.finalize(&lease, &succeeded()).await.unwrap();
+    let mut seen = 0;
+    while let Ok(Some(got)) = tokio::time::timeout(Duration::from_millis(500), updates.next()).await
+    {
+        assert_eq!(got, id);
+        seen += 1;
+    }
+    // acquire (running), progress, finalize (succeeded); heartbeats are not news.
+    assert_eq!(seen, 3, "one notification per visible change");
+}
+
+pub async fn fail_unstarted_only_fails_a_job_no_worker_took(h: &Harness) {
+    let error = JobError::new(ErrorCode::new("enqueue_failed").unwrap(), "queue refused");
+    let fresh = h.new_job().await;
+    assert!(h.repo.fail_unstarted(fresh, error.clone()).await.unwrap());
+    let job = h.job(fresh).await;
+    assert_eq!(
+        (job.status, job.error.as_ref()),
+        (JobStatus::Failed, Some(&error))
+    );
+    assert!(job.finished_at.is_some());
+
+    let started = h.new_job().await;
+    let lease = h.acquire(started, "a").await;
+    h.repo.release(&lease, None).await.unwrap();
+    let before = h.job(started).await;
+    assert!(!h.repo.fail_unstarted(started, error.clone()).await.unwrap());
+    assert_eq!(
+        h.job(started).await,
+        before,
+        "a job that ran once is not touched"
+    );
+    assert!(
+        !h.repo
+            .fail_unstarted(domain::JobId::new(), error)
+            .await
+            .unwrap()
+    );
+}
+
+pub async fn sweep_reports_a_long_queued_job_once_per_period(h: &Harness) {
+    let policy = SweepPolicy {
+        expired_for: secs(300),
+        max_attempts: MAX_ATTEMPTS,
+        queued_for: Some(secs(600)),
+    };
+    let stale = h.new_job().await;
+    h.advance(secs(601)).await;
+    let fresh = h.new_job().await;
+    let swept = h.repo.sweep(&policy).await.unwrap();
+    assert_eq!(
+        swept,
+        vec![domain::SweptJob {
+            id: stale,
+            status: JobStatus::Queued
+        }]
+    );
+    assert_eq!(h.job(stale).await.status, JobStatus::Queued);
+    assert!(
+        h.repo.sweep(&policy).await.unwrap().is_empty(),
+        "touched: not again at once"
+    );
+    h.advance(secs(601)).await;
+    let mut again: Vec<_> = h
+        .repo
+        .sweep(&policy)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.id)
+        .collect();
+    again.sort();
+    let mut both = vec![stale, fresh];
+    both.sort();
+    assert_eq!(again, both);
+}
+
+pub async fn concurrent_sweeps_move_each_job_once(h: &Harness) {
+    let policy = SweepPolicy {
+        expired_for: secs(10),
+        max_attempts: MAX_ATTEMPTS,
+        queued_for: None,
+    };
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        let id = h.new_job().await;
+        h.acquire(id, "dead").await;
+        ids.push(id);
+    }
+    h.advance(TTL + secs(11)).await;
+    let sweeps: Vec<_> = (0..4)
+        .map(|_| {
+            let (repo, policy) = (h.repo.clone(), policy.clone());
+            tokio::spawn(async move { repo.sweep(&policy).await.unwrap() })
+        })
+        .collect();
+    let mut moved = Vec::new();
+    for s in sweeps {
+        moved.extend(s.await.unwrap().into_iter().map(|j| j.id));
+    }
+    moved.sort();
+    ids.sort();
+    assert_eq!(moved, ids, "every stuck job moved exactly once");
 }

@@ -141,7 +141,11 @@ macro_rules! conformance_suite {
             late_subscriber_learns_of_cancel_from_its_next_heartbeat,
             racing_acquires_have_exactly_one_winner,
             takeover_racing_old_holders_finalize_has_one_outcome,
-            invalid_progress_report_is_refused_without_a_write
+            invalid_progress_report_is_refused_without_a_write,
+            visible_changes_are_published_to_update_subscribers,
+            fail_unstarted_only_fails_a_job_no_worker_took,
+            sweep_reports_a_long_queued_job_once_per_period,
+            concurrent_sweeps_move_each_job_once
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {

@@ -269,6 +269,7 @@ async fn run_scenario(h: &Harness, ops: &[Op]) -> Result<(), TestCaseError> {
                 let policy = SweepPolicy {
                     expired_for: Duration::from_secs(SWEEP_AFTER_S.unsigned_abs()),
                     max_attempts: MAX_ATTEMPTS,
+                    queued_for: None,
                 };
                 let got = h.repo.sweep(&policy).await.unwrap();
                 let got: Vec<_> = got

@@ -11,9 +11,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use domain::{
     AcquireOutcome, AcquireRequest, CancelOutcome, CancelStream, Clock, Decision, FencedError,
-    FinalOutcome, HeartbeatAck, Job, JobError, JobId, JobPage, JobRepository, JobStatus, Lease,
-    ListCursor, ListQuery, NewJob, ProgressOutcome, ProgressReport, RepoError, SweepPolicy,
-    SweptJob, SystemClock, Timestamp,
+    FinalOutcome, HeartbeatAck, Job, JobError, JobId, JobIdStream, JobPage, JobRepository,
+    JobStatus, Lease, ListCursor, ListQuery, NewJob, ProgressOutcome, ProgressReport, RepoError,
+    SweepPolicy, SweptJob, SystemClock, Timestamp,
 };
 use tokio::sync::broadcast;
 use tokio_stream::StreamExt;
@@ -33,6 +33,8 @@ pub struct MemRepository {
     clock: Arc<dyn Clock>,
     /// Ids of running jobs whose cancel was just requested.
     cancels: broadcast::Sender<JobId>,
+    /// Ids of jobs whose status, progress or cancel flag just changed.
+    updates: broadcast::Sender<JobId>,
 }
 
 impl Default for MemRepository {
@@ -50,10 +52,12 @@ impl MemRepository {
     /// A repository reading time from `clock`.
     pub fn with_clock(clock: Arc<dyn Clock>) -> Self {
         let (cancels, _) = broadcast::channel(CANCEL_CHANNEL_CAPACITY);
+        let (updates, _) = broadcast::channel(CANCEL_CHANNEL_CAPACITY);
         Self {
             jobs: Mutex::new(HashMap::new()),
             clock,
             cancels,
+            updates,
         }
     }
 
@@ -74,7 +78,12 @@ impl MemRepository {
         let job = jobs.get_mut(&id)?;
         let Decision { next, answer } = transition(job, now);
         if let Some(next) = next {
+            let visible = job.visibly_differs(&next);
             *job = next;
+            if visible {
+                // No receiver is not an error: nobody is watching.
+                let _ = self.updates.send(id);
+            }
         }
         Some(answer)
     }
@@ -181,12 +190,26 @@ impl JobRepository for MemRepository {
         Ok(Box::pin(stream))
     }
 
+    async fn job_updates(&self) -> Result<JobIdStream, RepoError> {
+        let stream = BroadcastStream::new(self.updates.subscribe()).filter_map(Result::ok);
+        Ok(Box::pin(stream))
+    }
+
+    async fn fail_unstarted(&self, id: JobId, error: JobError) -> Result<bool, RepoError> {
+        Ok(self
+            .apply(id, |job, now| job.fail_unstarted(&error, now))
+            .unwrap_or(false))
+    }
+
     async fn sweep(&self, policy: &SweepPolicy) -> Result<Vec<SweptJob>, RepoError> {
         let now = self.clock.now();
         let mut swept = Vec::new();
         for job in self.jobs().values_mut() {
             let Decision { next, answer } = job.sweep(policy, now);
             if let (Some(next), Some(status)) = (next, answer) {
+                if job.visibly_differs(&next) {
+                    let _ = self.updates.send(job.id);
+                }
                 *job = next;
                 swept.push(SweptJob { id: job.id, status });
             }

@@ -14,8 +14,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use domain::{
     AcquireOutcome, AcquireRequest, CancelOutcome, CancelStream, FencedError, FinalOutcome,
-    HeartbeatAck, InstanceId, Job, JobError, JobId, JobPage, JobRepository, JobStatus, Lease,
-    ListCursor, ListQuery, NewJob, Percent, ProgressOutcome, ProgressReport, RepoError,
+    HeartbeatAck, InstanceId, Job, JobError, JobId, JobIdStream, JobPage, JobRepository, JobStatus,
+    Lease, ListCursor, ListQuery, NewJob, Percent, ProgressOutcome, ProgressReport, RepoError,
     SweepPolicy, SweptJob,
 };
 use futures_util::StreamExt;
@@ -80,6 +80,26 @@ impl PgRepository {
     /// A repository on `pool` (migrated already).
     pub fn new(pool: PgPool) -> Self {
         Self { pool }
+    }
+
+    /// Job ids notified on `channel`. LISTEN is in place when this returns, so an event
+    /// after it is not missed. If the connection drops, PgListener reconnects; what was sent
+    /// meanwhile is lost (the heartbeat, or a re-read, covers it).
+    async fn listen(&self, channel: &str) -> Result<JobIdStream, RepoError> {
+        let mut listener = PgListener::connect_with(&self.pool)
+            .await
+            .map_err(storage)?;
+        listener.listen(channel).await.map_err(storage)?;
+        let stream = listener.into_stream().filter_map(|item| async move {
+            match item {
+                Ok(note) => note.payload().parse::<JobId>().ok(),
+                Err(error) => {
+                    tracing::warn!(%error, "notification listener failed; reconnecting");
+                    None
+                }
+            }
+        });
+        Ok(Box::pin(stream))
     }
 
     /// The pool, for readiness checks.
@@ -365,32 +385,29 @@ impl JobRepository for PgRepository {
     }
 
     async fn cancel_notifications(&self) -> Result<CancelStream, RepoError> {
-        // LISTEN is in place when this returns, so a cancel after it is not missed. If the
-        // connection drops, PgListener reconnects; what was sent meanwhile is lost and the
-        // heartbeat reports it instead.
-        let mut listener = PgListener::connect_with(&self.pool)
+        self.listen(sql::CANCEL_CHANNEL).await
+    }
+
+    async fn job_updates(&self) -> Result<JobIdStream, RepoError> {
+        self.listen(sql::UPDATE_CHANNEL).await
+    }
+
+    async fn fail_unstarted(&self, id: JobId, error: JobError) -> Result<bool, RepoError> {
+        let row = sqlx::query(sql::FAIL_UNSTARTED)
+            .bind(id.as_uuid())
+            .bind(error.code.as_str())
+            .bind(&error.message)
+            .fetch_optional(&self.pool)
             .await
             .map_err(storage)?;
-        listener
-            .listen(sql::CANCEL_CHANNEL)
-            .await
-            .map_err(storage)?;
-        let stream = listener.into_stream().filter_map(|item| async move {
-            match item {
-                Ok(note) => note.payload().parse::<JobId>().ok(),
-                Err(error) => {
-                    tracing::warn!(%error, "cancel listener connection failed; reconnecting");
-                    None
-                }
-            }
-        });
-        Ok(Box::pin(stream))
+        Ok(row.is_some())
     }
 
     async fn sweep(&self, policy: &SweepPolicy) -> Result<Vec<SweptJob>, RepoError> {
         let rows = sqlx::query(sql::SWEEP)
             .bind(secs_f64(policy.expired_for))
             .bind(i32_of(policy.max_attempts, "max_attempts")?)
+            .bind(policy.queued_for.map(secs_f64))
             .fetch_all(&self.pool)
             .await
             .map_err(storage)?;

@@ -179,25 +179,47 @@ pub const REQUEST_CANCEL: &str = "
     SELECT c.cur_status::text AS status, c.already, (SELECT count(*) FROM upd) AS changed
     FROM cur c";
 
-/// `$1` seconds past expiry, `$2` max attempts.
+/// `$1` seconds past expiry, `$2` max attempts, `$3` seconds a queued job may sit untouched
+/// (NULL: never report queued jobs).
+///
+/// Running jobs whose lease expired long ago move to `queued` (`lease_expired`), `failed`
+/// (`attempts_exhausted`) or `canceled`; queued jobs untouched for `$3` are reported and
+/// touched. A transaction-level advisory lock taken in the same statement makes it one
+/// sweeper at a time: a concurrent sweep finds the lock taken and changes nothing.
 pub const SWEEP: &str = "
+    WITH sweeper AS (SELECT pg_try_advisory_xact_lock(hashtext('video_jobs_sweep')) AS leader)
     UPDATE video_jobs SET
-        status = (CASE WHEN cancel_requested_at IS NOT NULL THEN 'canceled'
+        status = (CASE WHEN status = 'queued' THEN 'queued'
+                       WHEN cancel_requested_at IS NOT NULL THEN 'canceled'
                        WHEN attempts >= $2 THEN 'failed'
                        ELSE 'queued' END)::video_job_status,
-        error_code = CASE WHEN cancel_requested_at IS NOT NULL THEN error_code
+        error_code = CASE WHEN status = 'queued' OR cancel_requested_at IS NOT NULL THEN error_code
                           WHEN attempts >= $2 THEN 'attempts_exhausted'
                           ELSE 'lease_expired' END,
-        error_message = CASE WHEN cancel_requested_at IS NOT NULL THEN error_message
+        error_message = CASE WHEN status = 'queued' OR cancel_requested_at IS NOT NULL THEN error_message
                              WHEN attempts >= $2
                              THEN format('lease expired after the last of %s attempts', attempts)
                              ELSE 'the worker stopped heartbeating; requeued by the sweeper' END,
-        finished_at = CASE WHEN cancel_requested_at IS NOT NULL OR attempts >= $2
+        finished_at = CASE WHEN status = 'running' AND (cancel_requested_at IS NOT NULL OR attempts >= $2)
                            THEN now() ELSE finished_at END,
         lease_holder = NULL, lease_heartbeat_at = NULL, lease_expires_at = NULL,
         updated_at = now()
-    WHERE status = 'running' AND lease_expires_at <= now() - make_interval(secs => $1)
+    WHERE (SELECT leader FROM sweeper)
+      AND ((status = 'running' AND lease_expires_at <= now() - make_interval(secs => $1))
+           OR ($3::float8 IS NOT NULL AND status = 'queued'
+               AND updated_at <= now() - make_interval(secs => $3)))
     RETURNING id, status::text AS status";
+
+/// `$1` id, `$2` error code, `$3` error message: a job no worker ever started fails.
+pub const FAIL_UNSTARTED: &str = "
+    UPDATE video_jobs SET
+        status = 'failed', error_code = $2, error_message = $3,
+        finished_at = now(), updated_at = now()
+    WHERE id = $1 AND status = 'queued' AND attempts = 0
+    RETURNING 1";
+
+/// The channel the update trigger notifies, with the job id as payload.
+pub const UPDATE_CHANNEL: &str = "video_job_update";
 
 /// The channel the cancel trigger notifies, with the job id as payload.
 pub const CANCEL_CHANNEL: &str = "video_job_cancel";

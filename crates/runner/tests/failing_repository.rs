@@ -35,6 +35,8 @@ mockall::mock! {
         async fn request_cancel(&self, id: JobId) -> Result<CancelOutcome, RepoError>;
         async fn cancel_notifications(&self) -> Result<CancelStream, RepoError>;
         async fn sweep(&self, policy: &SweepPolicy) -> Result<Vec<SweptJob>, RepoError>;
+        async fn job_updates(&self) -> Result<CancelStream, RepoError>;
+        async fn fail_unstarted(&self, id: JobId, error: JobError) -> Result<bool, RepoError>;
     }
 }
 
@@ -309,6 +311,12 @@ impl JobRepository for HangingHeartbeats {
     }
     async fn sweep(&self, policy: &SweepPolicy) -> Result<Vec<SweptJob>, RepoError> {
         self.0.sweep(policy).await
+    }
+    async fn job_updates(&self) -> Result<CancelStream, RepoError> {
+        self.0.job_updates().await
+    }
+    async fn fail_unstarted(&self, id: JobId, error: JobError) -> Result<bool, RepoError> {
+        self.0.fail_unstarted(id, error).await
     }
 }
 

@@ -308,4 +308,11 @@ impl JobRepository for Counting {
         self.tick();
         self.inner.sweep(policy).await
     }
+    async fn job_updates(&self) -> Result<CancelStream, RepoError> {
+        self.inner.job_updates().await
+    }
+    async fn fail_unstarted(&self, id: JobId, error: JobError) -> Result<bool, RepoError> {
+        self.tick();
+        self.inner.fail_unstarted(id, error).await
+    }
 }

@@ -19,6 +19,8 @@ pub struct LoopbackQueue {
     url: String,
     /// The queue name sent in `X-CloudTasks-QueueName`.
     pub queue: String,
+    /// Sent as `Authorization: Bearer` (the worker's shared token), if set.
+    pub bearer: Option<String>,
     /// Deliveries before giving up.
     pub max_attempts: u32,
     /// First retry delay (doubles each time) when the answer has no `Retry-After`.
@@ -45,6 +47,7 @@ impl LoopbackQueue {
             client: reqwest::Client::new(),
             url: url.into(),
             queue: "loopback".into(),
+            bearer: None,
             max_attempts: 20,
             min_backoff: Duration::from_millis(200),
             max_backoff: Duration::from_secs(10),
@@ -71,6 +74,9 @@ impl LoopbackQueue {
                 .header("X-CloudTasks-TaskExecutionCount", responses.to_string())
                 .header("X-CloudTasks-TaskETA", format!("{eta:.6}"))
                 .body(serde_json::json!({ "job_id": job_id }).to_string());
+            if let Some(token) = &self.bearer {
+                request = request.bearer_auth(token);
+            }
             if let Some(code) = previous {
                 request = request.header("X-CloudTasks-TaskPreviousResponse", code.to_string());
             }

@@ -102,6 +102,10 @@ pub struct Settings {
     pub pipeline: PipelineKind,
     /// `VIDEO_ARTIFACT_STORE_URL`, `VIDEO_TTS_*`.
     pub media: MediaSettings,
+    /// `VIDEO_SWEEP_*`.
+    pub sweep: SweepSettings,
+    /// `VIDEO_QUEUE` and its settings, for the sweeper's re-enqueues (optional).
+    pub queue: Option<QueueSettings>,
     /// `VIDEO_WORKER_MAX_BODY_BYTES`.
     pub max_body_bytes: usize,
     /// `VIDEO_WORKER_LOG_FORMAT` is `json`.
@@ -280,6 +284,8 @@ impl Settings {
             }
         };
         let media = MediaSettings::from_env(env)?;
+        let sweep = SweepSettings::from_env(env)?;
+        let queue = QueueSettings::from_env(env, false)?;
         let max_body_bytes = number(
             env,
             "VIDEO_WORKER_MAX_BODY_BYTES",
@@ -310,6 +316,8 @@ impl Settings {
             work_dir,
             pipeline,
             media,
+            sweep,
+            queue,
             max_body_bytes,
             json_logs,
         })
@@ -327,6 +335,178 @@ impl Settings {
             progress_interval: Duration::from_millis(500),
             work_root: self.work_dir.clone(),
         }
+    }
+}
+
+/// Where job deliveries are enqueued: `VIDEO_QUEUE` and its settings.
+#[derive(Debug, Clone)]
+pub enum QueueSettings {
+    /// Google Cloud Tasks (`VIDEO_TASKS_*`).
+    CloudTasks(queue::cloud_tasks::CloudTasksConfig),
+    /// Push straight to the worker (`VIDEO_WORKER_URL`) with Cloud Tasks semantics, from this
+    /// process: for local setups and the compose file.
+    Loopback {
+        /// The worker's base URL.
+        worker_url: String,
+        /// The worker's shared token, sent as a bearer.
+        token: Option<String>,
+    },
+}
+
+impl QueueSettings {
+    /// Reads `VIDEO_QUEUE` (`cloud-tasks` or `loopback`). `None` when unset and not
+    /// `required` (the sweeper then cannot re-enqueue).
+    pub fn from_env(env: Env<'_>, required: bool) -> Result<Option<Self>, ConfigError> {
+        let kind = match get(env, "VIDEO_QUEUE") {
+            Some(kind) => kind,
+            None if required => "cloud-tasks".into(),
+            None => return Ok(None),
+        };
+        let need = |var: &'static str| {
+            get(env, var).ok_or_else(|| err(var, format!("required with VIDEO_QUEUE={kind}")))
+        };
+        match kind.as_str() {
+            "loopback" => {
+                let worker_url = need("VIDEO_WORKER_URL")?;
+                url_ok("VIDEO_WORKER_URL", &worker_url)?;
+                Ok(Some(Self::Loopback {
+                    worker_url: worker_url.trim_end_matches('/').to_owned(),
+                    token: get(env, "VIDEO_WORKER_AUTH_TOKEN"),
+                }))
+            }
+            "cloud-tasks" => {
+                let worker_url = need("VIDEO_WORKER_URL")?;
+                url_ok("VIDEO_WORKER_URL", &worker_url)?;
+                let deadline = seconds(
+                    env,
+                    "VIDEO_TASKS_DISPATCH_DEADLINE_SECONDS",
+                    1500,
+                    15..=1800,
+                )?;
+                let limit = seconds(env, "VIDEO_JOB_MAX_RUNTIME_SECONDS", 1200, 1..=1790)?;
+                let mut config = queue::cloud_tasks::CloudTasksConfig::new(
+                    need("VIDEO_TASKS_PROJECT")?,
+                    need("VIDEO_TASKS_LOCATION")?,
+                    need("VIDEO_TASKS_QUEUE")?,
+                    worker_url,
+                    need("VIDEO_TASKS_SERVICE_ACCOUNT")?,
+                    limit,
+                    deadline,
+                )
+                .map_err(|e| err("VIDEO_TASKS_DISPATCH_DEADLINE_SECONDS", e.to_string()))?;
+                if let Some(audience) = get(env, "VIDEO_TASKS_AUDIENCE") {
+                    config = config.with_audience(audience);
+                }
+                Ok(Some(Self::CloudTasks(config)))
+            }
+            other => Err(err(
+                "VIDEO_QUEUE",
+                format!("{other:?}: use cloud-tasks or loopback"),
+            )),
+        }
+    }
+
+    /// The enqueuer these settings describe.
+    pub fn enqueuer(&self) -> Result<std::sync::Arc<dyn queue::Enqueuer>, ConfigError> {
+        Ok(match self {
+            Self::CloudTasks(config) => std::sync::Arc::new(
+                queue::cloud_tasks::CloudTasks::new(config.clone(), reqwest::Client::new())
+                    .map_err(|e| err("VIDEO_TASKS_DISPATCH_DEADLINE_SECONDS", e.to_string()))?,
+            ),
+            Self::Loopback { worker_url, token } => {
+                let mut q = queue::loopback::LoopbackQueue::new(format!("{worker_url}/jobs/run"));
+                q.bearer = token.clone();
+                std::sync::Arc::new(q)
+            }
+        })
+    }
+}
+
+fn url_ok(var: &'static str, url: &str) -> Result<(), ConfigError> {
+    if url.starts_with("http://") || url.starts_with("https://") {
+        Ok(())
+    } else {
+        Err(err(var, format!("{url:?} is not an http(s) URL")))
+    }
+}
+
+/// Everything `api` reads.
+#[derive(Debug, Clone)]
+pub struct ApiSettings {
+    /// `PORT`.
+    pub port: u16,
+    /// `DATABASE_URL`.
+    pub database_url: String,
+    /// `VIDEO_API_KEYS`.
+    pub api_keys: Vec<String>,
+    /// `VIDEO_QUEUE` and its settings.
+    pub queue: QueueSettings,
+    /// `VIDEO_ARTIFACT_STORE_URL`.
+    pub artifact_store_url: String,
+    /// `VIDEO_WORKER_LOG_FORMAT` is `json`.
+    pub json_logs: bool,
+}
+
+impl ApiSettings {
+    /// Reads and validates the API's settings.
+    pub fn from_env(env: Env<'_>) -> Result<Self, ConfigError> {
+        let port = number(env, "PORT", 8081u16, 1..=65535)?;
+        let database_url =
+            get(env, "DATABASE_URL").ok_or_else(|| err("DATABASE_URL", "required for api"))?;
+        let api_keys: Vec<String> = get(env, "VIDEO_API_KEYS")
+            .map(|v| {
+                v.split(',')
+                    .map(|k| k.trim().to_owned())
+                    .filter(|k| !k.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default();
+        if api_keys.is_empty() {
+            return Err(err(
+                "VIDEO_API_KEYS",
+                "required: comma-separated bearer keys for the product side",
+            ));
+        }
+        if api_keys.iter().any(|k| k.len() < 16) {
+            return Err(err(
+                "VIDEO_API_KEYS",
+                "every key must be at least 16 characters",
+            ));
+        }
+        let queue = QueueSettings::from_env(env, true)?
+            .ok_or_else(|| err("VIDEO_QUEUE", "required for api"))?;
+        let json_logs = !matches!(get(env, "VIDEO_WORKER_LOG_FORMAT").as_deref(), Some("text"));
+        Ok(Self {
+            port,
+            database_url,
+            api_keys,
+            queue,
+            artifact_store_url: get(env, "VIDEO_ARTIFACT_STORE_URL")
+                .unwrap_or_else(|| "./artifacts".into()),
+            json_logs,
+        })
+    }
+}
+
+/// The sweeper's settings (it runs in `serve`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SweepSettings {
+    /// `VIDEO_SWEEP_INTERVAL_SECONDS`; zero disables the sweeper.
+    pub interval: Duration,
+    /// `VIDEO_SWEEP_EXPIRED_FOR_SECONDS`.
+    pub expired_for: Duration,
+    /// `VIDEO_SWEEP_QUEUED_FOR_SECONDS`.
+    pub queued_for: Duration,
+}
+
+impl SweepSettings {
+    /// Reads the sweeper's settings.
+    pub fn from_env(env: Env<'_>) -> Result<Self, ConfigError> {
+        Ok(Self {
+            interval: seconds(env, "VIDEO_SWEEP_INTERVAL_SECONDS", 60, 0..=86_400)?,
+            expired_for: seconds(env, "VIDEO_SWEEP_EXPIRED_FOR_SECONDS", 900, 1..=604_800)?,
+            queued_for: seconds(env, "VIDEO_SWEEP_QUEUED_FOR_SECONDS", 1800, 60..=604_800)?,
+        })
     }
 }
 

@@ -5,13 +5,16 @@
 //! with a public API. `main.rs` only parses the command line and the environment
 //! ([`config`]) and calls it; tests call it too, with port 0.
 
+pub mod api;
 pub mod app;
+pub mod cli;
 pub mod cloud_tasks;
 pub mod config;
 pub mod demo;
 pub mod media;
 pub mod metrics_export;
 pub mod routes;
+pub mod sweeper;
 pub mod telemetry;
 
 pub use app::{AppParts, Application, Readiness};

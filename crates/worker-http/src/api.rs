@@ -1,0 +1,730 @@
+//! The jobs API for the product side (`video-worker api`), on a listener of its own — never
+//! the worker's.
+//!
+//! `POST /v1/jobs` validates the storyboard, stores the job and enqueues its delivery;
+//! `GET /v1/jobs/{id}`, `GET /v1/jobs` (paged), `POST /v1/jobs/{id}/cancel`,
+//! `GET /v1/jobs/{id}/events` (server-sent events fed by `NOTIFY`, ending with the terminal
+//! state) and `GET /v1/jobs/{id}/artifact` (the MP4). Bearer API keys, compared in constant
+//! time. `GET /openapi.json` describes it all; errors are JSON `{error, message, fields}`.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use domain::{
+    CancelOutcome, Job, JobError, JobId, JobRepository, JobStatus, ListCursor, ListQuery, NewJob,
+    RepoError,
+};
+use futures_util::StreamExt;
+use object_store::ObjectStore;
+use pipeline::storyboard::Storyboard;
+use queue::{EnqueueError, Enqueuer};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use tokio::sync::broadcast;
+use utoipa::{OpenApi, ToSchema};
+
+/// Largest accepted request body: a storyboard at its limits fits.
+const MAX_BODY: usize = 1 << 20;
+
+/// Bearer API keys, kept as SHA-256 digests so comparison is constant-time and
+/// length-independent.
+#[derive(Clone)]
+pub struct ApiKeys(Arc<Vec<[u8; 32]>>);
+
+impl std::fmt::Debug for ApiKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ApiKeys({} keys)", self.0.len())
+    }
+}
+
+impl ApiKeys {
+    /// Keys from their plain values.
+    pub fn new(keys: &[String]) -> Self {
+        Self(Arc::new(
+            keys.iter()
+                .map(|k| Sha256::digest(k.as_bytes()).into())
+                .collect(),
+        ))
+    }
+
+    fn accepts(&self, presented: &str) -> bool {
+        let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+        // Check every key, so timing does not tell which one (if any) matched.
+        self.0
+            .iter()
+            .fold(subtle::Choice::from(0), |any, key| any | key.ct_eq(&digest))
+            .into()
+    }
+}
+
+/// Fan-out of job update notifications: one subscription per process.
+#[derive(Debug, Clone)]
+pub struct UpdateFeed(broadcast::Sender<JobId>);
+
+impl UpdateFeed {
+    /// Subscribes to `repo`'s job updates (first subscription before returning) and
+    /// forwards them until the process ends, resubscribing when the stream ends.
+    pub async fn start(repo: Arc<dyn JobRepository>) -> Self {
+        let (tx, _) = broadcast::channel(4096);
+        let first = repo.job_updates().await;
+        if let Err(e) = &first {
+            tracing::warn!(error = %e, "job updates unavailable; event streams fall back to polling");
+        }
+        let feed = tx.clone();
+        tokio::spawn(async move {
+            let mut stream = first.ok();
+            loop {
+                if let Some(mut s) = stream.take() {
+                    while let Some(id) = s.next().await {
+                        let _ = feed.send(id);
+                    }
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                stream = repo.job_updates().await.ok();
+            }
+        });
+        Self(tx)
+    }
+}
+
+/// What the API is built from.
+#[derive(Debug, Clone)]
+pub struct ApiState {
+    /// Jobs.
+    pub repo: Arc<dyn JobRepository>,
+    /// Where deliveries are enqueued.
+    pub queue: Arc<dyn Enqueuer>,
+    /// Who may call.
+    pub keys: ApiKeys,
+    /// Where finished films are.
+    pub artifacts: Arc<dyn ObjectStore>,
+    /// Live updates for event streams.
+    pub feed: UpdateFeed,
+}
+
+/// The API's router.
+pub fn router(state: ApiState) -> Router {
+    let v1 = Router::new()
+        .route("/v1/jobs", post(create_job).get(list_jobs))
+        .route("/v1/jobs/{id}", get(get_job))
+        .route("/v1/jobs/{id}/cancel", post(cancel_job))
+        .route("/v1/jobs/{id}/events", get(job_events))
+        .route("/v1/jobs/{id}/artifact", get(job_artifact))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            require_key,
+        ));
+    Router::new()
+        .merge(v1)
+        .route("/openapi.json", get(openapi))
+        .route("/health", get(|| async { "ok" }))
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(tower_http::catch_panic::CatchPanicLayer::new())
+        .with_state(state)
+}
+
+// ---- errors ------------------------------------------------------------------------------
+
+/// A field of a refused storyboard.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FieldErrorView {
+    /// Where, e.g. `segments[2].slide.heading`.
+    pub field: String,
+    /// What is wrong.
+    pub reason: String,
+}
+
+/// Every error the API answers.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ApiErrorBody {
+    /// Machine-readable: `invalid_json`, `invalid_storyboard`, `not_found`, `unauthorized`, …
+    pub error: String,
+    /// For people.
+    pub message: String,
+    /// Field-level problems, for `invalid_storyboard`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub fields: Vec<FieldErrorView>,
+}
+
+#[derive(Debug)]
+struct ApiError(StatusCode, ApiErrorBody);
+
+impl ApiError {
+    fn new(status: StatusCode, error: &str, message: impl Into<String>) -> Self {
+        Self(
+            status,
+            ApiErrorBody {
+                error: error.into(),
+                message: message.into(),
+                fields: Vec::new(),
+            },
+        )
+    }
+
+    fn storage(e: &RepoError) -> Self {
+        // Log the cause once, here; the caller gets no internals.
+        tracing::error!(error = %e, "storage error");
+        if e.is_retryable() {
+            Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "the job store is unavailable; try again",
+            )
+        } else {
+            Self::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "the job could not be read",
+            )
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(self.1)).into_response()
+    }
+}
+
+async fn require_key(State(state): State<ApiState>, request: Request, next: Next) -> Response {
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim);
+    match presented {
+        Some(key) if state.keys.accepts(key) => next.run(request).await,
+        _ => ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "a valid API key is required (Authorization: Bearer <key>)",
+        )
+        .into_response(),
+    }
+}
+
+// ---- views -------------------------------------------------------------------------------
+
+/// A job as the product sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct JobView {
+    /// The job's id (uuid).
+    pub id: String,
+    /// `queued`, `running`, `succeeded`, `failed` or `canceled`.
+    pub status: String,
+    /// The stage in progress: `plan`, `tts`, `render`, `compose`, `publish`.
+    pub stage: Option<String>,
+    /// 0–100; never goes back.
+    pub percent: u8,
+    /// The segment last finished, from 0.
+    pub segment_index: Option<u32>,
+    /// Segments of the stage.
+    pub segment_total: Option<u32>,
+    /// A line for the user.
+    pub message: Option<String>,
+    /// Whether cancel was requested.
+    pub cancel_requested: bool,
+    /// Acquisitions by workers so far.
+    pub attempts: u32,
+    /// Where the MP4 is (object-store key), once succeeded.
+    pub artifact_key: Option<String>,
+    /// The download path, once succeeded.
+    pub artifact_url: Option<String>,
+    /// Why it failed.
+    pub error_code: Option<String>,
+    /// Why it failed, for people.
+    pub error_message: Option<String>,
+    /// RFC 3339.
+    pub created_at: String,
+    /// RFC 3339.
+    pub started_at: Option<String>,
+    /// RFC 3339.
+    pub finished_at: Option<String>,
+    /// RFC 3339.
+    pub updated_at: String,
+}
+
+impl From<&Job> for JobView {
+    fn from(job: &Job) -> Self {
+        let progress = job.progress.as_ref();
+        let succeeded = job.status == JobStatus::Succeeded;
+        Self {
+            id: job.id.to_string(),
+            status: job.status.as_str().into(),
+            stage: progress.map(|p| p.stage.as_str().into()),
+            percent: job.percent().get(),
+            segment_index: progress.and_then(|p| p.segment).map(|s| s.index()),
+            segment_total: progress.and_then(|p| p.segment).map(|s| s.total()),
+            message: progress.and_then(|p| p.message.clone()),
+            cancel_requested: job.cancel_requested_at.is_some(),
+            attempts: job.attempts,
+            artifact_key: job.artifact_key.clone().filter(|_| succeeded),
+            artifact_url: succeeded.then(|| format!("/v1/jobs/{}/artifact", job.id)),
+            error_code: job.error.as_ref().map(|e| e.code.to_string()),
+            error_message: job.error.as_ref().map(|e| e.message.clone()),
+            created_at: job.created_at.to_rfc3339(),
+            started_at: job.started_at.map(|t| t.to_rfc3339()),
+            finished_at: job.finished_at.map(|t| t.to_rfc3339()),
+            updated_at: job.updated_at.to_rfc3339(),
+        }
+    }
+}
+
+/// `POST /v1/jobs` body.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateJob {
+    /// The storyboard (schema version 1; see the README).
+    #[schema(value_type = Object)]
+    pub storyboard: serde_json::Value,
+}
+
+/// A page of jobs, newest first.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct JobList {
+    /// The jobs.
+    pub jobs: Vec<JobView>,
+    /// Pass as `cursor` for the next page; absent on the last.
+    pub next_cursor: Option<String>,
+}
+
+/// The answer to a cancel.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct CancelView {
+    /// `canceled` (it was queued), `cancel_requested` (the worker stops at its next
+    /// checkpoint), `already_requested`, or `already_finished`.
+    pub outcome: String,
+    /// The job now.
+    pub job: JobView,
+}
+
+fn parse_id(id: &str) -> Result<JobId, ApiError> {
+    id.parse::<JobId>().map_err(|_| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_id",
+            format!("{id:?} is not a job id (uuid)"),
+        )
+    })
+}
+
+async fn load(repo: &dyn JobRepository, id: JobId) -> Result<Job, ApiError> {
+    repo.get(id)
+        .await
+        .map_err(|e| ApiError::storage(&e))?
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no job {id}")))
+}
+
+// ---- handlers ----------------------------------------------------------------------------
+
+/// Create a job and enqueue its delivery.
+#[utoipa::path(post, path = "/v1/jobs", request_body = CreateJob,
+    responses(
+        (status = 201, description = "created and enqueued", body = JobView),
+        (status = 202, description = "created; the queue did not answer clearly, the sweeper re-enqueues it if needed", body = JobView),
+        (status = 400, body = ApiErrorBody), (status = 401, body = ApiErrorBody),
+        (status = 413, description = "body over 1 MiB"),
+        (status = 422, description = "invalid storyboard, with field errors", body = ApiErrorBody),
+        (status = 502, description = "the queue refused: the job is failed (enqueue_failed)", body = JobView),
+        (status = 503, body = ApiErrorBody)),
+    security(("api_key" = [])))]
+async fn create_job(State(state): State<ApiState>, body: Bytes) -> Result<Response, ApiError> {
+    let request: CreateJob = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+            format!("body must be {{\"storyboard\": {{…}}}}: {e}"),
+        )
+    })?;
+    if let Err(e) = Storyboard::from_json(&request.storyboard) {
+        let mut error = ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_storyboard",
+            e.to_string(),
+        );
+        error.1.fields =
+            e.0.into_iter()
+                .map(|f| FieldErrorView {
+                    field: f.field,
+                    reason: f.reason,
+                })
+                .collect();
+        return Err(error);
+    }
+    let id = JobId::new();
+    let job = state
+        .repo
+        .create(NewJob {
+            id,
+            input: request.storyboard,
+        })
+        .await
+        .map_err(|e| ApiError::storage(&e))?;
+    let location = HeaderValue::from_str(&format!("/v1/jobs/{id}")).ok();
+    // The job exists before its task, so a delivery never finds nothing. Only a confirmed
+    // refusal fails it; an unclear answer leaves it queued for the sweeper.
+    let (status, job) = match state.queue.enqueue(id, 0).await {
+        Ok(_) => (StatusCode::CREATED, job),
+        Err(EnqueueError::Unknown(e)) => {
+            tracing::warn!(job.id = %id, error = %e, "enqueue unclear; the sweeper will re-enqueue if no delivery comes");
+            (StatusCode::ACCEPTED, job)
+        }
+        Err(EnqueueError::Rejected(e)) => {
+            tracing::error!(job.id = %id, error = %e, "enqueue refused; failing the job");
+            let error = JobError::new(
+                domain::ErrorCode::new("enqueue_failed").map_err(|_| {
+                    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "error code")
+                })?,
+                format!("the queue refused the task: {e}"),
+            );
+            state
+                .repo
+                .fail_unstarted(id, error)
+                .await
+                .map_err(|e| ApiError::storage(&e))?;
+            (
+                StatusCode::BAD_GATEWAY,
+                load(state.repo.as_ref(), id).await?,
+            )
+        }
+    };
+    let mut response = (status, Json(JobView::from(&job))).into_response();
+    if let Some(location) = location {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    Ok(response)
+}
+
+/// One job.
+#[utoipa::path(get, path = "/v1/jobs/{id}", params(("id" = String, Path, description = "job id")),
+    responses((status = 200, body = JobView), (status = 400, body = ApiErrorBody), (status = 404, body = ApiErrorBody)),
+    security(("api_key" = [])))]
+async fn get_job(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Json<JobView>, ApiError> {
+    let job = load(state.repo.as_ref(), parse_id(&id)?).await?;
+    Ok(Json(JobView::from(&job)))
+}
+
+/// `GET /v1/jobs` query.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ListParams {
+    /// Only jobs with this status.
+    status: Option<String>,
+    /// Page size, 1–500 (default 50).
+    limit: Option<u32>,
+    /// From a previous page's `next_cursor`.
+    cursor: Option<String>,
+}
+
+fn encode_cursor(c: &ListCursor) -> String {
+    URL_SAFE_NO_PAD.encode(format!("{}|{}", c.created_at.to_rfc3339(), c.id))
+}
+
+fn decode_cursor(text: &str) -> Option<ListCursor> {
+    let bytes = URL_SAFE_NO_PAD.decode(text).ok()?;
+    let text = String::from_utf8(bytes).ok()?;
+    let (at, id) = text.split_once('|')?;
+    Some(ListCursor {
+        created_at: chrono::DateTime::parse_from_rfc3339(at)
+            .ok()?
+            .with_timezone(&chrono::Utc),
+        id: id.parse().ok()?,
+    })
+}
+
+/// Jobs, newest first, a page at a time.
+#[utoipa::path(get, path = "/v1/jobs", params(ListParams),
+    responses((status = 200, body = JobList), (status = 400, body = ApiErrorBody)),
+    security(("api_key" = [])))]
+async fn list_jobs(
+    State(state): State<ApiState>,
+    query: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<JobList>, ApiError> {
+    let Query(params) = query
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", e.body_text()))?;
+    let status = params
+        .status
+        .as_deref()
+        .map(str::parse::<JobStatus>)
+        .transpose()
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", e.to_string()))?;
+    let query = ListQuery::new(status, params.limit.unwrap_or(50))
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", e.to_string()))?;
+    let after = match params.cursor.as_deref() {
+        None => None,
+        Some(c) => Some(decode_cursor(c).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_query",
+                "cursor: not one this API gave out",
+            )
+        })?),
+    };
+    let page = state
+        .repo
+        .list(&query.after(after))
+        .await
+        .map_err(|e| ApiError::storage(&e))?;
+    Ok(Json(JobList {
+        jobs: page.jobs.iter().map(JobView::from).collect(),
+        next_cursor: page.next.as_ref().map(encode_cursor),
+    }))
+}
+
+/// Cancel a job (idempotent).
+#[utoipa::path(post, path = "/v1/jobs/{id}/cancel", params(("id" = String, Path, description = "job id")),
+    responses((status = 200, body = CancelView), (status = 400, body = ApiErrorBody), (status = 404, body = ApiErrorBody)),
+    security(("api_key" = [])))]
+async fn cancel_job(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Json<CancelView>, ApiError> {
+    let id = parse_id(&id)?;
+    let outcome = state
+        .repo
+        .request_cancel(id)
+        .await
+        .map_err(|e| ApiError::storage(&e))?;
+    let outcome = match outcome {
+        CancelOutcome::NotFound => {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("no job {id}"),
+            ));
+        }
+        CancelOutcome::Canceled => "canceled",
+        CancelOutcome::Requested { first: true } => "cancel_requested",
+        CancelOutcome::Requested { first: false } => "already_requested",
+        CancelOutcome::AlreadyTerminal(_) => "already_finished",
+    };
+    let job = load(state.repo.as_ref(), id).await?;
+    Ok(Json(CancelView {
+        outcome: outcome.into(),
+        job: JobView::from(&job),
+    }))
+}
+
+/// Live progress as server-sent events: `progress` events with the job, then one `done`
+/// event at the terminal state, then the stream ends.
+#[utoipa::path(get, path = "/v1/jobs/{id}/events", params(("id" = String, Path, description = "job id")),
+    responses((status = 200, description = "text/event-stream of `progress` and a final `done` event, each with a JobView", content_type = "text/event-stream"),
+        (status = 404, body = ApiErrorBody)),
+    security(("api_key" = [])))]
+async fn job_events(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let id = parse_id(&id)?;
+    // Subscribe before the first read: a change in between is not missed.
+    let mut updates = state.feed.0.subscribe();
+    let first = load(state.repo.as_ref(), id).await?;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Event, Infallible>>(16);
+    let repo = state.repo.clone();
+    tokio::spawn(async move {
+        let mut last: Option<JobView> = None;
+        let mut job = first;
+        loop {
+            let view = JobView::from(&job);
+            let terminal = job.status.is_terminal();
+            if last.as_ref() != Some(&view) {
+                let name = if terminal { "done" } else { "progress" };
+                let Ok(data) = serde_json::to_string(&view) else {
+                    return;
+                };
+                if tx
+                    .send(Ok(Event::default().event(name).data(data)))
+                    .await
+                    .is_err()
+                {
+                    return; // the client went away
+                }
+                last = Some(view);
+            }
+            if terminal {
+                return;
+            }
+            // Wake on a notification for this job, or every few seconds regardless (the
+            // notification connection may be down; a re-read is cheap).
+            let wait = async {
+                loop {
+                    match updates.recv().await {
+                        Ok(changed) if changed == id => return,
+                        Ok(_) => {}
+                        Err(broadcast::error::RecvError::Lagged(_)) => return,
+                        Err(broadcast::error::RecvError::Closed) => {
+                            std::future::pending::<()>().await
+                        }
+                    }
+                }
+            };
+            tokio::select! {
+                () = wait => {}
+                () = tokio::time::sleep(Duration::from_secs(5)) => {}
+                () = tx.closed() => return,
+            }
+            match repo.get(id).await {
+                Ok(Some(now)) => job = now,
+                Ok(None) => return,
+                Err(e) => {
+                    tracing::warn!(error = %e, "event stream: reading the job failed; retrying")
+                }
+            }
+        }
+    });
+    let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response())
+}
+
+/// The film, streamed.
+#[utoipa::path(get, path = "/v1/jobs/{id}/artifact", params(("id" = String, Path, description = "job id")),
+    responses((status = 200, description = "the MP4", content_type = "video/mp4"),
+        (status = 404, body = ApiErrorBody), (status = 409, description = "the job has not succeeded", body = ApiErrorBody),
+        (status = 503, body = ApiErrorBody)),
+    security(("api_key" = [])))]
+async fn job_artifact(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let job = load(state.repo.as_ref(), parse_id(&id)?).await?;
+    let key = match (job.status, job.artifact_key) {
+        (JobStatus::Succeeded, Some(key)) => key,
+        (status, _) => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "not_ready",
+                format!("the job is {status}; there is a film only once it succeeded"),
+            ));
+        }
+    };
+    let path = object_store::path::Path::parse(&key).map_err(|_| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "bad artifact key",
+        )
+    })?;
+    let object = state.artifacts.get(&path).await.map_err(|e| match e {
+        object_store::Error::NotFound { .. } => ApiError::new(
+            StatusCode::NOT_FOUND,
+            "artifact_missing",
+            "the film is not in the store",
+        ),
+        other => {
+            tracing::error!(error = %other, "artifact store");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "the artifact store is unavailable",
+            )
+        }
+    })?;
+    let size = object.meta.size;
+    let body = Body::from_stream(object.into_stream());
+    let mut headers = HeaderMap::new();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("video/mp4"));
+    if let Ok(v) = HeaderValue::from_str(&size.to_string()) {
+        headers.insert(header::CONTENT_LENGTH, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{}.mp4\"", job.id)) {
+        headers.insert(header::CONTENT_DISPOSITION, v);
+    }
+    Ok((headers, body).into_response())
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "video-worker jobs API", description = "Create narrated-video jobs from storyboards, follow their progress, cancel them and download the films."),
+    paths(create_job, get_job, list_jobs, cancel_job, job_events, job_artifact),
+    components(schemas(JobView, CreateJob, JobList, CancelView, ApiErrorBody, FieldErrorView)),
+    modifiers(&BearerAuth)
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The OpenAPI document, generated from the handlers above.
+pub fn openapi_document() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}
+
+async fn openapi() -> Response {
+    Json(openapi_document()).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_accept_only_their_values() {
+        let keys = ApiKeys::new(&["alpha-key-123".into(), "beta-key-456".into()]);
+        assert!(keys.accepts("alpha-key-123"));
+        assert!(keys.accepts("beta-key-456"));
+        assert!(!keys.accepts("alpha-key-12"));
+        assert!(!keys.accepts(""));
+    }
+
+    #[test]
+    fn cursors_round_trip_and_garbage_is_refused() {
+        let c = ListCursor {
+            created_at: chrono::Utc::now(),
+            id: JobId::new(),
+        };
+        let back = decode_cursor(&encode_cursor(&c)).unwrap();
+        assert_eq!(back.id, c.id);
+        assert_eq!(
+            back.created_at.timestamp_micros(),
+            c.created_at.timestamp_micros()
+        );
+        assert!(decode_cursor("!!!").is_none());
+        assert!(decode_cursor(&URL_SAFE_NO_PAD.encode("x|y")).is_none());
+    }
+
+    #[test]
+    fn the_openapi_document_lists_every_route() {
+        let doc = serde_json::to_value(openapi_document()).unwrap();
+        for path in [
+            "/v1/jobs",
+            "/v1/jobs/{id}",
+            "/v1/jobs/{id}/cancel",
+            "/v1/jobs/{id}/events",
+            "/v1/jobs/{id}/artifact",
+        ] {
+            assert!(doc["paths"][path].is_object(), "{path} missing");
+        }
+    }
+}

@@ -1,0 +1,494 @@
+//! The jobs API through its real router, on Postgres, with the worker behind a loopback
+//! queue: create → delivered → succeeded with a downloadable film; cancel; live progress over
+//! server-sent events; every bad input a 4xx that stores nothing.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed assertion
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use common::{Publish, Segments, TOKEN, TestApp, runner_config};
+use domain::{JobId, JobRepository, JobStatus};
+use pipeline::Pipeline;
+use queue::loopback::LoopbackQueue;
+use queue::{EnqueueError, Enqueued, Enqueuer};
+use repo_pg::PgRepository;
+use serde_json::{Value, json};
+use worker_http::Readiness;
+use worker_http::api::{ApiKeys, ApiState, JobView, UpdateFeed};
+use worker_http::cli::ApiClient;
+
+const KEY: &str = "product-side-api-key-0001";
+
+struct Rig {
+    _db: test_pg::TestDb,
+    repo: Arc<PgRepository>,
+    base: String,
+    client: reqwest::Client,
+    _store: tempfile::TempDir,
+    _worker: TestApp,
+}
+
+async fn rig_with(pipeline: Pipeline, queue: Option<Arc<dyn Enqueuer>>) -> Rig {
+    rig_full(pipeline, queue, tempfile::tempdir().unwrap()).await
+}
+
+async fn rig_full(
+    pipeline: Pipeline,
+    queue: Option<Arc<dyn Enqueuer>>,
+    store: tempfile::TempDir,
+) -> Rig {
+    let db = test_pg::fresh_database().await.unwrap();
+    repo_pg::migrate(&db.pool).await.unwrap();
+    let repo = Arc::new(PgRepository::new(db.pool.clone()));
+    let worker = TestApp::spawn_with(
+        repo.clone(),
+        pipeline,
+        runner_config("w"),
+        Readiness::Always,
+        true,
+    )
+    .await;
+    let queue = queue.unwrap_or_else(|| {
+        let mut q = LoopbackQueue::new(format!("{}/jobs/run", worker.base));
+        q.bearer = Some(TOKEN.into());
+        Arc::new(q)
+    });
+    let state = ApiState {
+        feed: UpdateFeed::start(repo.clone()).await,
+        repo: repo.clone(),
+        queue,
+        keys: ApiKeys::new(&[KEY.into()]),
+        artifacts: pipeline::publish::store_from_url(store.path().to_str().unwrap()).unwrap(),
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
+    tokio::spawn(async move { axum::serve(listener, worker_http::api::router(state)).await });
+    Rig {
+        _db: db,
+        repo,
+        base,
+        client: reqwest::Client::new(),
+        _store: store,
+        _worker: worker,
+    }
+}
+
+fn board() -> Value {
+    json!({"version": 1, "title": "API film", "frame": {"width": 640, "height": 360, "fps": 25},
+           "segments": [{"narration": "Made through the API.", "slide": {"heading": "API"}}]})
+}
+
+fn slow() -> Pipeline {
+    Pipeline::new(vec![
+        Arc::new(Segments {
+            count: 10,
+            each: Duration::from_millis(150),
+        }),
+        Arc::new(Publish),
+    ])
+}
+
+impl Rig {
+    fn api(&self) -> ApiClient {
+        ApiClient::new(&self.base, KEY)
+    }
+
+    async fn wait_for(&self, id: &str, status: &str) -> JobView {
+        for _ in 0..200 {
+            let job = self.api().status(id).await.unwrap();
+            if job.status == status {
+                return job;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("job {id} never became {status}");
+    }
+
+    async fn rows(&self) -> usize {
+        self.repo
+            .list(&domain::ListQuery::new(None, 500).unwrap())
+            .await
+            .unwrap()
+            .jobs
+            .len()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_created_through_the_api_is_delivered_rendered_and_downloadable() {
+    let dir = tempfile::tempdir().unwrap();
+    // The real pipeline, publishing where the API reads.
+    let settings = worker_http::config::MediaSettings {
+        artifact_store_url: dir.path().to_str().unwrap().into(),
+        tts_backend: "espeak".into(),
+        tts_url: String::new(),
+        tts_api_key: None,
+        tts_voice: None,
+        tts_model: None,
+    };
+    let video = worker_http::media::video_pipeline(&settings, Arc::default()).unwrap();
+    let rig = rig_full(video, None, dir).await;
+    let created = rig
+        .client
+        .post(format!("{}/v1/jobs", rig.base))
+        .bearer_auth(KEY)
+        .json(&json!({"storyboard": board()}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status().as_u16(), 201);
+    let location = created.headers()["location"].to_str().unwrap().to_owned();
+    let job: JobView = created.json().await.unwrap();
+    assert_eq!(
+        (job.status.as_str(), location),
+        ("queued", format!("/v1/jobs/{}", job.id))
+    );
+    let done = rig.wait_for(&job.id, "succeeded").await;
+    assert_eq!(done.percent, 100);
+    let url = done.artifact_url.unwrap();
+    let film = rig
+        .client
+        .get(format!("{}{url}", rig.base))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(film.status().as_u16(), 200);
+    assert_eq!(film.headers()["content-type"], "video/mp4");
+    let bytes = film.bytes().await.unwrap();
+    let path = rig._store.path().join("download.mp4");
+    std::fs::write(&path, &bytes).unwrap();
+    let probe = pipeline::media::probe(std::path::Path::new("ffprobe"), &path)
+        .await
+        .unwrap();
+    assert_eq!(probe.streams.len(), 2, "{probe:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_through_the_api_stops_a_running_job() {
+    let rig = rig_with(
+        Pipeline::new(vec![
+            Arc::new(Segments {
+                count: 1000,
+                each: Duration::from_millis(20),
+            }),
+            Arc::new(Publish),
+        ]),
+        None,
+    )
+    .await;
+    let job = rig.api().submit(board()).await.unwrap();
+    rig.wait_for(&job.id, "running").await;
+    let answer = rig.api().cancel(&job.id).await.unwrap();
+    assert_eq!(answer.outcome, "cancel_requested");
+    let done = rig.wait_for(&job.id, "canceled").await;
+    assert!(done.cancel_requested);
+    let again = rig.api().cancel(&job.id).await.unwrap();
+    assert_eq!(again.outcome, "already_finished", "cancel is idempotent");
+    let not_ready = rig
+        .client
+        .get(format!("{}/v1/jobs/{}/artifact", rig.base, job.id))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(not_ready.status().as_u16(), 409);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_stream_ordered_progress_and_end_with_the_terminal_state() {
+    let rig = rig_with(slow(), None).await;
+    let job = rig.api().submit(board()).await.unwrap();
+    let mut seen = Vec::new();
+    let last = rig
+        .api()
+        .follow(&job.id, |v| seen.push((v.status.clone(), v.percent)))
+        .await
+        .unwrap();
+    assert_eq!(last.status, "succeeded");
+    assert_eq!(seen.last().unwrap(), &("succeeded".to_owned(), 100));
+    assert!(
+        seen.windows(2).all(|w| w[0].1 <= w[1].1),
+        "never backwards: {seen:?}"
+    );
+    let running = seen.iter().filter(|(s, _)| s == "running").count();
+    assert!(
+        running >= 3,
+        "progress arrives live, not just the end: {seen:?}"
+    );
+    // A stream opened on a finished job sends the end at once.
+    let again = rig.api().follow(&job.id, |_| {}).await.unwrap();
+    assert_eq!(again.status, "succeeded");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_are_4xx_with_json_errors_and_store_nothing() {
+    let rig = rig_with(slow(), None).await;
+    let post = |body: String| {
+        rig.client
+            .post(format!("{}/v1/jobs", rig.base))
+            .bearer_auth(KEY)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    for (body, code, error) in [
+        ("not json".to_owned(), 400, "invalid_json"),
+        ("{}".to_owned(), 400, "invalid_json"),
+        (
+            json!({"storyboard": board(), "extra": 1}).to_string(),
+            400,
+            "invalid_json",
+        ),
+        (
+            json!({"storyboard": {"version": 1, "title": "", "segments": []}}).to_string(),
+            422,
+            "invalid_storyboard",
+        ),
+        (
+            json!({"storyboard": "text"}).to_string(),
+            422,
+            "invalid_storyboard",
+        ),
+    ] {
+        let r = post(body.clone()).await.unwrap();
+        assert_eq!(r.status().as_u16(), code, "{body}");
+        let e: Value = r.json().await.unwrap();
+        assert_eq!(e["error"], error, "{body}: {e}");
+    }
+    let r = post(json!({"storyboard": {"version": 1, "title": "", "segments": []}}).to_string())
+        .await
+        .unwrap();
+    let e: Value = r.json().await.unwrap();
+    let fields: Vec<&str> = e["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["field"].as_str().unwrap())
+        .collect();
+    assert!(
+        fields.contains(&"title") && fields.contains(&"segments"),
+        "{fields:?}"
+    );
+    let big = json!({"storyboard": {"pad": "x".repeat(2 << 20)}}).to_string();
+    assert_eq!(post(big).await.unwrap().status().as_u16(), 413);
+    for key in [None, Some("wrong-key-wrong-key-wrong")] {
+        let mut r = rig
+            .client
+            .post(format!("{}/v1/jobs", rig.base))
+            .json(&json!({"storyboard": board()}));
+        if let Some(k) = key {
+            r = r.bearer_auth(k);
+        }
+        let r = r.send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 401);
+        assert_eq!(r.json::<Value>().await.unwrap()["error"], "unauthorized");
+    }
+    assert_eq!(rig.rows().await, 0, "nothing was stored");
+
+    let get = |path: String| {
+        rig.client
+            .get(format!("{}{path}", rig.base))
+            .bearer_auth(KEY)
+            .send()
+    };
+    assert_eq!(
+        get("/v1/jobs/not-a-uuid".into())
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        400
+    );
+    assert_eq!(
+        get(format!("/v1/jobs/{}", JobId::new()))
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        404
+    );
+    assert_eq!(
+        get(format!("/v1/jobs/{}/events", JobId::new()))
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        404
+    );
+    assert_eq!(
+        get("/v1/jobs?status=done".into())
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        400
+    );
+    assert_eq!(
+        get("/v1/jobs?limit=0".into())
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        400
+    );
+    assert_eq!(
+        get("/v1/jobs?cursor=zzz".into())
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        400
+    );
+    assert_eq!(
+        get("/v1/jobs?color=red".into())
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        400
+    );
+    let cancel = rig
+        .client
+        .post(format!("{}/v1/jobs/{}/cancel", rig.base, JobId::new()))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cancel.status().as_u16(), 404);
+    let doc: Value = rig
+        .client
+        .get(format!("{}/openapi.json", rig.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(doc["paths"]["/v1/jobs/{id}/events"].is_object());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_pages_newest_first_with_a_status_filter() {
+    let rig = rig_with(slow(), Some(Arc::new(Recorder::default()))).await;
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        ids.push(rig.api().submit(board()).await.unwrap().id);
+    }
+    rig.api().cancel(&ids[1]).await.unwrap();
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut url = format!("{}/v1/jobs?limit=2", rig.base);
+        if let Some(c) = &cursor {
+            url.push_str(&format!("&cursor={c}"));
+        }
+        let page: Value = rig
+            .client
+            .get(url)
+            .bearer_auth(KEY)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        for j in page["jobs"].as_array().unwrap() {
+            seen.push(j["id"].as_str().unwrap().to_owned());
+        }
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => break,
+        }
+    }
+    ids.reverse();
+    assert_eq!(seen, ids, "every job once, newest first");
+    let canceled = rig.api().list(Some("canceled"), 10).await.unwrap();
+    assert_eq!(canceled.jobs.len(), 1);
+}
+
+/// An enqueuer that answers as told and records what it was asked.
+#[derive(Debug, Default)]
+struct Recorder {
+    answer: Mutex<Option<bool>>, // None: ok; Some(true): refused; Some(false): unknown
+    asked: Mutex<Vec<(JobId, u32)>>,
+}
+
+#[async_trait]
+impl Enqueuer for Recorder {
+    async fn enqueue(&self, job_id: JobId, generation: u32) -> Result<Enqueued, EnqueueError> {
+        self.asked.lock().unwrap().push((job_id, generation));
+        match *self.answer.lock().unwrap() {
+            None => Ok(Enqueued::Created),
+            Some(true) => Err(EnqueueError::Rejected("400 bad queue".into())),
+            Some(false) => Err(EnqueueError::Unknown("timeout".into())),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_enqueue_fails_the_job_and_an_unclear_one_leaves_it_queued() {
+    let recorder = Arc::new(Recorder::default());
+    let rig = rig_with(slow(), Some(recorder.clone())).await;
+    *recorder.answer.lock().unwrap() = Some(true);
+    let r = rig
+        .client
+        .post(format!("{}/v1/jobs", rig.base))
+        .bearer_auth(KEY)
+        .json(&json!({"storyboard": board()}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 502);
+    let job: JobView = r.json().await.unwrap();
+    assert_eq!(
+        (job.status.as_str(), job.error_code.as_deref()),
+        ("failed", Some("enqueue_failed"))
+    );
+
+    *recorder.answer.lock().unwrap() = Some(false);
+    let r = rig
+        .client
+        .post(format!("{}/v1/jobs", rig.base))
+        .bearer_auth(KEY)
+        .json(&json!({"storyboard": board()}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 202);
+    let job: JobView = r.json().await.unwrap();
+    assert_eq!(job.status, "queued");
+    let id: JobId = job.id.parse().unwrap();
+
+    // The sweeper finds it queued long after and enqueues it again, under a new generation.
+    sqlx::query("UPDATE video_jobs SET updated_at = now() - interval '2 hours' WHERE id = $1")
+        .bind(id.as_uuid())
+        .execute(&rig._db.pool)
+        .await
+        .unwrap();
+    *recorder.answer.lock().unwrap() = None;
+    let policy = domain::SweepPolicy {
+        expired_for: Duration::from_secs(900),
+        max_attempts: 5,
+        queued_for: Some(Duration::from_secs(1800)),
+    };
+    let moved =
+        worker_http::sweeper::sweep_once(rig.repo.as_ref(), Some(recorder.as_ref()), &policy)
+            .await
+            .unwrap();
+    assert_eq!(moved, 1);
+    let asked = recorder.asked.lock().unwrap().clone();
+    assert_eq!(asked.last().unwrap().0, id);
+    assert_ne!(
+        asked.last().unwrap().1,
+        0,
+        "a re-enqueue does not reuse the first task's name"
+    );
+    assert_eq!(
+        rig.repo.get(id).await.unwrap().unwrap().status,
+        JobStatus::Queued
+    );
+}

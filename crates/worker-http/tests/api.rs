@@ -492,3 +492,55 @@ async fn a_refused_enqueue_fails_the_job_and_an_unclear_one_leaves_it_queued() {
         JobStatus::Queued
     );
 }
+
+async fn operator(rig: &Rig, args: &[&str]) -> (bool, String, String) {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_video-worker"))
+        .args(args)
+        .env("VIDEO_API_URL", &rig.base)
+        .env("VIDEO_API_KEY", KEY)
+        .output()
+        .await
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_commands_submit_follow_list_status_and_cancel() {
+    let rig = rig_with(slow(), None).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("board.json");
+    std::fs::write(&file, board().to_string()).unwrap();
+    let (ok, out, err) = operator(&rig, &["submit", file.to_str().unwrap(), "--follow"]).await;
+    assert!(ok, "{out}{err}");
+    assert!(
+        out.contains("status    succeeded") && out.contains("progress  100%"),
+        "{out}"
+    );
+    let id = out
+        .lines()
+        .find_map(|l| l.strip_prefix("job       "))
+        .unwrap()
+        .trim()
+        .to_owned();
+
+    let (ok, out, _) = operator(&rig, &["list", "--status", "succeeded"]).await;
+    assert!(ok && out.contains(&id), "{out}");
+    let (ok, out, _) = operator(&rig, &["status", &id]).await;
+    assert!(ok && out.contains("succeeded"), "{out}");
+    let (ok, out, _) = operator(&rig, &["cancel", &id]).await;
+    assert!(ok && out.starts_with("already_finished"), "{out}");
+
+    let (ok, _, err) = operator(&rig, &["status", "not-a-uuid"]).await;
+    assert!(!ok && err.contains("not a job id"), "{err}");
+    let bad = dir.path().join("bad.json");
+    std::fs::write(&bad, r#"{"version": 1, "title": "", "segments": []}"#).unwrap();
+    let (ok, _, err) = operator(&rig, &["submit", bad.to_str().unwrap()]).await;
+    assert!(
+        !ok && err.contains("segments") && err.contains("title"),
+        "{err}"
+    );
+}

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::sync::Arc;
 
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -22,42 +22,63 @@ const STDERR_TAIL: usize = 2000;
 /// A missing binary or a failure is retryable (another instance may be fine); cancel is
 /// [`StageError::Canceled`].
 pub async fn run(
-    mut cmd: Command,
+    cmd: Command,
     tool: &'static str,
     cancel: &CancellationToken,
 ) -> Result<Vec<u8>, StageError> {
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
+    run_with_input(cmd, tool, None, cancel).await
+}
+
+/// [`run`], writing `input` to the child's stdin (then closing it) while its output is read.
+pub async fn run_with_input(
+    mut cmd: Command,
+    tool: &'static str,
+    input: Option<&[u8]>,
+    cancel: &CancellationToken,
+) -> Result<Vec<u8>, StageError> {
+    cmd.stdin(if input.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .kill_on_drop(true);
     #[cfg(unix)]
     cmd.process_group(0);
     let mut child = cmd.spawn().map_err(|e| {
         StageError::retryable(
             "tool_unavailable",
-            format!("cannot start {tool}: {e}; is it installed and on PATH?"),
+            format!("cannot start {tool}: {e}; install it (apt-get install ffmpeg espeak-ng)"),
         )
     })?;
+    let mut stdin = child.stdin.take();
     let mut stdout = child.stdout.take();
     let mut stderr = child.stderr.take();
-    let read_all = async {
+    // Write, read stdout and read stderr together: done one after another, a full pipe
+    // would deadlock the child.
+    let write_in = async {
+        if let (Some(pipe), Some(bytes)) = (stdin.as_mut(), input) {
+            let _ = pipe.write_all(bytes).await;
+        }
+        drop(stdin.take());
+    };
+    let read_out = async {
         let mut out = Vec::new();
+        if let Some(s) = stdout.as_mut() {
+            let _ = s.read_to_end(&mut out).await;
+        }
+        out
+    };
+    let read_err = async {
         let mut err = Vec::new();
-        let out_fut = async {
-            if let Some(s) = stdout.as_mut() {
-                let _ = s.read_to_end(&mut out).await;
-            }
-        };
-        let err_fut = async {
-            if let Some(s) = stderr.as_mut() {
-                let _ = s.read_to_end(&mut err).await;
-            }
-        };
-        tokio::join!(out_fut, err_fut);
-        (out, err)
+        if let Some(s) = stderr.as_mut() {
+            let _ = s.read_to_end(&mut err).await;
+        }
+        err
     };
     let work = async {
-        let (out, err) = read_all.await;
+        let ((), out, err) = tokio::join!(write_in, read_out, read_err);
         let status = child.wait().await;
         (status, out, err)
     };

@@ -330,3 +330,32 @@ async fn invalid_storyboards_fail_permanently_with_field_level_errors() {
         "nothing ran"
     );
 }
+
+#[tokio::test]
+async fn an_unknown_voice_fails_permanently_and_names_the_field() {
+    use pipeline::tts::TtsBackend;
+    tools_or_explain();
+    let espeak = Espeak::new("espeak-ng").unwrap();
+    let voice = pipeline::storyboard::Voice {
+        language: "zz".into(),
+        rate_wpm: 160,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let result = espeak
+        .synthesize(
+            "hello",
+            &voice,
+            &dir.path().join("x.wav"),
+            &CancellationToken::new(),
+        )
+        .await;
+    let Err(StageError::Permanent(error)) = result else {
+        panic!("expected a permanent failure, got {result:?}");
+    };
+    assert_eq!(error.code.as_str(), "invalid_input");
+    assert!(
+        error.message.contains("voice.language"),
+        "{}",
+        error.message
+    );
+}

@@ -3,10 +3,8 @@
 //! is not an option), the WAV comes out in a file.
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 
 use async_trait::async_trait;
-use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
 
@@ -58,55 +56,14 @@ impl TtsBackend for Espeak {
             .arg("-s")
             .arg(voice.rate_wpm.to_string())
             .args(["-b", "1", "--stdin", "-w"])
-            .arg(out)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        #[cfg(unix)]
-        cmd.process_group(0);
-        let mut child = cmd.spawn().map_err(|e| {
-            StageError::retryable(
-                "tool_unavailable",
-                format!("cannot start espeak-ng: {e}; install it (apt-get install espeak-ng)"),
-            )
-        })?;
-        let mut stdin = child
-            .stdin
-            .take()
-            .ok_or_else(|| StageError::retryable("tool_failed", "espeak-ng has no stdin"))?;
-        let text = text.to_owned();
-        let work = async move {
-            stdin.write_all(text.as_bytes()).await.map_err(|e| {
-                StageError::retryable("tool_failed", format!("espeak-ng stdin: {e}"))
-            })?;
-            drop(stdin);
-            let output = child
-                .wait_with_output()
-                .await
-                .map_err(|e| StageError::retryable("tool_failed", format!("espeak-ng: {e}")))?;
-            if output.status.success() {
-                Ok(())
-            } else {
-                let err = String::from_utf8_lossy(&output.stderr);
-                // An unknown voice is the input's fault: no retry will find it.
-                if err.contains("voice") || err.contains("Voice") {
-                    Err(StageError::permanent(
-                        "invalid_input",
-                        format!("voice.language: espeak-ng: {}", err.trim()),
-                    ))
-                } else {
-                    Err(StageError::retryable(
-                        "tool_failed",
-                        format!("espeak-ng exited with {}: {}", output.status, err.trim()),
-                    ))
-                }
-            }
-        };
-        tokio::select! {
-            result = work => result,
-            // Dropping `work` drops the child: kill_on_drop ends it.
-            () = cancel.cancelled() => Err(StageError::Canceled),
+            .arg(out);
+        match crate::media::run_with_input(cmd, "espeak-ng", Some(text.as_bytes()), cancel).await {
+            Ok(_) => Ok(()),
+            // An unknown voice is the input's fault: no retry will find it.
+            Err(StageError::Retryable(e)) if e.message.to_lowercase().contains("voice") => Err(
+                StageError::permanent("invalid_input", format!("voice.language: {}", e.message)),
+            ),
+            Err(e) => Err(e),
         }
     }
 }

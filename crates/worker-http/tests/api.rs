@@ -544,3 +544,35 @@ async fn operator_commands_submit_follow_list_status_and_cancel() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_from_the_command_line_stops_a_running_job() {
+    let rig = rig_with(
+        Pipeline::new(vec![
+            Arc::new(Segments {
+                count: 1000,
+                each: Duration::from_millis(20),
+            }),
+            Arc::new(Publish),
+        ]),
+        None,
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("board.json");
+    std::fs::write(&file, board().to_string()).unwrap();
+    let (ok, out, err) = operator(&rig, &["submit", file.to_str().unwrap()]).await;
+    assert!(ok, "{out}{err}");
+    let id = out
+        .lines()
+        .find_map(|l| l.strip_prefix("job       "))
+        .unwrap()
+        .trim()
+        .to_owned();
+    rig.wait_for(&id, "running").await;
+    let (ok, out, _) = operator(&rig, &["cancel", &id]).await;
+    assert!(ok && out.starts_with("cancel_requested"), "{out}");
+    let (ok, out, _) = operator(&rig, &["status", &id, "--follow"]).await;
+    assert!(!ok, "following a job that ends canceled exits non-zero");
+    assert!(out.contains("status    canceled"), "{out}");
+}

@@ -107,6 +107,17 @@ impl Stage {
         Self::Publish,
     ];
 
+    /// The position in pipeline order, from 0.
+    pub const fn rank(self) -> u8 {
+        match self {
+            Self::Plan => 0,
+            Self::Tts => 1,
+            Self::Render => 2,
+            Self::Compose => 3,
+            Self::Publish => 4,
+        }
+    }
+
     /// The stored and logged name.
     pub const fn as_str(self) -> &'static str {
         match self {

@@ -11,7 +11,8 @@
 //! - **fenced writes** (heartbeat, progress, release, finalize) — apply only while the job is
 //!   `running` at the writer's epoch and holder; otherwise `LeaseLost` and no change.
 //!   Only heartbeat and acquire move the lease's timestamps.
-//! - **progress** — percent never decreases; a lower one is refused.
+//! - **progress** — percent never decreases; a lower one, or an equal one at an earlier
+//!   stage, is refused.
 //! - **release** — back to `queued` with the lease cleared, or `canceled` if requested.
 //! - **finalize** — terminal status, artifact or error, `finished_at`, lease cleared, at
 //!   once; a pending cancel request turns any outcome into `canceled`.
@@ -160,7 +161,13 @@ impl Job {
             return Decision::keep(Err(FencedError::LeaseLost));
         }
         let current = self.percent();
-        if report.percent < current {
+        // Backwards is a lower percent, or the same percent at an earlier stage (a retried
+        // attempt catching up must not move the label back either).
+        let earlier_stage = self
+            .progress
+            .as_ref()
+            .is_some_and(|p| report.stage.rank() < p.stage.rank());
+        if report.percent < current || (report.percent == current && earlier_stage) {
             return Decision::keep(Ok(ProgressOutcome::Regressed { current }));
         }
         let mut next = self.clone();

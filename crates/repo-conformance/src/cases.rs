@@ -915,3 +915,36 @@ pub async fn concurrent_sweeps_move_each_job_once(h: &Harness) {
     ids.sort();
     assert_eq!(moved, ids, "every stuck job moved exactly once");
 }
+
+pub async fn an_equal_percent_at_an_earlier_stage_is_refused(h: &Harness) {
+    let id = h.new_job().await;
+    let lease = h.acquire(id, "a").await;
+    h.repo
+        .report_progress(&lease, &report(Stage::Render, 30))
+        .await
+        .unwrap();
+    let before = h.job(id).await;
+    let r = h
+        .repo
+        .report_progress(&lease, &report(Stage::Tts, 30))
+        .await
+        .unwrap();
+    assert_eq!(
+        r,
+        ProgressOutcome::Regressed {
+            current: Percent::new(30).unwrap()
+        }
+    );
+    assert_eq!(
+        h.job(id).await,
+        before,
+        "the stage label does not move back"
+    );
+    let r = h
+        .repo
+        .report_progress(&lease, &report(Stage::Compose, 30))
+        .await
+        .unwrap();
+    assert_eq!(r, ProgressOutcome::Applied);
+    assert_eq!(h.job(id).await.progress.unwrap().stage, Stage::Compose);
+}

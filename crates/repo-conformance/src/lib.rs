@@ -145,7 +145,8 @@ macro_rules! conformance_suite {
             visible_changes_are_published_to_update_subscribers,
             fail_unstarted_only_fails_a_job_no_worker_took,
             sweep_reports_a_long_queued_job_once_per_period,
-            concurrent_sweeps_move_each_job_once
+            concurrent_sweeps_move_each_job_once,
+            an_equal_percent_at_an_earlier_stage_is_refused
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {

@@ -314,7 +314,8 @@ impl JobRepository for PgRepository {
             .ok_or_else(|| RepoError::Corrupt(format!("progress_percent {current}")))?;
         // Not applied: backwards if we still hold the lease and the row shows more; any other
         // reason (the lease moved on, possibly concurrently) is a lost lease.
-        if fenced == Some(true) && current > report.percent {
+        let behind: Option<bool> = row.try_get("behind").map_err(storage)?;
+        if fenced == Some(true) && behind == Some(true) {
             Ok(ProgressOutcome::Regressed { current })
         } else {
             Err(FencedError::LeaseLost)
@@ -421,5 +422,16 @@ impl JobRepository for PgRepository {
                 })
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_sql_stage_order_is_the_domains() {
+        let domain: Vec<&str> = domain::Stage::ALL.iter().map(|s| s.as_str()).collect();
+        assert_eq!(domain, super::sql::STAGE_ORDER);
+        let literal = format!("ARRAY['{}']", super::sql::STAGE_ORDER.join("','"));
+        assert_eq!(super::sql::REPORT_PROGRESS.matches(&literal).count(), 2);
     }
 }

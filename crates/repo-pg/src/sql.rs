@@ -96,24 +96,34 @@ pub const HEARTBEAT: &str = "
 /// `$1` id, `$2` epoch, `$3` holder, `$4` stage, `$5` percent, `$6` segment index,
 /// `$7` segment total, `$8` message.
 ///
-/// Applies only if fenced and not backwards; otherwise reports what the row holds so the
-/// caller can tell a lost lease from a regressing write.
+/// Applies only if fenced and not backwards (a lower percent, or the same percent at an
+/// earlier stage — the stage order is [`STAGE_ORDER`]); otherwise reports what the row
+/// holds so the caller can tell a lost lease from a regressing write.
 pub const REPORT_PROGRESS: &str = "
     WITH cur AS (
-        SELECT status, lease_epoch, lease_holder, progress_percent
+        SELECT status, lease_epoch, lease_holder, progress_percent,
+               (progress_percent > $5
+                OR (progress_percent = $5
+                    AND coalesce(array_position(ARRAY['plan','tts','render','compose','publish']::text[], stage), 0)
+                        > array_position(ARRAY['plan','tts','render','compose','publish']::text[], $4::text)))
+               AS behind
         FROM video_jobs WHERE id = $1
     ), upd AS (
         UPDATE video_jobs SET
             stage = $4, progress_percent = $5, segment_index = $6, segment_total = $7,
             progress_message = $8, progress_updated_at = now(), updated_at = now()
         WHERE id = $1 AND lease_epoch = $2 AND lease_holder = $3 AND status = 'running'
-          AND progress_percent <= $5
+          AND NOT (SELECT behind FROM cur)
         RETURNING 1
     )
     SELECT (SELECT count(*) FROM upd) AS applied,
            (cur.status = 'running' AND cur.lease_epoch = $2 AND cur.lease_holder = $3) AS fenced,
+           cur.behind,
            cur.progress_percent
     FROM cur";
+
+/// The stage order `REPORT_PROGRESS` compares by; must be `domain::Stage::ALL`.
+pub const STAGE_ORDER: [&str; 5] = ["plan", "tts", "render", "compose", "publish"];
 
 /// `$1` id, `$2` epoch, `$3` holder, `$4` error code or NULL, `$5` error message.
 pub const RELEASE: &str = "

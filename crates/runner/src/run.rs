@@ -284,10 +284,21 @@ impl Runner {
                 token.cancel();
             }
         };
-        // The pipeline may end before its last events were read: their progress is moot
-        // (the closing write follows), their stage timings are not.
+        // The pipeline may end before its last events were read: their stage timings count.
+        // On success their progress is moot (finalize fills the bar); otherwise the last
+        // report still held back goes out, so a failed or retried job shows where it stopped.
+        let succeeded = matches!(result, Some(Ok(Ok(_))));
         while let Ok(event) = events.try_recv() {
             record_stage_duration(&event);
+            if !succeeded && stop.is_none() {
+                writer.offer(tracker.track(&event), Instant::now());
+            }
+        }
+        if !succeeded
+            && !matches!(stop, Some(Stop::LeaseLost | Stop::Unreachable))
+            && let Some(report) = writer.flush(Instant::now())
+        {
+            let _ = self.write_progress(lease, &report, held_until).await;
         }
         if let (Some(Stop::Cancel), Some(at)) = (stop, stopped_at) {
             metrics::histogram!("video_worker_cancel_stop_seconds")

@@ -583,3 +583,19 @@ async fn deliveries_of_unknown_finished_or_running_jobs_do_not_run() {
         RunOutcome::Skipped(JobStatus::Canceled)
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_attempt_leaves_its_last_progress_on_the_job() {
+    let w = World::tokio_time().await;
+    let id = w.job().await;
+    let failing = stages(vec![
+        segments(Stage::Tts, 3, 1),
+        Arc::new(Fail(StageError::retryable("tts_unavailable", "503"))),
+    ]);
+    let outcome = w.runner("a", failing).run(id, &w.shutdown).await;
+    assert!(matches!(outcome, RunOutcome::Retry { .. }), "{outcome:?}");
+    // "render started" came right after "tts done" (within the 100 ms boundary gap) and was
+    // held back when the stage failed; it is written before the release.
+    let progress = w.row(id).await.progress.unwrap();
+    assert_eq!(progress.stage, Stage::Render, "{progress:?}");
+}

@@ -130,6 +130,7 @@ pub fn router(state: ApiState) -> Router {
         .merge(v1)
         .route("/openapi.json", get(openapi))
         .route("/health", get(|| async { "ok" }))
+        .route("/ready", get(ready))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(tower_http::catch_panic::CatchPanicLayer::new())
@@ -679,6 +680,15 @@ impl utoipa::Modify for BearerAuth {
 /// The OpenAPI document, generated from the handlers above.
 pub fn openapi_document() -> utoipa::openapi::OpenApi {
     ApiDoc::openapi()
+}
+
+/// Ready while the job store answers within a second.
+async fn ready(State(state): State<ApiState>) -> Response {
+    let probe = state.repo.get(JobId::new());
+    match tokio::time::timeout(Duration::from_secs(1), probe).await {
+        Ok(Ok(_)) => (StatusCode::OK, "ready").into_response(),
+        _ => (StatusCode::SERVICE_UNAVAILABLE, "database unreachable").into_response(),
+    }
 }
 
 async fn openapi() -> Response {

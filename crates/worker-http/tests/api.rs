@@ -359,6 +359,13 @@ async fn bad_requests_are_4xx_with_json_errors_and_store_nothing() {
         .await
         .unwrap();
     assert_eq!(cancel.status().as_u16(), 404);
+    let ready = rig
+        .client
+        .get(format!("{}/ready", rig.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status().as_u16(), 200);
     let doc: Value = rig
         .client
         .get(format!("{}/openapi.json", rig.base))

@@ -202,12 +202,12 @@ impl Stage for Tts {
         let jobs = items.into_iter().map(|(i, narration, k)| {
             let cache = cache.clone();
             let voice = board.voice.clone();
-            let k = k.clone();
             async move {
                 let k = k.as_str();
                 if let Some(path) = cache.get(k, "wav").await {
                     PipelineStats::bump(&shared.stats.speech_reused);
-                    return Ok((i, path));
+                    let info = wav_info(&path)?;
+                    return Ok((i, path, info));
                 }
                 let temp = cache
                     .temp(k, "wav")
@@ -216,39 +216,39 @@ impl Stage for Tts {
                 let spoken = tts
                     .synthesize(&narration, &voice, &temp, ctx.cancel_token())
                     .await;
-                let checked = spoken.and_then(|()| wav_info(&temp).map(|_| ()));
-                if let Err(e) = checked {
-                    let _ = tokio::fs::remove_file(&temp).await;
-                    return Err(e);
-                }
+                let info = match spoken.and_then(|()| wav_info(&temp)) {
+                    Ok(info) => info,
+                    Err(e) => {
+                        let _ = tokio::fs::remove_file(&temp).await;
+                        return Err(e);
+                    }
+                };
                 let path = cache
                     .commit(&temp, k, "wav")
                     .await
                     .map_err(|e| io("speech cache", e))?;
                 PipelineStats::bump(&shared.stats.speech_made);
-                Ok::<_, StageError>((i, path))
+                Ok::<_, StageError>((i, path, info))
             }
         });
         let mut done = futures_util::stream::iter(jobs).buffer_unordered(tts.concurrency().max(1));
         let mut wavs = vec![PathBuf::new(); board.segments.len()];
+        let mut samples = vec![0; board.segments.len()];
+        let mut rates = Vec::with_capacity(board.segments.len());
         while let Some(result) = done.next().await {
-            let (i, path) = result?;
+            let (i, path, (n, rate)) = result?;
             ctx.segment_done(StageName::Tts, count(i), total)?;
             wavs[i] = path;
+            samples[i] = n;
+            rates.push(rate);
         }
         drop(done);
-        let mut samples = Vec::with_capacity(wavs.len());
-        let mut sample_rate = 0;
-        for wav in &wavs {
-            let (n, rate) = wav_info(wav)?;
-            if sample_rate != 0 && rate != sample_rate {
-                return Err(StageError::retryable(
-                    "tts_bad_audio",
-                    "segments have different sample rates",
-                ));
-            }
-            sample_rate = rate;
-            samples.push(n);
+        let sample_rate = rates.first().copied().unwrap_or(0);
+        if rates.iter().any(|r| *r != sample_rate) {
+            return Err(StageError::retryable(
+                "tts_bad_audio",
+                "segments have different sample rates",
+            ));
         }
         let speech = Speech {
             key: key(&keys.iter().map(String::as_bytes).collect::<Vec<_>>()),
@@ -286,7 +286,7 @@ async fn encode_narration(
         return Ok(path);
     }
     let joined = tmp.join("narration.wav");
-    compose_join(&speech, &joined).await?;
+    crate::compose::join_wavs(speech.wavs.clone(), joined.clone()).await?;
     let temp = cache
         .temp(&k, "m4a")
         .await
@@ -304,11 +304,6 @@ async fn encode_narration(
         .commit(&temp, &k, "m4a")
         .await
         .map_err(|e| io("audio cache", e))
-}
-
-async fn compose_join(speech: &Speech, out: &Path) -> Result<(), StageError> {
-    crate::compose::join_wavs(speech.wavs.clone(), out.to_path_buf()).await?;
-    Ok(())
 }
 
 /// The segment videos, in order.

@@ -22,6 +22,8 @@ mod progress;
 pub mod publish;
 pub mod render;
 pub mod storyboard;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod tts;
 pub mod video;
 

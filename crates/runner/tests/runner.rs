@@ -5,11 +5,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use domain::{
     Clock, InstanceId, JobId, JobRepository, JobStatus, ManualClock, NewJob, Stage, Timestamp,
 };
-use pipeline::{Pipeline, Published, StageContext, StageData, StageError};
+use pipeline::testing::{Fail, Publish, Segments, Stubborn};
+use pipeline::{Pipeline, StageError};
 use repo_mem::MemRepository;
 use runner::{CancelHub, RunOutcome, Runner, RunnerConfig};
 use tokio::sync::Notify;
@@ -28,87 +28,6 @@ struct TokioClock {
 impl Clock for TokioClock {
     fn now(&self) -> Timestamp {
         self.base + chrono::TimeDelta::from_std(self.start.elapsed()).unwrap()
-    }
-}
-
-/// A stage of `count` segments, each taking `each`; stops at the token.
-#[derive(Debug)]
-struct Segments {
-    stage: Stage,
-    count: u32,
-    each: Duration,
-}
-
-#[async_trait]
-impl pipeline::Stage for Segments {
-    fn stage(&self) -> Stage {
-        self.stage
-    }
-    async fn run(&self, ctx: &StageContext, _: &mut StageData) -> Result<(), StageError> {
-        for i in 0..self.count {
-            tokio::select! {
-                () = tokio::time::sleep(self.each) => {}
-                () = ctx.cancel_token().cancelled() => return Err(StageError::Canceled),
-            }
-            ctx.segment_done(self.stage, i, self.count)?;
-        }
-        Ok(())
-    }
-}
-
-/// Publishes; optionally says it started and waits for a go, ignoring the token (a cancel
-/// that arrives during the last stage must still win).
-#[derive(Debug, Default)]
-struct Publish {
-    started: Option<Arc<Notify>>,
-    go: Option<Arc<Notify>>,
-}
-
-#[async_trait]
-impl pipeline::Stage for Publish {
-    fn stage(&self) -> Stage {
-        Stage::Publish
-    }
-    async fn run(&self, ctx: &StageContext, data: &mut StageData) -> Result<(), StageError> {
-        if let Some(started) = &self.started {
-            started.notify_one();
-        }
-        if let Some(go) = &self.go {
-            go.notified().await;
-        }
-        data.insert(Published {
-            artifact_key: format!("video-jobs/{}/attempts/{}/final.mp4", ctx.job_id, ctx.epoch),
-        });
-        Ok(())
-    }
-}
-
-/// Fails with the given error.
-#[derive(Debug)]
-struct Fail(StageError);
-
-#[async_trait]
-impl pipeline::Stage for Fail {
-    fn stage(&self) -> Stage {
-        Stage::Render
-    }
-    async fn run(&self, _: &StageContext, _: &mut StageData) -> Result<(), StageError> {
-        Err(self.0.clone())
-    }
-}
-
-/// Never looks at the token.
-#[derive(Debug)]
-struct Stubborn;
-
-#[async_trait]
-impl pipeline::Stage for Stubborn {
-    fn stage(&self) -> Stage {
-        Stage::Render
-    }
-    async fn run(&self, _: &StageContext, _: &mut StageData) -> Result<(), StageError> {
-        tokio::time::sleep(Duration::from_secs(3600)).await;
-        Ok(())
     }
 }
 

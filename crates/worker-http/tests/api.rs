@@ -84,10 +84,11 @@ fn board() -> Value {
 fn slow() -> Pipeline {
     Pipeline::new(vec![
         Arc::new(Segments {
+            stage: domain::Stage::Render,
             count: 10,
             each: Duration::from_millis(150),
         }),
-        Arc::new(Publish),
+        Arc::new(Publish::default()),
     ])
 }
 
@@ -172,10 +173,11 @@ async fn cancel_through_the_api_stops_a_running_job() {
     let rig = rig_with(
         Pipeline::new(vec![
             Arc::new(Segments {
+                stage: domain::Stage::Render,
                 count: 1000,
                 each: Duration::from_millis(20),
             }),
-            Arc::new(Publish),
+            Arc::new(Publish::default()),
         ]),
         None,
     )
@@ -567,10 +569,11 @@ async fn cancel_from_the_command_line_stops_a_running_job() {
     let rig = rig_with(
         Pipeline::new(vec![
             Arc::new(Segments {
+                stage: domain::Stage::Render,
                 count: 1000,
                 each: Duration::from_millis(20),
             }),
-            Arc::new(Publish),
+            Arc::new(Publish::default()),
         ]),
         None,
     )

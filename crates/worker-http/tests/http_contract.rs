@@ -66,7 +66,7 @@ async fn canceled_while_running_is_200_canceled() {
     let started = gate.started.clone();
     let app = TestApp::spawn(
         repo.clone(),
-        Pipeline::new(vec![Arc::new(gate), Arc::new(Publish)]),
+        Pipeline::new(vec![Arc::new(gate), Arc::new(Publish::default())]),
     )
     .await;
     let id = new_job(repo.as_ref(), json!({})).await;
@@ -178,7 +178,7 @@ async fn duplicate_delivery_of_a_running_job_is_409_and_runs_once() {
     let (started, release) = (gate.started.clone(), gate.release.clone());
     let app = TestApp::spawn(
         repo.clone(),
-        Pipeline::new(vec![Arc::new(gate), Arc::new(Publish)]),
+        Pipeline::new(vec![Arc::new(gate), Arc::new(Publish::default())]),
     )
     .await;
     let id = new_job(repo.as_ref(), json!({})).await;
@@ -275,7 +275,7 @@ async fn lease_lost_mid_run_is_200_superseded_and_the_old_worker_writes_nothing(
     let started = gate.started.clone();
     let app = TestApp::spawn(
         repo.clone(),
-        Pipeline::new(vec![Arc::new(gate), Arc::new(Publish)]),
+        Pipeline::new(vec![Arc::new(gate), Arc::new(Publish::default())]),
     )
     .await;
     let id = new_job(repo.as_ref(), json!({})).await;
@@ -310,10 +310,11 @@ async fn sigterm_during_a_run_releases_the_lease_and_answers_503() {
     let repo = mem();
     let pipeline = Pipeline::new(vec![
         Arc::new(Segments {
+            stage: domain::Stage::Render,
             count: 1000,
             each: Duration::from_millis(20),
         }),
-        Arc::new(Publish),
+        Arc::new(Publish::default()),
     ]);
     let app = TestApp::spawn(repo.clone(), pipeline).await;
     let id = new_job(repo.as_ref(), json!({})).await;
@@ -369,10 +370,11 @@ async fn a_caller_that_hangs_up_does_not_kill_the_job() {
     let repo = mem();
     let pipeline = Pipeline::new(vec![
         Arc::new(Segments {
+            stage: domain::Stage::Render,
             count: 10,
             each: Duration::from_millis(100),
         }),
-        Arc::new(Publish),
+        Arc::new(Publish::default()),
     ]);
     let app = TestApp::spawn(repo.clone(), pipeline).await;
     let id = new_job(repo.as_ref(), json!({})).await;
@@ -480,10 +482,11 @@ async fn shutdown_waits_for_a_job_whose_caller_hung_up_and_releases_it() {
     let repo = mem();
     let pipeline = Pipeline::new(vec![
         Arc::new(Segments {
+            stage: domain::Stage::Render,
             count: 1000,
             each: Duration::from_millis(20),
         }),
-        Arc::new(Publish),
+        Arc::new(Publish::default()),
     ]);
     let app = TestApp::spawn(repo.clone(), pipeline).await;
     let id = new_job(repo.as_ref(), json!({})).await;

@@ -25,10 +25,11 @@ async fn database() -> (test_pg::TestDb, Arc<PgRepository>) {
 fn slow(count: u32, each_ms: u64) -> Pipeline {
     Pipeline::new(vec![
         Arc::new(Segments {
+            stage: domain::Stage::Render,
             count,
             each: Duration::from_millis(each_ms),
         }),
-        Arc::new(Publish),
+        Arc::new(Publish::default()),
     ])
 }
 

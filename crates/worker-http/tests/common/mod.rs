@@ -11,99 +11,26 @@ use async_trait::async_trait;
 use domain::{
     AcquireOutcome, AcquireRequest, CancelOutcome, CancelStream, FencedError, FinalOutcome,
     HeartbeatAck, InstanceId, Job, JobError, JobId, JobPage, JobRepository, JobStatus, Lease,
-    ListQuery, NewJob, ProgressOutcome, ProgressReport, RepoError, Stage, SweepPolicy, SweptJob,
+    ListQuery, NewJob, ProgressOutcome, ProgressReport, RepoError, SweepPolicy, SweptJob,
 };
-use pipeline::{Pipeline, Published, StageContext, StageData, StageError};
+use pipeline::Pipeline;
 use runner::RunnerConfig;
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use worker_http::{AppParts, Application, Readiness};
 
 pub const TOKEN: &str = "test-shared-token-0123456789";
 
-/// A stage of `count` segments of `each`, stopping at the token.
-#[derive(Debug)]
-pub struct Segments {
-    pub count: u32,
-    pub each: Duration,
-}
-
-#[async_trait]
-impl pipeline::Stage for Segments {
-    fn stage(&self) -> Stage {
-        Stage::Render
-    }
-    async fn run(&self, ctx: &StageContext, _: &mut StageData) -> Result<(), StageError> {
-        for i in 0..self.count {
-            tokio::select! {
-                () = tokio::time::sleep(self.each) => {}
-                () = ctx.cancel_token().cancelled() => return Err(StageError::Canceled),
-            }
-            ctx.segment_done(Stage::Render, i, self.count)?;
-        }
-        Ok(())
-    }
-}
-
-/// Says it started, then waits for the token (or a release), then publishes.
-#[derive(Debug, Default)]
-pub struct Gate {
-    pub started: Arc<Notify>,
-    pub release: Arc<Notify>,
-}
-
-#[async_trait]
-impl pipeline::Stage for Gate {
-    fn stage(&self) -> Stage {
-        Stage::Compose
-    }
-    async fn run(&self, ctx: &StageContext, _: &mut StageData) -> Result<(), StageError> {
-        self.started.notify_one();
-        tokio::select! {
-            () = self.release.notified() => Ok(()),
-            () = ctx.cancel_token().cancelled() => Err(StageError::Canceled),
-        }
-    }
-}
-
-/// Publishes a key for the attempt.
-#[derive(Debug)]
-pub struct Publish;
-
-#[async_trait]
-impl pipeline::Stage for Publish {
-    fn stage(&self) -> Stage {
-        Stage::Publish
-    }
-    async fn run(&self, ctx: &StageContext, data: &mut StageData) -> Result<(), StageError> {
-        data.insert(Published {
-            artifact_key: format!("video-jobs/{}/attempts/{}/final.mp4", ctx.job_id, ctx.epoch),
-        });
-        Ok(())
-    }
-}
-
-/// Fails with the given error.
-#[derive(Debug)]
-pub struct Fail(pub StageError);
-
-#[async_trait]
-impl pipeline::Stage for Fail {
-    fn stage(&self) -> Stage {
-        Stage::Tts
-    }
-    async fn run(&self, _: &StageContext, _: &mut StageData) -> Result<(), StageError> {
-        Err(self.0.clone())
-    }
-}
+#[allow(unused_imports)] // each test binary uses a part
+pub use pipeline::testing::{Fail, Gate, Publish, Segments};
 
 pub fn quick() -> Pipeline {
     Pipeline::new(vec![
         Arc::new(Segments {
+            stage: domain::Stage::Render,
             count: 2,
             each: Duration::from_millis(10),
         }),
-        Arc::new(Publish),
+        Arc::new(Publish::default()),
     ])
 }
 

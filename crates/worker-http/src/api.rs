@@ -190,7 +190,7 @@ pub struct ApiErrorBody {
     pub error: String,
     /// For people.
     pub message: String,
-    /// Field-level problems, for `invalid_storyboard`.
+    /// Field-level problems, for `invalid_storyboard` (and the `Idempotency-Key` header's).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub fields: Vec<FieldErrorView>,
 }
@@ -452,7 +452,7 @@ async fn create_job(
                 IdempotentOutcome::Created(job) => (job, false),
                 IdempotentOutcome::Existing(job) => (job, true),
                 IdempotentOutcome::KeyReused { job_id } => {
-                    return Err(ApiError::new(
+                    let mut error = ApiError::new(
                         StatusCode::UNPROCESSABLE_ENTITY,
                         "idempotency_key_reused",
                         format!(
@@ -460,7 +460,12 @@ async fn create_job(
                              use a new key for a new job",
                             idempotent.key.as_str()
                         ),
-                    ));
+                    );
+                    error.1.fields = vec![FieldErrorView {
+                        field: "Idempotency-Key".into(),
+                        reason: "already used for a different request".into(),
+                    }];
+                    return Err(error);
                 }
             }
         }
@@ -532,11 +537,16 @@ fn job_response(status: StatusCode, job: &Job, replayed: bool) -> Response {
 /// like a body that is not JSON: the key is checked before the body is read.
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<IdempotencyKey>, ApiError> {
     let invalid = |reason: &str| {
-        ApiError::new(
+        let mut error = ApiError::new(
             StatusCode::BAD_REQUEST,
             "invalid_idempotency_key",
             format!("Idempotency-Key: {reason}"),
-        )
+        );
+        error.1.fields = vec![FieldErrorView {
+            field: "Idempotency-Key".into(),
+            reason: reason.into(),
+        }];
+        error
     };
     let mut values = headers.get_all(IDEMPOTENCY_KEY).iter();
     let Some(value) = values.next() else {

@@ -729,6 +729,7 @@ async fn an_idempotency_key_reused_for_another_storyboard_is_refused_and_creates
     let e: Value = refused.json().await.unwrap();
     assert_eq!(e["error"], "idempotency_key_reused", "{e}");
     assert!(e["message"].as_str().unwrap().contains("order-42"), "{e}");
+    assert_eq!(e["fields"][0]["field"], "Idempotency-Key", "{e}");
     assert_eq!(rig.rows().await, 1, "nothing was created");
 
     // A malformed key is a malformed request, refused before anything is stored.

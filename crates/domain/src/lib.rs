@@ -11,6 +11,7 @@
 
 pub mod clock;
 pub mod error;
+pub mod idempotency;
 pub mod ids;
 pub mod job;
 pub mod repository;
@@ -18,6 +19,7 @@ pub mod transition;
 
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use error::{FencedError, RepoError, ValidationError};
+pub use idempotency::{IdempotencyKey, IdempotentOutcome, IdempotentRequest};
 pub use ids::{InstanceId, JobId, LeaseEpoch, Percent};
 pub use job::{
     ErrorCode, FinalOutcome, Job, JobError, JobStatus, Lease, LeaseState, ProgressReport, Segment,

@@ -11,8 +11,8 @@ use async_trait::async_trait;
 use futures_core::Stream;
 
 use crate::{
-    FencedError, FinalOutcome, InstanceId, Job, JobError, JobId, JobStatus, Lease, Percent,
-    ProgressReport, RepoError, Timestamp, ValidationError,
+    FencedError, FinalOutcome, IdempotentOutcome, IdempotentRequest, InstanceId, Job, JobError,
+    JobId, JobStatus, Lease, Percent, ProgressReport, RepoError, Timestamp, ValidationError,
 };
 
 /// A request to create a job.
@@ -199,6 +199,26 @@ pub type CancelStream = JobIdStream;
 pub trait JobRepository: Send + Sync + std::fmt::Debug {
     /// Stores a new queued job.
     async fn create(&self, job: NewJob) -> Result<Job, RepoError>;
+
+    /// Stores a new queued job unless `request`'s key already names one, in one atomic step:
+    /// of any number of concurrent calls with the same scope and key, exactly one creates.
+    /// A key older than `request.retention` counts as absent. Also purges a few expired keys,
+    /// so the store of keys stays bounded without a process of its own.
+    ///
+    /// The default refuses: a repository that cannot remember keys must not pretend to (a
+    /// plain create would make the duplicate the caller guards against). Test doubles that
+    /// wrap a repository need not forward it unless their tests use keys.
+    async fn create_idempotent(
+        &self,
+        job: NewJob,
+        request: &IdempotentRequest,
+    ) -> Result<IdempotentOutcome, RepoError> {
+        let _ = (job, request);
+        Err(RepoError::Invalid(ValidationError::new(
+            "Idempotency-Key",
+            "this job store does not support idempotency keys",
+        )))
+    }
 
     /// One job, if it exists.
     async fn get(&self, id: JobId) -> Result<Option<Job>, RepoError>;

@@ -8,6 +8,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a panic is a failed assertion
 
 pub mod cases;
+pub mod idempotency;
 pub mod model;
 
 use std::sync::Arc;
@@ -110,6 +111,13 @@ impl Harness {
 #[macro_export]
 macro_rules! conformance_suite {
     ($make:expr) => {
+        $crate::conformance_suite!(@cases $make;
+            a_retried_idempotent_create_answers_the_first_job_as_it_is_now,
+            an_idempotency_key_reused_with_another_request_is_refused,
+            idempotency_keys_belong_to_their_caller,
+            racing_idempotent_creates_with_one_key_make_one_job,
+            an_idempotency_key_is_kept_for_its_retention_then_forgotten
+        );
         $crate::conformance_suite!(@cases $make;
             acquire_on_queued_job_grants_the_first_epoch,
             acquire_of_unknown_job_is_not_found,

@@ -11,9 +11,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use domain::{
     AcquireOutcome, AcquireRequest, CancelOutcome, CancelStream, Clock, Decision, FencedError,
-    FinalOutcome, HeartbeatAck, Job, JobError, JobId, JobIdStream, JobPage, JobRepository,
-    JobStatus, Lease, ListCursor, ListQuery, NewJob, ProgressOutcome, ProgressReport, RepoError,
-    SweepPolicy, SweptJob, SystemClock, Timestamp,
+    FinalOutcome, HeartbeatAck, IdempotentOutcome, IdempotentRequest, Job, JobError, JobId,
+    JobIdStream, JobPage, JobRepository, JobStatus, Lease, ListCursor, ListQuery, NewJob,
+    ProgressOutcome, ProgressReport, RepoError, SweepPolicy, SweptJob, SystemClock, Timestamp,
 };
 use tokio::sync::broadcast;
 use tokio_stream::StreamExt;
@@ -29,12 +29,24 @@ pub struct MemRepository {
     /// The jobs. Locked for one transition at a time and never held across an `.await`,
     /// which is what makes each operation atomic.
     jobs: Mutex<HashMap<JobId, Job>>,
+    /// Idempotency keys by (scope, key): the request's fingerprint, the job, when stored.
+    /// Locked *before* `jobs` by `create_idempotent` (the only place that takes both), so
+    /// checking the key and inserting the job are one step; never held across an `.await`.
+    idempotency: Mutex<HashMap<([u8; 32], String), StoredKey>>,
     /// Where every timestamp comes from.
     clock: Arc<dyn Clock>,
     /// Ids of running jobs whose cancel was just requested.
     cancels: broadcast::Sender<JobId>,
     /// Ids of jobs whose status, progress or cancel flag just changed.
     updates: broadcast::Sender<JobId>,
+}
+
+/// What an idempotency key remembers.
+#[derive(Debug, Clone)]
+struct StoredKey {
+    fingerprint: [u8; 32],
+    job_id: JobId,
+    stored_at: Timestamp,
 }
 
 impl Default for MemRepository {
@@ -55,6 +67,7 @@ impl MemRepository {
         let (updates, _) = broadcast::channel(CANCEL_CHANNEL_CAPACITY);
         Self {
             jobs: Mutex::new(HashMap::new()),
+            idempotency: Mutex::new(HashMap::new()),
             clock,
             cancels,
             updates,
@@ -108,6 +121,56 @@ impl JobRepository for MemRepository {
         }
         jobs.insert(new.id, job.clone());
         Ok(job)
+    }
+
+    async fn create_idempotent(
+        &self,
+        new: NewJob,
+        request: &IdempotentRequest,
+    ) -> Result<IdempotentOutcome, RepoError> {
+        let now = self.clock.now();
+        // Forgotten once `retention` has passed (a clock that went back forgets nothing).
+        let forgotten = |stored: &StoredKey| {
+            (now - stored.stored_at)
+                .to_std()
+                .is_ok_and(|age| age >= request.retention)
+        };
+        let mut keys = self
+            .idempotency
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        // The purge: expired keys go (all of them; a map in memory is cheap to scan).
+        keys.retain(|_, stored| !forgotten(stored));
+        let slot = (request.scope, request.key.as_str().to_owned());
+        let mut jobs = self.jobs();
+        if let Some(stored) = keys.get(&slot) {
+            if stored.fingerprint != request.fingerprint {
+                return Ok(IdempotentOutcome::KeyReused {
+                    job_id: stored.job_id,
+                });
+            }
+            let job = jobs.get(&stored.job_id).cloned().ok_or_else(|| {
+                RepoError::Corrupt(format!(
+                    "idempotency key names missing job {}",
+                    stored.job_id
+                ))
+            })?;
+            return Ok(IdempotentOutcome::Existing(job));
+        }
+        if jobs.contains_key(&new.id) {
+            return Err(RepoError::AlreadyExists(new.id));
+        }
+        let job = Job::new(new.id, new.input, now);
+        jobs.insert(new.id, job.clone());
+        keys.insert(
+            slot,
+            StoredKey {
+                fingerprint: request.fingerprint,
+                job_id: new.id,
+                stored_at: now,
+            },
+        );
+        Ok(IdempotentOutcome::Created(job))
     }
 
     async fn get(&self, id: JobId) -> Result<Option<Job>, RepoError> {

@@ -14,9 +14,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use domain::{
     AcquireOutcome, AcquireRequest, CancelOutcome, CancelStream, FencedError, FinalOutcome,
-    HeartbeatAck, InstanceId, Job, JobError, JobId, JobIdStream, JobPage, JobRepository, JobStatus,
-    Lease, ListCursor, ListQuery, NewJob, Percent, ProgressOutcome, ProgressReport, RepoError,
-    SweepPolicy, SweptJob,
+    HeartbeatAck, IdempotentOutcome, IdempotentRequest, InstanceId, Job, JobError, JobId,
+    JobIdStream, JobPage, JobRepository, JobStatus, Lease, ListCursor, ListQuery, NewJob, Percent,
+    ProgressOutcome, ProgressReport, RepoError, SweepPolicy, SweptJob,
 };
 use futures_util::StreamExt;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions, PgRow};
@@ -174,6 +174,42 @@ impl JobRepository for PgRepository {
                 other => storage(other),
             })?;
         job_from(&row)
+    }
+
+    async fn create_idempotent(
+        &self,
+        new: NewJob,
+        request: &IdempotentRequest,
+    ) -> Result<IdempotentOutcome, RepoError> {
+        let row = sqlx::query(sql::CREATE_IDEMPOTENT)
+            .bind(new.id.as_uuid())
+            .bind(&new.input)
+            .bind(request.scope.as_slice())
+            .bind(request.key.as_str())
+            .bind(request.fingerprint.as_slice())
+            .bind(secs_f64(request.retention))
+            .bind(sql::IDEMPOTENCY_PURGE_BATCH)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| match e {
+                sqlx::Error::Database(db) if db.is_unique_violation() => {
+                    RepoError::AlreadyExists(new.id)
+                }
+                other => storage(other),
+            })?;
+        if row.try_get::<bool, _>("created").map_err(storage)? {
+            return Ok(IdempotentOutcome::Created(job_from(&row)?));
+        }
+        let named = JobId::from_uuid(row.try_get("key_job_id").map_err(storage)?);
+        if !row.try_get::<bool, _>("same_request").map_err(storage)? {
+            return Ok(IdempotentOutcome::KeyReused { job_id: named });
+        }
+        // A statement of its own: the job may have been committed by a concurrent create
+        // after the first statement's snapshot was taken.
+        let job = self.get(named).await?.ok_or_else(|| {
+            RepoError::Corrupt(format!("idempotency key names missing job {named}"))
+        })?;
+        Ok(IdempotentOutcome::Existing(job))
     }
 
     async fn get(&self, id: JobId) -> Result<Option<Job>, RepoError> {

@@ -233,3 +233,52 @@ pub const UPDATE_CHANNEL: &str = "video_job_update";
 
 /// The channel the cancel trigger notifies, with the job id as payload.
 pub const CANCEL_CHANNEL: &str = "video_job_cancel";
+
+/// How many expired idempotency keys one idempotent create purges. More than one, so the
+/// purge outpaces the keys that expire; few, so a create stays cheap.
+pub const IDEMPOTENCY_PURGE_BATCH: i64 = 16;
+
+/// `$1` new job id, `$2` input, `$3` scope, `$4` key, `$5` fingerprint, `$6` retention in
+/// seconds, `$7` purge batch.
+///
+/// One statement, so the key and the job are written together or not at all. The key's
+/// `INSERT ... ON CONFLICT DO UPDATE` is the arbiter: of concurrent creates with one key, the
+/// first inserts it and the others wait for its commit, then find the row (the DO UPDATE locks
+/// and returns it even when it committed after this statement's snapshot). The update
+/// changes the row only when the key expired: then it is taken over by this request. The job
+/// is inserted only when the key ends up naming `$1` (`created`, with its columns). Otherwise
+/// the caller reads the job the key names with [`GET`], a statement of its own: a job
+/// committed by a concurrent create after this statement's snapshot is invisible here.
+/// The purge deletes up to `$7` expired keys (never this one: one statement may not touch
+/// a row twice), skipping rows another create holds.
+pub const CREATE_IDEMPOTENT: &str = concat!(
+    "WITH purged AS (
+        DELETE FROM video_job_idempotency_keys
+        WHERE (scope, idem_key) IN (
+            SELECT scope, idem_key FROM video_job_idempotency_keys
+            WHERE created_at <= now() - make_interval(secs => $6)
+              AND NOT (scope = $3 AND idem_key = $4)
+            ORDER BY created_at
+            LIMIT $7
+            FOR UPDATE SKIP LOCKED)
+    ), k AS (
+        INSERT INTO video_job_idempotency_keys AS k (scope, idem_key, fingerprint, job_id)
+        VALUES ($3, $4, $5, $1)
+        ON CONFLICT (scope, idem_key) DO UPDATE SET
+            fingerprint = CASE WHEN k.created_at <= now() - make_interval(secs => $6)
+                               THEN EXCLUDED.fingerprint ELSE k.fingerprint END,
+            job_id = CASE WHEN k.created_at <= now() - make_interval(secs => $6)
+                          THEN EXCLUDED.job_id ELSE k.job_id END,
+            created_at = CASE WHEN k.created_at <= now() - make_interval(secs => $6)
+                              THEN now() ELSE k.created_at END
+        RETURNING k.job_id AS key_job_id, k.fingerprint = $5 AS same_request
+    ), created AS (
+        INSERT INTO video_jobs (id, input)
+        SELECT $1, $2 FROM k WHERE k.key_job_id = $1
+        RETURNING ",
+    job_columns!(),
+    "
+    )
+    SELECT k.key_job_id, k.same_request, (c.id IS NOT NULL) AS created, c.*
+    FROM k LEFT JOIN created c ON true"
+);

@@ -30,6 +30,11 @@ impl TimeTravel for PgTime {
         .execute(&self.0)
         .await
         .unwrap();
+        sqlx::query("UPDATE video_job_idempotency_keys SET created_at = created_at - $1")
+            .bind(by)
+            .execute(&self.0)
+            .await
+            .unwrap();
     }
 }
 
@@ -55,4 +60,58 @@ fn state_machine_matches_the_reference_model() {
     let harness = runtime.block_on(harness());
     // Fewer cases than on repo-mem: each step is a few round trips.
     repo_conformance::model::run_property(&runtime, &harness, 64, 40);
+}
+
+/// Expired idempotency keys are purged by the creates that add keys, a batch at a time, so
+/// the table stays bounded with no process of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_idempotent_create_purges_a_batch_of_expired_keys() {
+    use domain::{IdempotencyKey, IdempotentRequest, JobId, NewJob};
+    let h = harness().await;
+    let db = h
+        .guard
+        .as_ref()
+        .and_then(|g| g.downcast_ref::<test_pg::TestDb>())
+        .unwrap();
+    let create = |key: String| {
+        let repo = h.repo.clone();
+        async move {
+            let request = IdempotentRequest {
+                scope: [1; 32],
+                key: IdempotencyKey::new(key).unwrap(),
+                fingerprint: [7; 32],
+                retention: Duration::from_secs(24 * 3600),
+            };
+            let job = NewJob {
+                id: JobId::new(),
+                input: serde_json::json!({}),
+            };
+            repo.create_idempotent(job, &request).await.unwrap();
+        }
+    };
+    let rows = || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM video_job_idempotency_keys")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap()
+    };
+    for i in 0..20 {
+        create(format!("old-{i}")).await;
+    }
+    h.advance(Duration::from_secs(24 * 3600 - 60)).await;
+    create("fresh-1".into()).await;
+    assert_eq!(rows().await, 21, "nothing is purged before its retention");
+    h.advance(Duration::from_secs(120)).await;
+    create("fresh-2".into()).await;
+    assert_eq!(
+        rows().await,
+        22 - repo_pg::sql::IDEMPOTENCY_PURGE_BATCH,
+        "one create purges one batch, oldest first"
+    );
+    create("fresh-3".into()).await;
+    assert_eq!(
+        rows().await,
+        3,
+        "the rest of the expired keys, and only those"
+    );
 }

@@ -6,13 +6,18 @@
 //! `GET /v1/jobs/{id}/events` (server-sent events fed by `NOTIFY`, ending with the terminal
 //! state) and `GET /v1/jobs/{id}/artifact` (the MP4). Bearer API keys, compared in constant
 //! time. `GET /openapi.json` describes it all; errors are JSON `{error, message, fields}`.
+//!
+//! A create may carry an `Idempotency-Key`: a client that lost the reply retries with the
+//! same key and gets the same job (200) instead of a second film. Keys are scoped to the API
+//! key that sent them and remembered for [`IDEMPOTENCY_KEY_RETENTION`]; the request they stand
+//! for is compared by [`request_fingerprint`].
 
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::extract::{DefaultBodyLimit, Extension, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -22,8 +27,8 @@ use axum::{Json, Router};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use domain::{
-    CancelOutcome, Job, JobError, JobId, JobRepository, JobStatus, ListCursor, ListQuery, NewJob,
-    RepoError,
+    CancelOutcome, IdempotencyKey, IdempotentOutcome, IdempotentRequest, Job, JobError, JobId,
+    JobRepository, JobStatus, ListCursor, ListQuery, NewJob, RepoError,
 };
 use futures_util::StreamExt;
 use object_store::ObjectStore;
@@ -37,6 +42,35 @@ use utoipa::{OpenApi, ToSchema};
 
 /// Largest accepted request body: a storyboard at its limits fits.
 const MAX_BODY: usize = 1 << 20;
+
+/// How long an `Idempotency-Key` is remembered: a retry within this answers the first job.
+/// Longer than any client's retry loop; after it the key may be purged and reused.
+pub const IDEMPOTENCY_KEY_RETENTION: Duration = Duration::from_secs(24 * 3600);
+
+/// The header of an idempotent create.
+const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
+/// Set to `true` on the answer to a create that found its job made by an earlier call.
+const IDEMPOTENT_REPLAYED: &str = "idempotent-replayed";
+
+/// The caller of a `/v1` route, as the key check found it: a digest of its API key that
+/// scopes its idempotency keys. Domain-separated from the digest [`ApiKeys`] compares, so
+/// the stored value is no other use's digest of the key.
+#[derive(Debug, Clone, Copy)]
+struct Caller {
+    scope: [u8; 32],
+}
+
+impl Caller {
+    fn of(api_key: &str) -> Self {
+        let mut hash = Sha256::new();
+        hash.update(b"video-worker idempotency scope v1\0");
+        hash.update(api_key.as_bytes());
+        Self {
+            scope: hash.finalize().into(),
+        }
+    }
+}
 
 /// Bearer API keys, kept as SHA-256 digests so comparison is constant-time and
 /// length-independent.
@@ -151,11 +185,12 @@ pub struct FieldErrorView {
 /// Every error the API answers.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ApiErrorBody {
-    /// Machine-readable: `invalid_json`, `invalid_storyboard`, `not_found`, `unauthorized`, …
+    /// Machine-readable: `invalid_json`, `invalid_storyboard`, `invalid_idempotency_key`,
+    /// `idempotency_key_reused`, `not_found`, `unauthorized`, …
     pub error: String,
     /// For people.
     pub message: String,
-    /// Field-level problems, for `invalid_storyboard`.
+    /// Field-level problems, for `invalid_storyboard` (and the `Idempotency-Key` header's).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub fields: Vec<FieldErrorView>,
 }
@@ -200,7 +235,7 @@ impl IntoResponse for ApiError {
     }
 }
 
-async fn require_key(State(state): State<ApiState>, request: Request, next: Next) -> Response {
+async fn require_key(State(state): State<ApiState>, mut request: Request, next: Next) -> Response {
     let presented = request
         .headers()
         .get(header::AUTHORIZATION)
@@ -211,7 +246,11 @@ async fn require_key(State(state): State<ApiState>, request: Request, next: Next
         })
         .map(str::trim);
     match presented {
-        Some(key) if state.keys.accepts(key) => next.run(request).await,
+        Some(key) if state.keys.accepts(key) => {
+            let caller = Caller::of(key);
+            request.extensions_mut().insert(caller);
+            next.run(request).await
+        }
         _ => ApiError::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
@@ -336,17 +375,32 @@ async fn load(repo: &dyn JobRepository, id: JobId) -> Result<Job, ApiError> {
 // ---- handlers ----------------------------------------------------------------------------
 
 /// Create a job and enqueue its delivery.
+///
+/// With an `Idempotency-Key`, a retry of the same request answers the job the first call
+/// made (200, `Idempotent-Replayed: true`) and creates nothing; the key used with a different
+/// request is refused (422 `idempotency_key_reused`).
 #[utoipa::path(post, path = "/v1/jobs", request_body = CreateJob,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes the create safe to retry: 1–255 visible ASCII characters, unique per intended job (e.g. a UUID). Scoped to the API key that sends it and remembered for at least 24 h. Within that time the same key with the same request (the storyboard compared as parsed JSON: whitespace and key order do not matter) answers the first call's job with 200 and creates nothing; the same key with a different request is refused with 422 `idempotency_key_reused`.")),
     responses(
-        (status = 201, description = "created and enqueued", body = JobView),
+        (status = 200, description = "replay: an earlier create with this Idempotency-Key and the same request made this job (shown as it is now); nothing was created. If no worker has started it yet, its delivery was enqueued again (the queue dedups by task name)", body = JobView,
+            headers(("Idempotent-Replayed" = String, description = "`true`"), ("Location" = String, description = "the job's URL"))),
+        (status = 201, description = "created and enqueued", body = JobView,
+            headers(("Location" = String, description = "the job's URL"))),
         (status = 202, description = "created; the queue did not answer clearly, the sweeper re-enqueues it if needed", body = JobView),
-        (status = 400, body = ApiErrorBody), (status = 401, body = ApiErrorBody),
+        (status = 400, description = "malformed body (`invalid_json`) or Idempotency-Key (`invalid_idempotency_key`: empty, over 255 characters, not visible ASCII, or sent twice)", body = ApiErrorBody),
+        (status = 401, body = ApiErrorBody),
         (status = 413, description = "body over 1 MiB"),
-        (status = 422, description = "invalid storyboard, with field errors", body = ApiErrorBody),
+        (status = 422, description = "invalid storyboard, with field errors (`invalid_storyboard`); or the Idempotency-Key was first used with a different request (`idempotency_key_reused`; nothing was created)", body = ApiErrorBody),
         (status = 502, description = "the queue refused: the job is failed (enqueue_failed)", body = JobView),
         (status = 503, body = ApiErrorBody)),
     security(("api_key" = [])))]
-async fn create_job(State(state): State<ApiState>, body: Bytes) -> Result<Response, ApiError> {
+async fn create_job(
+    State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let key = idempotency_key(&headers)?;
     let request: CreateJob = serde_json::from_slice(&body).map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -369,23 +423,79 @@ async fn create_job(State(state): State<ApiState>, body: Bytes) -> Result<Respon
                 .collect();
         return Err(error);
     }
-    let id = JobId::new();
-    let job = state
-        .repo
-        .create(NewJob {
-            id,
-            input: request.storyboard,
-        })
-        .await
-        .map_err(|e| ApiError::storage(&e))?;
-    let location = HeaderValue::from_str(&format!("/v1/jobs/{id}")).ok();
+    let new = NewJob {
+        id: JobId::new(),
+        input: request.storyboard,
+    };
+    let (job, replayed) = match key {
+        None => (
+            state
+                .repo
+                .create(new)
+                .await
+                .map_err(|e| ApiError::storage(&e))?,
+            false,
+        ),
+        Some(key) => {
+            let idempotent = IdempotentRequest {
+                scope: caller.scope,
+                fingerprint: request_fingerprint(&new.input),
+                key,
+                retention: IDEMPOTENCY_KEY_RETENTION,
+            };
+            match state
+                .repo
+                .create_idempotent(new, &idempotent)
+                .await
+                .map_err(|e| ApiError::storage(&e))?
+            {
+                IdempotentOutcome::Created(job) => (job, false),
+                IdempotentOutcome::Existing(job) => (job, true),
+                IdempotentOutcome::KeyReused { job_id } => {
+                    let mut error = ApiError::new(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        "idempotency_key_reused",
+                        format!(
+                            "Idempotency-Key {:?} was used for a different request (job {job_id}); \
+                             use a new key for a new job",
+                            idempotent.key.as_str()
+                        ),
+                    );
+                    error.1.fields = vec![FieldErrorView {
+                        field: "Idempotency-Key".into(),
+                        reason: "already used for a different request".into(),
+                    }];
+                    return Err(error);
+                }
+            }
+        }
+    };
+    let id = job.id;
+    // A replay answers the job as it is. One that no worker has started gets its delivery
+    // enqueued again, exactly as the create did: the first call may have died between its
+    // insert and its enqueue, and the queue dedups the task by name if it does exist.
+    if replayed && !(job.status == JobStatus::Queued && job.attempts == 0) {
+        return Ok(job_response(StatusCode::OK, &job, true));
+    }
     // The job exists before its task, so a delivery never finds nothing. Only a confirmed
     // refusal fails it; an unclear answer leaves it queued for the sweeper.
     let (status, job) = match state.queue.enqueue(id, 0).await {
+        Ok(_) if replayed => (StatusCode::OK, job),
         Ok(_) => (StatusCode::CREATED, job),
         Err(EnqueueError::Unknown(e)) => {
             tracing::warn!(job.id = %id, error = %e, "enqueue unclear; the sweeper will re-enqueue if no delivery comes");
-            (StatusCode::ACCEPTED, job)
+            let status = if replayed {
+                StatusCode::OK
+            } else {
+                StatusCode::ACCEPTED
+            };
+            (status, job)
+        }
+        Err(EnqueueError::Rejected(e)) if replayed => {
+            // Refused now, but the first call's task may exist and be pending: failing the
+            // job could discard a delivery. The sweeper re-enqueues it if none comes.
+            tracing::error!(job.id = %id, error = %e, "re-enqueue of a replayed create refused; the job stays queued for the sweeper");
+            (StatusCode::OK, job)
         }
         Err(EnqueueError::Rejected(e)) => {
             tracing::error!(job.id = %id, error = %e, "enqueue refused; failing the job");
@@ -406,11 +516,100 @@ async fn create_job(State(state): State<ApiState>, body: Bytes) -> Result<Respon
             )
         }
     };
-    let mut response = (status, Json(JobView::from(&job))).into_response();
-    if let Some(location) = location {
+    Ok(job_response(status, &job, replayed))
+}
+
+/// The answer to a create: the job, its `Location`, and `Idempotent-Replayed` on a replay.
+fn job_response(status: StatusCode, job: &Job, replayed: bool) -> Response {
+    let mut response = (status, Json(JobView::from(job))).into_response();
+    if let Ok(location) = HeaderValue::from_str(&format!("/v1/jobs/{}", job.id)) {
         response.headers_mut().insert(header::LOCATION, location);
     }
-    Ok(response)
+    if replayed {
+        response
+            .headers_mut()
+            .insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
+    }
+    response
+}
+
+/// The create's `Idempotency-Key`, if sent. A malformed one is a malformed request (400),
+/// like a body that is not JSON: the key is checked before the body is read.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<IdempotencyKey>, ApiError> {
+    let invalid = |reason: &str| {
+        let mut error = ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_idempotency_key",
+            format!("Idempotency-Key: {reason}"),
+        );
+        error.1.fields = vec![FieldErrorView {
+            field: "Idempotency-Key".into(),
+            reason: reason.into(),
+        }];
+        error
+    };
+    let mut values = headers.get_all(IDEMPOTENCY_KEY).iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(invalid("send exactly one"));
+    }
+    let text = value.to_str().map_err(|_| {
+        invalid("only visible ASCII characters (! to ~), no spaces or control characters")
+    })?;
+    IdempotencyKey::new(text)
+        .map(Some)
+        .map_err(|e| invalid(&e.reason))
+}
+
+/// What tells a retried create from a different one: SHA-256 of a version tag and the
+/// canonical JSON of the parsed request `{"storyboard": …}` — object keys sorted by their
+/// UTF-8 bytes, no whitespace, strings and numbers as serde_json writes them. Two bodies that
+/// differ only in whitespace, key order or string escapes are the same request; any other
+/// difference (a value, an added field, `1` against `1.0`) makes another.
+pub fn request_fingerprint(storyboard: &serde_json::Value) -> [u8; 32] {
+    let mut canonical = Vec::with_capacity(1024);
+    canonical.extend_from_slice(b"{\"storyboard\":");
+    write_canonical(storyboard, &mut canonical);
+    canonical.push(b'}');
+    let mut hash = Sha256::new();
+    // The version tag: a change of the rule above must change every fingerprint.
+    hash.update(b"video-worker create v1\n");
+    hash.update(&canonical);
+    hash.finalize().into()
+}
+
+fn write_canonical(value: &serde_json::Value, out: &mut Vec<u8>) {
+    use serde_json::Value;
+    match value {
+        Value::Object(map) => {
+            let mut entries: Vec<_> = map.iter().collect();
+            entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            out.push(b'{');
+            for (i, (key, item)) in entries.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                out.extend_from_slice(Value::String(key.clone()).to_string().as_bytes());
+                out.push(b':');
+                write_canonical(item, out);
+            }
+            out.push(b'}');
+        }
+        Value::Array(items) => {
+            out.push(b'[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_canonical(item, out);
+            }
+            out.push(b']');
+        }
+        // Display writes a scalar as compact JSON.
+        scalar => out.extend_from_slice(scalar.to_string().as_bytes()),
+    }
 }
 
 /// One job.
@@ -722,6 +921,81 @@ mod tests {
         );
         assert!(decode_cursor("!!!").is_none());
         assert!(decode_cursor(&URL_SAFE_NO_PAD.encode("x|y")).is_none());
+    }
+
+    #[test]
+    fn the_fingerprint_ignores_whitespace_and_key_order_but_not_values() {
+        let a: serde_json::Value =
+            serde_json::from_str(r#"{"title": "A", "frame": {"w": 1, "h": 2}, "s": [1, "x"]}"#)
+                .unwrap();
+        let b: serde_json::Value = serde_json::from_str(
+            "{\"s\":[1,\"\\u0078\"],\"frame\":{\"h\":2,\"w\":1},\n \"title\":\"A\"}",
+        )
+        .unwrap();
+        assert_eq!(request_fingerprint(&a), request_fingerprint(&b));
+        for other in [
+            r#"{"title": "B", "frame": {"w": 1, "h": 2}, "s": [1, "x"]}"#,
+            r#"{"title": "A", "frame": {"w": 1, "h": 2}, "s": ["x", 1]}"#,
+            r#"{"title": "A", "frame": {"w": 1.0, "h": 2}, "s": [1, "x"]}"#,
+            r#"{"title": "A", "frame": {"w": 1, "h": 2}, "s": [1, "x"], "extra": null}"#,
+            r#"{"title": "A", "frame": {"w": 1, "h": 2, "x": {}}, "s": [1, "x"]}"#,
+        ] {
+            let other: serde_json::Value = serde_json::from_str(other).unwrap();
+            assert_ne!(
+                request_fingerprint(&a),
+                request_fingerprint(&other),
+                "{other}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_malformed_idempotency_key_is_a_bad_request() {
+        let with = |values: &[&[u8]]| {
+            let mut headers = HeaderMap::new();
+            for v in values {
+                headers.append(IDEMPOTENCY_KEY, HeaderValue::from_bytes(v).unwrap());
+            }
+            idempotency_key(&headers)
+        };
+        assert!(with(&[]).unwrap().is_none());
+        assert_eq!(with(&[b"order-42"]).unwrap().unwrap().as_str(), "order-42");
+        let long = vec![b'k'; 256];
+        for bad in [
+            &[&b""[..]][..],
+            &[&long[..]],
+            &[b"two words"],
+            &[b"caf\xc3\xa9"],
+            &[b"one", b"two"],
+        ] {
+            let e = with(bad).unwrap_err();
+            assert_eq!(
+                (e.0, e.1.error.as_str()),
+                (StatusCode::BAD_REQUEST, "invalid_idempotency_key"),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_openapi_document_describes_idempotent_creates() {
+        let doc = serde_json::to_value(openapi_document()).unwrap();
+        let create = &doc["paths"]["/v1/jobs"]["post"];
+        let header = create["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == "Idempotency-Key")
+            .expect("the header is documented");
+        assert_eq!(header["in"], "header");
+        assert_eq!(header["required"], false);
+        let replay = &create["responses"]["200"];
+        assert!(
+            replay["headers"]["Idempotent-Replayed"].is_object(),
+            "{replay}"
+        );
+        let refused = create["responses"]["422"]["description"].as_str().unwrap();
+        assert!(refused.contains("idempotency_key_reused"), "{refused}");
     }
 
     #[test]

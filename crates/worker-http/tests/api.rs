@@ -21,6 +21,8 @@ use worker_http::api::{ApiKeys, ApiState, JobView, UpdateFeed};
 use worker_http::cli::ApiClient;
 
 const KEY: &str = "product-side-api-key-0001";
+/// A second client of the API, with its own idempotency keys.
+const OTHER_KEY: &str = "product-side-api-key-0002";
 
 struct Rig {
     _db: test_pg::TestDb,
@@ -60,7 +62,7 @@ async fn rig_full(
         feed: UpdateFeed::start(repo.clone()).await,
         repo: repo.clone(),
         queue,
-        keys: ApiKeys::new(&[KEY.into()]),
+        keys: ApiKeys::new(&[KEY.into(), OTHER_KEY.into()]),
         artifacts: pipeline::publish::store_from_url(store.path().to_str().unwrap()).unwrap(),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -595,4 +597,202 @@ async fn cancel_from_the_command_line_stops_a_running_job() {
     let (ok, out, _) = operator(&rig, &["status", &id, "--follow"]).await;
     assert!(!ok, "following a job that ends canceled exits non-zero");
     assert!(out.contains("status    canceled"), "{out}");
+}
+
+impl Rig {
+    async fn create_with_key(
+        &self,
+        api_key: &str,
+        idempotency_key: &str,
+        body: String,
+    ) -> reqwest::Response {
+        self.client
+            .post(format!("{}/v1/jobs", self.base))
+            .bearer_auth(api_key)
+            .header("content-type", "application/json")
+            .header("Idempotency-Key", idempotency_key)
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_retried_with_its_idempotency_key_answers_the_same_job_and_stores_one_row() {
+    let recorder = Arc::new(Recorder::default());
+    let rig = rig_with(slow(), Some(recorder.clone())).await;
+    let body = json!({"storyboard": board()}).to_string();
+    let first = rig.create_with_key(KEY, "order-42", body).await;
+    assert_eq!(first.status().as_u16(), 201);
+    assert!(first.headers().get("idempotent-replayed").is_none());
+    let job: JobView = first.json().await.unwrap();
+
+    // The retry's body is the same request written differently: whitespace and key order.
+    let mut reordered = String::from("{ \"storyboard\" : {");
+    let Value::Object(fields) = board() else {
+        unreachable!()
+    };
+    let parts: Vec<String> = fields
+        .iter()
+        .rev()
+        .map(|(k, v)| format!("\n  {}:  {v}", json!(k)))
+        .collect();
+    reordered.push_str(&parts.join(" ,"));
+    reordered.push_str("} }");
+    let again = rig.create_with_key(KEY, "order-42", reordered).await;
+    assert_eq!(again.status().as_u16(), 200, "a replay is not a creation");
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    assert_eq!(
+        again.headers()["location"].to_str().unwrap(),
+        format!("/v1/jobs/{}", job.id)
+    );
+    let replayed: JobView = again.json().await.unwrap();
+    assert_eq!(replayed.id, job.id);
+    assert_eq!(rig.rows().await, 1, "no second row");
+    let id: JobId = job.id.parse().unwrap();
+    assert_eq!(
+        recorder.asked.lock().unwrap().clone(),
+        vec![(id, 0), (id, 0)],
+        "a replay of a job nobody started enqueues it again, exactly as the create did"
+    );
+
+    // Once a worker has started it, a replay answers the job as it is and enqueues nothing.
+    let started = rig
+        .repo
+        .acquire(&domain::AcquireRequest {
+            job_id: id,
+            holder: domain::InstanceId::new("w-test").unwrap(),
+            ttl: Duration::from_secs(60),
+            max_attempts: 5,
+        })
+        .await
+        .unwrap();
+    assert!(matches!(started, domain::AcquireOutcome::Acquired { .. }));
+    let body = json!({"storyboard": board()}).to_string();
+    let running = rig.create_with_key(KEY, "order-42", body.clone()).await;
+    assert_eq!(running.status().as_u16(), 200);
+    assert_eq!(running.json::<JobView>().await.unwrap().status, "running");
+    assert_eq!(recorder.asked.lock().unwrap().len(), 2);
+
+    // The key is the caller's: another API key's "order-42", a new key, or no key at all
+    // each make a new job.
+    for (api_key, idempotency_key) in [
+        (OTHER_KEY, Some("order-42")),
+        (KEY, Some("order-43")),
+        (KEY, None),
+    ] {
+        let mut request = rig
+            .client
+            .post(format!("{}/v1/jobs", rig.base))
+            .bearer_auth(api_key)
+            .header("content-type", "application/json")
+            .body(body.clone());
+        if let Some(k) = idempotency_key {
+            request = request.header("Idempotency-Key", k);
+        }
+        let r = request.send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 201, "{api_key} {idempotency_key:?}");
+        assert_ne!(r.json::<JobView>().await.unwrap().id, job.id);
+    }
+    assert_eq!(rig.rows().await, 4);
+    let stored: Vec<String> = sqlx::query_scalar("SELECT idem_key FROM video_job_idempotency_keys")
+        .fetch_all(&rig._db.pool)
+        .await
+        .unwrap();
+    assert_eq!(stored.len(), 3);
+    let scopes: Vec<Vec<u8>> = sqlx::query_scalar("SELECT scope FROM video_job_idempotency_keys")
+        .fetch_all(&rig._db.pool)
+        .await
+        .unwrap();
+    assert!(
+        scopes
+            .iter()
+            .all(|s| s.len() == 32 && !s.windows(KEY.len()).any(|w| w == KEY.as_bytes())),
+        "a digest of the API key is stored, never the key"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotency_key_reused_for_another_storyboard_is_refused_and_creates_nothing() {
+    let rig = rig_with(slow(), Some(Arc::new(Recorder::default()))).await;
+    let first = rig
+        .create_with_key(KEY, "order-42", json!({"storyboard": board()}).to_string())
+        .await;
+    assert_eq!(first.status().as_u16(), 201);
+    let mut other = board();
+    other["title"] = json!("Another film");
+    let refused = rig
+        .create_with_key(KEY, "order-42", json!({"storyboard": other}).to_string())
+        .await;
+    assert_eq!(refused.status().as_u16(), 422);
+    let e: Value = refused.json().await.unwrap();
+    assert_eq!(e["error"], "idempotency_key_reused", "{e}");
+    assert!(e["message"].as_str().unwrap().contains("order-42"), "{e}");
+    assert_eq!(e["fields"][0]["field"], "Idempotency-Key", "{e}");
+    assert_eq!(rig.rows().await, 1, "nothing was created");
+
+    // A malformed key is a malformed request, refused before anything is stored.
+    let long = "k".repeat(256);
+    for bad in ["", long.as_str(), "two words"] {
+        let r = rig
+            .create_with_key(KEY, bad, json!({"storyboard": board()}).to_string())
+            .await;
+        assert_eq!(r.status().as_u16(), 400, "{bad:?}");
+        let e: Value = r.json().await.unwrap();
+        assert_eq!(e["error"], "invalid_idempotency_key", "{bad:?}: {e}");
+    }
+    // An invalid storyboard under a key stores neither a job nor the key.
+    let r = rig
+        .create_with_key(
+            KEY,
+            "order-44",
+            json!({"storyboard": {"version": 1}}).to_string(),
+        )
+        .await;
+    assert_eq!(r.status().as_u16(), 422);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["error"],
+        "invalid_storyboard"
+    );
+    let r = rig
+        .create_with_key(KEY, "order-44", json!({"storyboard": board()}).to_string())
+        .await;
+    assert_eq!(
+        r.status().as_u16(),
+        201,
+        "the key was not spent by the refused request"
+    );
+    assert_eq!(rig.rows().await, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_creates_with_one_idempotency_key_make_exactly_one_job() {
+    let rig = Arc::new(rig_with(slow(), Some(Arc::new(Recorder::default()))).await);
+    let body = json!({"storyboard": board()}).to_string();
+    let barrier = Arc::new(tokio::sync::Barrier::new(24));
+    let calls: Vec<_> = (0..24)
+        .map(|_| {
+            let (rig, body, barrier) = (rig.clone(), body.clone(), barrier.clone());
+            tokio::spawn(async move {
+                barrier.wait().await;
+                let r = rig.create_with_key(KEY, "burst", body).await;
+                let status = r.status().as_u16();
+                (status, r.json::<JobView>().await.unwrap().id)
+            })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for call in calls {
+        answers.push(call.await.unwrap());
+    }
+    assert_eq!(rig.rows().await, 1, "exactly one row");
+    let id = &answers[0].1;
+    assert!(
+        answers.iter().all(|(_, i)| i == id),
+        "every answer names the same job: {answers:?}"
+    );
+    let created = answers.iter().filter(|(s, _)| *s == 201).count();
+    let replayed = answers.iter().filter(|(s, _)| *s == 200).count();
+    assert_eq!((created, replayed), (1, 23), "{answers:?}");
 }

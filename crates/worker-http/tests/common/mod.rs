@@ -10,8 +10,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use domain::{
     AcquireOutcome, AcquireRequest, CancelOutcome, CancelStream, FencedError, FinalOutcome,
-    HeartbeatAck, InstanceId, Job, JobError, JobId, JobPage, JobRepository, JobStatus, Lease,
-    ListQuery, NewJob, ProgressOutcome, ProgressReport, RepoError, SweepPolicy, SweptJob,
+    HeartbeatAck, IdempotentOutcome, IdempotentRequest, InstanceId, Job, JobError, JobId, JobPage,
+    JobRepository, JobStatus, Lease, ListQuery, NewJob, ProgressOutcome, ProgressReport, RepoError,
+    SweepPolicy, SweptJob,
 };
 use pipeline::Pipeline;
 use runner::RunnerConfig;
@@ -182,6 +183,14 @@ impl JobRepository for Counting {
     async fn create(&self, job: NewJob) -> Result<Job, RepoError> {
         self.tick();
         self.inner.create(job).await
+    }
+    async fn create_idempotent(
+        &self,
+        job: NewJob,
+        request: &IdempotentRequest,
+    ) -> Result<IdempotentOutcome, RepoError> {
+        self.tick();
+        self.inner.create_idempotent(job, request).await
     }
     async fn get(&self, id: JobId) -> Result<Option<Job>, RepoError> {
         self.tick();

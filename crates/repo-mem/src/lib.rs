@@ -201,6 +201,16 @@ impl JobRepository for MemRepository {
             .unwrap_or(false))
     }
 
+    async fn advance_delivery_generation(
+        &self,
+        id: JobId,
+        from: u32,
+    ) -> Result<Option<u32>, RepoError> {
+        Ok(self
+            .apply(id, |job, now| job.advance_delivery(from, now))
+            .flatten())
+    }
+
     async fn sweep(&self, policy: &SweepPolicy) -> Result<Vec<SweptJob>, RepoError> {
         let now = self.clock.now();
         let mut swept = Vec::new();

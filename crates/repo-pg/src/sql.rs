@@ -11,7 +11,8 @@ macro_rules! job_columns {
         "id, input, status::text AS status, stage, progress_percent, segment_index, \
          segment_total, progress_message, progress_updated_at, lease_holder, lease_epoch, \
          lease_heartbeat_at, lease_expires_at, cancel_requested_at, attempts, artifact_key, \
-         error_code, error_message, created_at, started_at, finished_at, updated_at"
+         error_code, error_message, created_at, started_at, finished_at, updated_at, \
+         delivery_generation"
     };
 }
 
@@ -219,6 +220,15 @@ pub const SWEEP: &str = "
            OR ($3::float8 IS NOT NULL AND status = 'queued'
                AND updated_at <= now() - make_interval(secs => $3)))
     RETURNING id, status::text AS status";
+
+/// `$1` id, `$2` the generation the caller saw.
+///
+/// Compare-and-set: the generation moves on only while the job is still queued at `$2`, so
+/// of two sweepers that both found the task gone, exactly one gets a row back and enqueues.
+pub const ADVANCE_DELIVERY_GENERATION: &str = "
+    UPDATE video_jobs SET delivery_generation = delivery_generation + 1, updated_at = now()
+    WHERE id = $1 AND status = 'queued' AND delivery_generation = $2
+    RETURNING delivery_generation";
 
 /// `$1` id, `$2` error code, `$3` error message: a job no worker ever started fails.
 pub const FAIL_UNSTARTED: &str = "

@@ -183,6 +183,9 @@ pub struct SweptJob {
     pub id: JobId,
     /// `queued` (the caller re-enqueues it), `failed` or `canceled`.
     pub status: JobStatus,
+    /// What it was before: `running` (a dead holder's job, moved) or `queued` (reported
+    /// because it sat untouched for `queued_for`).
+    pub from: JobStatus,
 }
 
 /// A stream of job ids, as events about them happen.

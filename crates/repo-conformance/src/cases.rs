@@ -555,14 +555,17 @@ pub async fn sweep_requeues_fails_or_cancels_stuck_jobs_only(h: &Harness) {
         domain::SweptJob {
             id: requeue,
             status: JobStatus::Queued,
+            from: JobStatus::Running,
         },
         domain::SweptJob {
             id: exhausted,
             status: JobStatus::Failed,
+            from: JobStatus::Running,
         },
         domain::SweptJob {
             id: cancel,
             status: JobStatus::Canceled,
+            from: JobStatus::Running,
         },
     ];
     expected.sort_by_key(|s| s.id);
@@ -865,7 +868,8 @@ pub async fn sweep_reports_a_long_queued_job_once_per_period(h: &Harness) {
         swept,
         vec![domain::SweptJob {
             id: stale,
-            status: JobStatus::Queued
+            status: JobStatus::Queued,
+            from: JobStatus::Queued,
         }]
     );
     assert_eq!(h.job(stale).await.status, JobStatus::Queued);

@@ -220,8 +220,13 @@ impl JobRepository for MemRepository {
                 if job.visibly_differs(&next) {
                     let _ = self.updates.send(job.id);
                 }
+                let from = job.status;
                 *job = next;
-                swept.push(SweptJob { id: job.id, status });
+                swept.push(SweptJob {
+                    id: job.id,
+                    status,
+                    from,
+                });
             }
         }
         Ok(swept)

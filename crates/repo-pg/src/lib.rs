@@ -435,9 +435,11 @@ impl JobRepository for PgRepository {
             .map(|row| {
                 let id: uuid::Uuid = row.try_get("id").map_err(storage)?;
                 let status: String = row.try_get("status").map_err(storage)?;
+                let from: String = row.try_get("from_status").map_err(storage)?;
                 Ok(SweptJob {
                     id: JobId::from_uuid(id),
                     status: status_from(&status)?,
+                    from: status_from(&from)?,
                 })
             })
             .collect()

@@ -195,10 +195,19 @@ pub const REQUEST_CANCEL: &str = "
 ///
 /// Running jobs whose lease expired long ago move to `queued` (`lease_expired`), `failed`
 /// (`attempts_exhausted`) or `canceled`; queued jobs untouched for `$3` are reported and
-/// touched. A transaction-level advisory lock taken in the same statement makes it one
+/// touched; each row also says what it was before (`from_status`), which the `SELECT … FOR
+/// UPDATE` in `found` reads under the row lock. A transaction-level advisory lock taken in the same statement makes it one
 /// sweeper at a time: a concurrent sweep finds the lock taken and changes nothing.
 pub const SWEEP: &str = "
-    WITH sweeper AS (SELECT pg_try_advisory_xact_lock(hashtext('video_jobs_sweep')) AS leader)
+    WITH sweeper AS (SELECT pg_try_advisory_xact_lock(hashtext('video_jobs_sweep')) AS leader),
+    found AS (
+        SELECT id AS found_id, status::text AS found_status FROM video_jobs
+        WHERE (SELECT leader FROM sweeper)
+          AND ((status = 'running' AND lease_expires_at <= now() - make_interval(secs => $1))
+               OR ($3::float8 IS NOT NULL AND status = 'queued'
+                   AND updated_at <= now() - make_interval(secs => $3)))
+        FOR UPDATE
+    )
     UPDATE video_jobs SET
         status = (CASE WHEN status = 'queued' THEN 'queued'
                        WHEN cancel_requested_at IS NOT NULL THEN 'canceled'
@@ -215,11 +224,9 @@ pub const SWEEP: &str = "
                            THEN now() ELSE finished_at END,
         lease_holder = NULL, lease_heartbeat_at = NULL, lease_expires_at = NULL,
         updated_at = now()
-    WHERE (SELECT leader FROM sweeper)
-      AND ((status = 'running' AND lease_expires_at <= now() - make_interval(secs => $1))
-           OR ($3::float8 IS NOT NULL AND status = 'queued'
-               AND updated_at <= now() - make_interval(secs => $3)))
-    RETURNING id, status::text AS status";
+    FROM found
+    WHERE id = found_id
+    RETURNING id, status::text AS status, found_status AS from_status";
 
 /// `$1` id, `$2` the generation the caller saw.
 ///

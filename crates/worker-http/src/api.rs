@@ -381,7 +381,7 @@ async fn create_job(State(state): State<ApiState>, body: Bytes) -> Result<Respon
     let location = HeaderValue::from_str(&format!("/v1/jobs/{id}")).ok();
     // The job exists before its task, so a delivery never finds nothing. Only a confirmed
     // refusal fails it; an unclear answer leaves it queued for the sweeper.
-    let (status, job) = match state.queue.enqueue(id, 0).await {
+    let (status, job) = match state.queue.enqueue(id, job.delivery_generation).await {
         Ok(_) => (StatusCode::CREATED, job),
         Err(EnqueueError::Unknown(e)) => {
             tracing::warn!(job.id = %id, error = %e, "enqueue unclear; the sweeper will re-enqueue if no delivery comes");

@@ -22,6 +22,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use domain::{JobId, JobRepository, JobStatus, SweepPolicy};
+use futures_util::StreamExt;
 use queue::{Enqueuer, TaskState};
 use serde::Serialize;
 use serde_json::json;
@@ -29,6 +30,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::app::AppState;
 use crate::config::SweepSettings;
+
+/// Queued jobs whose task the pass asks about at once. Each question is one queue request
+/// (plus two short statements), so a deep backlog is checked in a fraction of the
+/// scheduler's attempt deadline; kept small so that a pass in a busy instance's loop leaves
+/// the pool's connections to the running job's heartbeats.
+const QUEUE_CHECKS_AT_ONCE: usize = 4;
 
 /// The route of one sweep pass on the worker's listener (Cloud Scheduler's target).
 pub const SWEEP_PATH: &str = "/sweep";
@@ -112,6 +119,7 @@ pub async fn sweep_once(
 ) -> Result<SweepReport, domain::RepoError> {
     let swept = repo.sweep(policy).await?;
     let mut report = SweepReport::default();
+    let mut to_deliver = Vec::new();
     for job in &swept {
         tracing::info!(job.id = %job.id, status = %job.status, from = %job.from, "swept");
         metrics::counter!("video_worker_swept_total", "status" => job.status.as_str()).increment(1);
@@ -122,21 +130,33 @@ pub async fn sweep_once(
                 if job.from == JobStatus::Running {
                     report.requeued += 1;
                 }
-                match queue {
-                    Some(queue) => match redeliver(repo, queue, job.id).await {
-                        Redelivery::Enqueued => report.reenqueued += 1,
-                        Redelivery::Pending => report.pending += 1,
-                        Redelivery::Deferred => report.deferred += 1,
-                        Redelivery::MovedOn => {}
-                    },
-                    None => {
-                        tracing::warn!(job.id = %job.id, "queued job may need a delivery but VIDEO_QUEUE is not set");
-                        report.deferred += 1;
-                    }
-                }
+                to_deliver.push(job.id);
             }
             JobStatus::Running | JobStatus::Succeeded => {}
         }
+    }
+    match queue {
+        Some(queue) => {
+            let mut outcomes = futures_util::stream::iter(to_deliver)
+                .map(|id| redeliver(repo, queue, id))
+                .buffer_unordered(QUEUE_CHECKS_AT_ONCE);
+            while let Some(outcome) = outcomes.next().await {
+                match outcome {
+                    Redelivery::Enqueued => report.reenqueued += 1,
+                    Redelivery::Pending => report.pending += 1,
+                    Redelivery::Deferred => report.deferred += 1,
+                    Redelivery::MovedOn => {}
+                }
+            }
+        }
+        None if !to_deliver.is_empty() => {
+            tracing::warn!(
+                jobs = to_deliver.len(),
+                "queued jobs may need a delivery but VIDEO_QUEUE is not set"
+            );
+            report.deferred += to_deliver.len();
+        }
+        None => {}
     }
     for (outcome, n) in [
         ("reenqueued", report.reenqueued),

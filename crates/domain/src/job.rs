@@ -390,6 +390,11 @@ pub struct Job {
     pub cancel_requested_at: Option<Timestamp>,
     /// How many times a worker acquired it.
     pub attempts: u32,
+    /// Which delivery the queue should hold a task for: the task's name is derived from
+    /// the job id and this number. 0 for the first enqueue; the sweeper advances it when the
+    /// queue no longer has the task, and enqueues the next one under a fresh name.
+    #[serde(default)]
+    pub delivery_generation: u32,
     /// Where the published MP4 is, once succeeded.
     pub artifact_key: Option<String>,
     /// Why it failed, or why its last attempt did.
@@ -417,6 +422,7 @@ impl Job {
             lease: None,
             cancel_requested_at: None,
             attempts: 0,
+            delivery_generation: 0,
             artifact_key: None,
             error: None,
             created_at: now,

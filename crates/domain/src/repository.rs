@@ -183,6 +183,9 @@ pub struct SweptJob {
     pub id: JobId,
     /// `queued` (the caller re-enqueues it), `failed` or `canceled`.
     pub status: JobStatus,
+    /// What it was before: `running` (a dead holder's job, moved) or `queued` (reported
+    /// because it sat untouched for `queued_for`).
+    pub from: JobStatus,
 }
 
 /// A stream of job ids, as events about them happen.
@@ -271,6 +274,25 @@ pub trait JobRepository: Send + Sync + std::fmt::Debug {
     /// Jobs whose status, progress or cancel flag changed, from now on (live progress).
     /// Subscribe before reading the job, so a change in between is not missed.
     async fn job_updates(&self) -> Result<JobIdStream, RepoError>;
+
+    /// Moves a queued job's delivery generation from `from` to `from + 1` (compare-and-set:
+    /// only if it is still `queued` at `from`). `Some(new generation)` if it moved — the
+    /// caller then enqueues that generation's task — `None` if the job moved on (another
+    /// sweeper advanced it, a worker took it, it ended).
+    ///
+    /// The default refuses, so a wrapper written before this method existed still compiles;
+    /// both repositories and every delegating wrapper must override it.
+    async fn advance_delivery_generation(
+        &self,
+        id: JobId,
+        from: u32,
+    ) -> Result<Option<u32>, RepoError> {
+        let _ = (id, from);
+        Err(RepoError::Invalid(ValidationError::new(
+            "delivery_generation",
+            "this repository does not track delivery generations",
+        )))
+    }
 
     /// Fails a job no worker ever started (its enqueue was refused): `true` if it was queued
     /// with no attempt and is now `failed` with `error`; otherwise nothing changes.

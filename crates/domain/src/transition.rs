@@ -266,6 +266,22 @@ impl Job {
         Decision::write(next, true)
     }
 
+    /// Advance the delivery generation from `from` to `from + 1`, only while the job is still
+    /// queued at `from` (a compare-and-set: of two sweepers that both found the task gone,
+    /// one wins and enqueues). Answers the new generation, or `None` if the job moved on.
+    pub fn advance_delivery(&self, from: u32, now: Timestamp) -> Decision<Option<u32>> {
+        if self.status != JobStatus::Queued || self.delivery_generation != from {
+            return Decision::keep(None);
+        }
+        let Some(generation) = from.checked_add(1) else {
+            return Decision::keep(None);
+        };
+        let mut next = self.clone();
+        next.delivery_generation = generation;
+        next.updated_at = now;
+        Decision::write(next, Some(generation))
+    }
+
     /// Whether `next` differs from this job in what a watcher of progress sees.
     pub fn visibly_differs(&self, next: &Job) -> bool {
         self.status != next.status

@@ -12,6 +12,9 @@
 //!   30 min (and floors it at 15 s) for HTTP targets. Both are checked when building.
 //! - **Access token** for the API: from the metadata server (GCE / Cloud Run), cached until a
 //!   minute before it expires, or a static token for local use. It is never logged.
+//! - **Task state** ([`Enqueuer::task_state`]): `tasks.get` on the deterministic name;
+//!   200 → [`TaskState::Pending`], 404 → [`TaskState::Gone`] (a task is deleted once it was
+//!   delivered or dropped after its last attempt), anything else → [`EnqueueError::Unknown`].
 //! - **Outcomes**: 2xx → [`Enqueued::Created`]; 409 `ALREADY_EXISTS` →
 //!   [`Enqueued::AlreadyExists`]; other 4xx → [`EnqueueError::Rejected`] (the task certainly
 //!   does not exist); 408/429/499/5xx, timeouts, connection errors and token failures →
@@ -27,7 +30,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
-use crate::{EnqueueError, Enqueued, Enqueuer};
+use crate::{EnqueueError, Enqueued, Enqueuer, TaskState};
 
 /// The public Cloud Tasks endpoint.
 pub const DEFAULT_API_BASE: &str = "https://cloudtasks.googleapis.com";
@@ -451,6 +454,22 @@ impl CloudTasks {
         let text = response.text().await.unwrap_or_default();
         Ok(Answer { status, text })
     }
+
+    async fn get(&self, name: &str) -> Result<Answer, EnqueueError> {
+        let token = self.access_token().await?;
+        let url = format!("{}/v2/{name}", self.config.api_base.trim_end_matches('/'));
+        let response = self
+            .client
+            .get(&url)
+            .bearer_auth(token)
+            .timeout(self.config.request_timeout)
+            .send()
+            .await
+            .map_err(|e| EnqueueError::Unknown(describe(&e)))?;
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap_or_default();
+        Ok(Answer { status, text })
+    }
 }
 
 #[async_trait]
@@ -479,6 +498,34 @@ impl Enqueuer for CloudTasks {
             }
         }
         result
+    }
+
+    async fn task_state(&self, job_id: JobId, generation: u32) -> Result<TaskState, EnqueueError> {
+        let name = self.task_name(job_id, generation);
+        let mut answer = self.get(&name).await?;
+        // As for create: a 401 most likely means the cached token went bad; ask once more.
+        if answer.status == 401 && matches!(self.config.access_token, AccessToken::Metadata { .. })
+        {
+            self.forget_token().await;
+            answer = self.get(&name).await?;
+        }
+        let state = classify_get(answer.status, &answer.text);
+        tracing::debug!(job.id = %job_id, generation, task = %name, state = ?state, "task state");
+        state
+    }
+}
+
+/// Maps a `tasks.get` answer: only a 200 proves the task exists and only a 404 proves it
+/// does not; anything else (401/403 included: a permission problem says nothing about the
+/// task) leaves the question open.
+fn classify_get(status: u16, text: &str) -> Result<TaskState, EnqueueError> {
+    match status {
+        200..=299 => Ok(TaskState::Pending),
+        404 => Ok(TaskState::Gone),
+        _ => Err(EnqueueError::Unknown(format!(
+            "tasks.get answered {status}: {}",
+            truncate(text.trim())
+        ))),
     }
 }
 

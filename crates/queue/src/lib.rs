@@ -3,7 +3,8 @@
 //! [`Enqueuer`] is what the jobs API calls; [`cloud_tasks`] creates an HTTP task in Google
 //! Cloud Tasks (named by a hashed prefix of the job id, with a dispatch deadline and an OIDC
 //! token for the worker); [`loopback`] is the in-process queue of the demo and the tests,
-//! which pushes to a URL itself with Cloud Tasks' headers and retry rules.
+//! which pushes to a URL itself with Cloud Tasks' headers and retry rules. Both answer
+//! [`Enqueuer::task_state`]: whether the task of one delivery generation still exists.
 
 pub mod cloud_tasks;
 pub mod loopback;
@@ -33,10 +34,34 @@ pub enum EnqueueError {
     Unknown(String),
 }
 
+/// Whether the queue still holds the task of one delivery generation of a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskState {
+    /// The task exists: waiting, in backoff, or being dispatched. It will deliver the job;
+    /// enqueueing another would only duplicate it.
+    Pending,
+    /// The queue has no such task (delivered, dropped after its last attempt, never
+    /// created): nothing will deliver this generation.
+    Gone,
+}
+
 /// Puts a job on the queue that delivers it to the worker.
 #[async_trait]
 pub trait Enqueuer: Send + Sync + std::fmt::Debug {
-    /// Enqueues a delivery of `job_id`. `generation` tells apart deliberate re-enqueues of
-    /// the same job (the sweeper's), which must not collide with the first task's name.
+    /// Enqueues a delivery of `job_id`. The task's name is derived from `(job_id,
+    /// generation)`, so a retried enqueue of one generation is deduplicated by the queue,
+    /// and a new generation (the sweeper's re-enqueue) gets a name of its own.
     async fn enqueue(&self, job_id: JobId, generation: u32) -> Result<Enqueued, EnqueueError>;
+
+    /// Whether the task of delivery `generation` of `job_id` still exists. The sweeper asks
+    /// before re-enqueueing, so a job waiting in a backlog never gains a second task.
+    ///
+    /// The default cannot tell (`Unknown`), which makes the sweeper leave the job alone; a
+    /// queue the sweeper uses must override it.
+    async fn task_state(&self, job_id: JobId, generation: u32) -> Result<TaskState, EnqueueError> {
+        let _ = (job_id, generation);
+        Err(EnqueueError::Unknown(
+            "this queue cannot tell whether a task exists".into(),
+        ))
+    }
 }

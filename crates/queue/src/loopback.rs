@@ -3,13 +3,21 @@
 //! (`X-CloudTasks-QueueName`, `-TaskName`, `-TaskRetryCount`, `-TaskExecutionCount`,
 //! `-TaskETA`, `-TaskPreviousResponse`) and its retry rule: any non-2xx is retried, after
 //! `Retry-After` if given, else with exponential backoff.
+//!
+//! It knows its own pending tasks: a task of `(job, generation)` is pending from its enqueue
+//! until its delivery ends (a 2xx, or the attempts ran out), which is what
+//! [`Enqueuer::task_state`] answers. Tasks live in this process only, so another process's
+//! loopback queue (the API's, in a local setup) is not seen: its sweeper may add a duplicate
+//! delivery there, which the lease protocol turns into a 409 or `skipped`.
 
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use domain::JobId;
 
-use crate::{EnqueueError, Enqueued, Enqueuer};
+use crate::{EnqueueError, Enqueued, Enqueuer, TaskState};
 
 /// An in-process stand-in for a Cloud Tasks queue: it delivers one task to a URL until it
 /// gets a 2xx, as Cloud Tasks does, sending its headers.
@@ -27,6 +35,8 @@ pub struct LoopbackQueue {
     pub min_backoff: Duration,
     /// Longest retry delay.
     pub max_backoff: Duration,
+    /// Tasks enqueued and not yet done with, shared by every clone.
+    pending: Arc<Mutex<HashSet<(JobId, u32)>>>,
 }
 
 /// The answer that ended a delivery.
@@ -51,12 +61,37 @@ impl LoopbackQueue {
             max_attempts: 20,
             min_backoff: Duration::from_millis(200),
             max_backoff: Duration::from_secs(10),
+            pending: Arc::default(),
         }
+    }
+
+    /// The tasks enqueued through [`Enqueuer::enqueue`] whose delivery has not ended, as
+    /// `(job, generation)`, sorted.
+    pub fn live_tasks(&self) -> Vec<(JobId, u32)> {
+        let mut tasks: Vec<_> = self.pending().iter().copied().collect();
+        tasks.sort();
+        tasks
+    }
+
+    fn pending(&self) -> std::sync::MutexGuard<'_, HashSet<(JobId, u32)>> {
+        // The set is only inserted into and removed from whole; a poisoned lock holds no
+        // half-done change.
+        self.pending.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Delivers `{"job_id": id}` until a 2xx or the attempts run out.
     pub async fn deliver(&self, job_id: JobId) -> Result<Delivered, EnqueueError> {
-        let task = format!("{}-{}", self.queue, job_id.as_uuid().simple());
+        self.deliver_generation(job_id, 0).await
+    }
+
+    /// Delivers generation `generation` of `job_id`: the same, with the generation in the
+    /// task name.
+    async fn deliver_generation(
+        &self,
+        job_id: JobId,
+        generation: u32,
+    ) -> Result<Delivered, EnqueueError> {
+        let task = format!("{}-{}-{generation}", self.queue, job_id.as_uuid().simple());
         let eta = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0.0, |d| d.as_secs_f64());
@@ -116,10 +151,16 @@ impl LoopbackQueue {
 #[async_trait]
 impl Enqueuer for LoopbackQueue {
     /// Starts delivering in the background and returns at once, as a queue accepts a task.
-    async fn enqueue(&self, job_id: JobId, _generation: u32) -> Result<Enqueued, EnqueueError> {
+    async fn enqueue(&self, job_id: JobId, generation: u32) -> Result<Enqueued, EnqueueError> {
+        // A name already pending is deduplicated, as Cloud Tasks does.
+        if !self.pending().insert((job_id, generation)) {
+            return Ok(Enqueued::AlreadyExists);
+        }
         let queue = self.clone();
         tokio::spawn(async move {
-            match queue.deliver(job_id).await {
+            let result = queue.deliver_generation(job_id, generation).await;
+            queue.pending().remove(&(job_id, generation));
+            match result {
                 Ok(d) => {
                     tracing::debug!(job.id = %job_id, status = d.status, attempts = d.attempts, "delivered")
                 }
@@ -127,5 +168,13 @@ impl Enqueuer for LoopbackQueue {
             }
         });
         Ok(Enqueued::Created)
+    }
+
+    async fn task_state(&self, job_id: JobId, generation: u32) -> Result<TaskState, EnqueueError> {
+        Ok(if self.pending().contains(&(job_id, generation)) {
+            TaskState::Pending
+        } else {
+            TaskState::Gone
+        })
     }
 }

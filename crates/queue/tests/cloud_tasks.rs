@@ -462,3 +462,36 @@ fn the_enqueuer_validates_again() {
         "{bad_queue:?}"
     );
 }
+
+#[tokio::test]
+async fn task_state_asks_tasks_get_on_the_generations_name() {
+    use queue::TaskState;
+    let mock = Mock::start(created_reply()).await;
+    let tasks = mock.tasks();
+    let job = JobId::new();
+    mock.script([
+        Reply::Json(200, json!({"name": tasks.task_name(job, 3)})),
+        google_error(404, "NOT_FOUND"),
+        google_error(503, "UNAVAILABLE"),
+        google_error(403, "PERMISSION_DENIED"),
+    ]);
+    assert_eq!(tasks.task_state(job, 3).await.unwrap(), TaskState::Pending);
+    assert_eq!(tasks.task_state(job, 3).await.unwrap(), TaskState::Gone);
+    for _ in 0..2 {
+        let err = tasks.task_state(job, 3).await.unwrap_err();
+        assert!(
+            matches!(err, EnqueueError::Unknown(_)),
+            "neither proves the task exists or not: {err:?}"
+        );
+    }
+    let state = mock.state.lock().unwrap();
+    assert_eq!(state.api_calls.len(), 4);
+    for call in &state.api_calls {
+        assert_eq!(call.path, format!("/v2/{}", tasks.task_name(job, 3)));
+        assert_eq!(call.body, Value::Null, "a GET has no body");
+        assert_eq!(
+            call.headers.get("authorization").unwrap().to_str().unwrap(),
+            format!("Bearer {META_TOKEN}")
+        );
+    }
+}

@@ -558,14 +558,17 @@ pub async fn sweep_requeues_fails_or_cancels_stuck_jobs_only(h: &Harness) {
         domain::SweptJob {
             id: requeue,
             status: JobStatus::Queued,
+            from: JobStatus::Running,
         },
         domain::SweptJob {
             id: exhausted,
             status: JobStatus::Failed,
+            from: JobStatus::Running,
         },
         domain::SweptJob {
             id: cancel,
             status: JobStatus::Canceled,
+            from: JobStatus::Running,
         },
     ];
     expected.sort_by_key(|s| s.id);
@@ -868,7 +871,8 @@ pub async fn sweep_reports_a_long_queued_job_once_per_period(h: &Harness) {
         swept,
         vec![domain::SweptJob {
             id: stale,
-            status: JobStatus::Queued
+            status: JobStatus::Queued,
+            from: JobStatus::Queued,
         }]
     );
     assert_eq!(h.job(stale).await.status, JobStatus::Queued);
@@ -917,6 +921,73 @@ pub async fn concurrent_sweeps_move_each_job_once(h: &Harness) {
     moved.sort();
     ids.sort();
     assert_eq!(moved, ids, "every stuck job moved exactly once");
+}
+
+/// The sweeper's compare-and-set: a queued job's delivery generation moves from the value the
+/// caller saw to the next, once; a stale `from`, a running or a terminal job changes nothing.
+pub async fn delivery_generation_advances_once_per_generation_and_only_while_queued(h: &Harness) {
+    let id = h.new_job().await;
+    assert_eq!(
+        h.job(id).await.delivery_generation,
+        0,
+        "a new job is generation 0"
+    );
+    let repo = h.repo.clone();
+    let racers: Vec<_> = (0..4)
+        .map(|_| {
+            let repo = repo.clone();
+            tokio::spawn(async move { repo.advance_delivery_generation(id, 0).await.unwrap() })
+        })
+        .collect();
+    let mut won = Vec::new();
+    for r in racers {
+        won.extend(r.await.unwrap());
+    }
+    assert_eq!(
+        won,
+        vec![1],
+        "exactly one of four racing sweepers advances 0 → 1"
+    );
+    let job = h.job(id).await;
+    assert_eq!(
+        (job.status, job.delivery_generation),
+        (JobStatus::Queued, 1)
+    );
+    assert_eq!(
+        h.repo.advance_delivery_generation(id, 0).await.unwrap(),
+        None,
+        "a stale generation is refused"
+    );
+    assert_eq!(
+        h.repo.advance_delivery_generation(id, 1).await.unwrap(),
+        Some(2)
+    );
+
+    let lease = h.acquire(id, "a").await;
+    let before = h.job(id).await;
+    assert_eq!(
+        h.repo.advance_delivery_generation(id, 2).await.unwrap(),
+        None,
+        "a running job keeps its generation"
+    );
+    assert_eq!(h.job(id).await, before);
+    h.repo
+        .finalize(&lease, &domain::FinalOutcome::Canceled)
+        .await
+        .unwrap();
+    let before = h.job(id).await;
+    assert_eq!(
+        h.repo.advance_delivery_generation(id, 2).await.unwrap(),
+        None
+    );
+    assert_eq!(h.job(id).await, before, "a terminal job is not touched");
+    assert_eq!(
+        h.repo
+            .advance_delivery_generation(domain::JobId::new(), 0)
+            .await
+            .unwrap(),
+        None
+    );
 }
 
 pub async fn an_equal_percent_at_an_earlier_stage_is_refused(h: &Harness) {

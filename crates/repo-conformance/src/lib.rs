@@ -152,6 +152,7 @@ macro_rules! conformance_suite {
             invalid_progress_report_is_refused_without_a_write,
             visible_changes_are_published_to_update_subscribers,
             fail_unstarted_only_fails_a_job_no_worker_took,
+            delivery_generation_advances_once_per_generation_and_only_while_queued,
             sweep_reports_a_long_queued_job_once_per_period,
             concurrent_sweeps_move_each_job_once,
             an_equal_percent_at_an_earlier_stage_is_refused

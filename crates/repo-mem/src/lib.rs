@@ -264,6 +264,16 @@ impl JobRepository for MemRepository {
             .unwrap_or(false))
     }
 
+    async fn advance_delivery_generation(
+        &self,
+        id: JobId,
+        from: u32,
+    ) -> Result<Option<u32>, RepoError> {
+        Ok(self
+            .apply(id, |job, now| job.advance_delivery(from, now))
+            .flatten())
+    }
+
     async fn sweep(&self, policy: &SweepPolicy) -> Result<Vec<SweptJob>, RepoError> {
         let now = self.clock.now();
         let mut swept = Vec::new();
@@ -273,8 +283,13 @@ impl JobRepository for MemRepository {
                 if job.visibly_differs(&next) {
                     let _ = self.updates.send(job.id);
                 }
+                let from = job.status;
                 *job = next;
-                swept.push(SweptJob { id: job.id, status });
+                swept.push(SweptJob {
+                    id: job.id,
+                    status,
+                    from,
+                });
             }
         }
         Ok(swept)

@@ -440,6 +440,25 @@ impl JobRepository for PgRepository {
         Ok(row.is_some())
     }
 
+    async fn advance_delivery_generation(
+        &self,
+        id: JobId,
+        from: u32,
+    ) -> Result<Option<u32>, RepoError> {
+        let row = sqlx::query(sql::ADVANCE_DELIVERY_GENERATION)
+            .bind(id.as_uuid())
+            .bind(i32_of(from, "delivery_generation")?)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(storage)?;
+        row.map(|row| {
+            let generation: i32 = row.try_get("delivery_generation").map_err(storage)?;
+            u32::try_from(generation)
+                .map_err(|e| RepoError::Corrupt(format!("video_jobs row {id}: {e}")))
+        })
+        .transpose()
+    }
+
     async fn sweep(&self, policy: &SweepPolicy) -> Result<Vec<SweptJob>, RepoError> {
         let rows = sqlx::query(sql::SWEEP)
             .bind(secs_f64(policy.expired_for))
@@ -452,9 +471,11 @@ impl JobRepository for PgRepository {
             .map(|row| {
                 let id: uuid::Uuid = row.try_get("id").map_err(storage)?;
                 let status: String = row.try_get("status").map_err(storage)?;
+                let from: String = row.try_get("from_status").map_err(storage)?;
                 Ok(SweptJob {
                     id: JobId::from_uuid(id),
                     status: status_from(&status)?,
+                    from: status_from(&from)?,
                 })
             })
             .collect()

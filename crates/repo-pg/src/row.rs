@@ -31,6 +31,7 @@ pub(crate) struct JobRow {
     started_at: Option<DateTime<Utc>>,
     finished_at: Option<DateTime<Utc>>,
     updated_at: DateTime<Utc>,
+    delivery_generation: i32,
 }
 
 fn corrupt(id: uuid::Uuid, what: impl std::fmt::Display) -> RepoError {
@@ -94,6 +95,8 @@ impl TryFrom<JobRow> for Job {
             lease,
             cancel_requested_at: row.cancel_requested_at,
             attempts: u32::try_from(row.attempts).map_err(|e| corrupt(id, e))?,
+            delivery_generation: u32::try_from(row.delivery_generation)
+                .map_err(|e| corrupt(id, e))?,
             artifact_key: row.artifact_key,
             error,
             created_at: row.created_at,

@@ -11,7 +11,8 @@ macro_rules! job_columns {
         "id, input, status::text AS status, stage, progress_percent, segment_index, \
          segment_total, progress_message, progress_updated_at, lease_holder, lease_epoch, \
          lease_heartbeat_at, lease_expires_at, cancel_requested_at, attempts, artifact_key, \
-         error_code, error_message, created_at, started_at, finished_at, updated_at"
+         error_code, error_message, created_at, started_at, finished_at, updated_at, \
+         delivery_generation"
     };
 }
 
@@ -194,10 +195,19 @@ pub const REQUEST_CANCEL: &str = "
 ///
 /// Running jobs whose lease expired long ago move to `queued` (`lease_expired`), `failed`
 /// (`attempts_exhausted`) or `canceled`; queued jobs untouched for `$3` are reported and
-/// touched. A transaction-level advisory lock taken in the same statement makes it one
+/// touched; each row also says what it was before (`from_status`), which the `SELECT … FOR
+/// UPDATE` in `found` reads under the row lock. A transaction-level advisory lock taken in the same statement makes it one
 /// sweeper at a time: a concurrent sweep finds the lock taken and changes nothing.
 pub const SWEEP: &str = "
-    WITH sweeper AS (SELECT pg_try_advisory_xact_lock(hashtext('video_jobs_sweep')) AS leader)
+    WITH sweeper AS (SELECT pg_try_advisory_xact_lock(hashtext('video_jobs_sweep')) AS leader),
+    found AS (
+        SELECT id AS found_id, status::text AS found_status FROM video_jobs
+        WHERE (SELECT leader FROM sweeper)
+          AND ((status = 'running' AND lease_expires_at <= now() - make_interval(secs => $1))
+               OR ($3::float8 IS NOT NULL AND status = 'queued'
+                   AND updated_at <= now() - make_interval(secs => $3)))
+        FOR UPDATE
+    )
     UPDATE video_jobs SET
         status = (CASE WHEN status = 'queued' THEN 'queued'
                        WHEN cancel_requested_at IS NOT NULL THEN 'canceled'
@@ -214,11 +224,18 @@ pub const SWEEP: &str = "
                            THEN now() ELSE finished_at END,
         lease_holder = NULL, lease_heartbeat_at = NULL, lease_expires_at = NULL,
         updated_at = now()
-    WHERE (SELECT leader FROM sweeper)
-      AND ((status = 'running' AND lease_expires_at <= now() - make_interval(secs => $1))
-           OR ($3::float8 IS NOT NULL AND status = 'queued'
-               AND updated_at <= now() - make_interval(secs => $3)))
-    RETURNING id, status::text AS status";
+    FROM found
+    WHERE id = found_id
+    RETURNING id, status::text AS status, found_status AS from_status";
+
+/// `$1` id, `$2` the generation the caller saw.
+///
+/// Compare-and-set: the generation moves on only while the job is still queued at `$2`, so
+/// of two sweepers that both found the task gone, exactly one gets a row back and enqueues.
+pub const ADVANCE_DELIVERY_GENERATION: &str = "
+    UPDATE video_jobs SET delivery_generation = delivery_generation + 1, updated_at = now()
+    WHERE id = $1 AND status = 'queued' AND delivery_generation = $2
+    RETURNING delivery_generation";
 
 /// `$1` id, `$2` error code, `$3` error message: a job no worker ever started fails.
 pub const FAIL_UNSTARTED: &str = "

@@ -479,7 +479,7 @@ async fn create_job(
     }
     // The job exists before its task, so a delivery never finds nothing. Only a confirmed
     // refusal fails it; an unclear answer leaves it queued for the sweeper.
-    let (status, job) = match state.queue.enqueue(id, 0).await {
+    let (status, job) = match state.queue.enqueue(id, job.delivery_generation).await {
         Ok(_) if replayed => (StatusCode::OK, job),
         Ok(_) => (StatusCode::CREATED, job),
         Err(EnqueueError::Unknown(e)) => {

@@ -59,6 +59,24 @@ pub struct AppParts {
     pub listen_for_cancels: bool,
 }
 
+/// What `POST /sweep` runs with: the queue to re-enqueue on (none: it still requeues and
+/// fails stuck jobs, and reports queued ones as deferred) and the sweep settings.
+#[derive(Debug, Clone)]
+pub struct SweepParts {
+    /// Where re-enqueues go, and whom to ask whether a task still exists (`VIDEO_QUEUE`).
+    pub queue: Option<Arc<dyn queue::Enqueuer>>,
+    /// `VIDEO_SWEEP_*` (the interval is the in-process loop's; the endpoint ignores it).
+    pub settings: crate::config::SweepSettings,
+}
+
+/// The sweep pass of `POST /sweep`, ready to run.
+#[derive(Debug)]
+pub(crate) struct SweepEndpoint {
+    pub(crate) repo: Arc<dyn JobRepository>,
+    pub(crate) queue: Option<Arc<dyn queue::Enqueuer>>,
+    pub(crate) policy: domain::SweepPolicy,
+}
+
 /// Shared by every request.
 #[derive(Debug, Clone)]
 pub(crate) struct AppState {
@@ -70,6 +88,8 @@ pub(crate) struct AppState {
     /// Every job task, so shutdown waits for jobs whose caller already hung up.
     pub(crate) jobs: TaskTracker,
     pub(crate) metrics: metrics_exporter_prometheus::PrometheusHandle,
+    /// `POST /sweep`.
+    pub(crate) sweep: Arc<SweepEndpoint>,
 }
 
 /// A built, bound, not yet running service.
@@ -84,8 +104,28 @@ pub struct Application {
 }
 
 impl Application {
-    /// Binds `addr` (port 0 picks a free one) and wires the parts.
+    /// Binds `addr` (port 0 picks a free one) and wires the parts. `POST /sweep` runs with
+    /// the default sweep settings and no queue; see [`Application::build_with_sweep`].
     pub async fn build(parts: AppParts, addr: SocketAddr) -> anyhow::Result<Self> {
+        let sweep = SweepParts {
+            queue: None,
+            settings: crate::config::SweepSettings::default(),
+        };
+        Self::build_with_sweep(parts, sweep, addr).await
+    }
+
+    /// [`Application::build`], with what `POST /sweep` needs to re-enqueue (what `serve`
+    /// uses).
+    pub async fn build_with_sweep(
+        parts: AppParts,
+        sweep: SweepParts,
+        addr: SocketAddr,
+    ) -> anyhow::Result<Self> {
+        let sweep = Arc::new(SweepEndpoint {
+            repo: parts.repo.clone(),
+            queue: sweep.queue,
+            policy: crate::sweeper::policy(&sweep.settings, parts.runner.max_attempts),
+        });
         let listener = TcpListener::bind(addr)
             .await
             .with_context(|| format!("binding {addr}"))?;
@@ -106,6 +146,7 @@ impl Application {
             shutdown: shutdown.clone(),
             jobs: jobs.clone(),
             metrics: crate::metrics_export::handle(),
+            sweep,
         };
         let router = routes::router(state, parts.max_body_bytes);
         Ok(Self {

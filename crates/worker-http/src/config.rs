@@ -499,13 +499,34 @@ pub struct SweepSettings {
     pub queued_for: Duration,
 }
 
+impl Default for SweepSettings {
+    /// The documented defaults (README, settings table).
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_secs(60),
+            expired_for: Duration::from_secs(900),
+            queued_for: Duration::from_secs(DEFAULT_QUEUED_FOR_SECONDS),
+        }
+    }
+}
+
+/// `VIDEO_SWEEP_QUEUED_FOR_SECONDS` by default. A pass asks the queue about each queued job
+/// this old (one `tasks.get` each), so this is the trade between how soon a lost task is
+/// noticed and how many questions a backlog costs per minute.
+const DEFAULT_QUEUED_FOR_SECONDS: u64 = 300;
+
 impl SweepSettings {
     /// Reads the sweeper's settings.
     pub fn from_env(env: Env<'_>) -> Result<Self, ConfigError> {
         Ok(Self {
             interval: seconds(env, "VIDEO_SWEEP_INTERVAL_SECONDS", 60, 0..=86_400)?,
             expired_for: seconds(env, "VIDEO_SWEEP_EXPIRED_FOR_SECONDS", 900, 1..=604_800)?,
-            queued_for: seconds(env, "VIDEO_SWEEP_QUEUED_FOR_SECONDS", 1800, 60..=604_800)?,
+            queued_for: seconds(
+                env,
+                "VIDEO_SWEEP_QUEUED_FOR_SECONDS",
+                DEFAULT_QUEUED_FOR_SECONDS,
+                1..=604_800,
+            )?,
         })
     }
 }

@@ -17,4 +17,4 @@ pub mod routes;
 pub mod sweeper;
 pub mod telemetry;
 
-pub use app::{AppParts, Application, Readiness};
+pub use app::{AppParts, Application, Readiness, SweepParts};

@@ -230,8 +230,18 @@ async fn serve() -> anyhow::Result<()> {
         max_body_bytes: settings.max_body_bytes,
         listen_for_cancels: true,
     };
-    let app = Application::build(
+    if queue.is_none() {
+        tracing::warn!(
+            "VIDEO_QUEUE is not set: the sweeper requeues and fails stuck jobs but cannot re-enqueue lost deliveries"
+        );
+    }
+    let sweep = worker_http::SweepParts {
+        queue: queue.clone(),
+        settings: settings.sweep.clone(),
+    };
+    let app = Application::build_with_sweep(
         parts,
+        sweep,
         SocketAddr::from((Ipv4Addr::UNSPECIFIED, settings.port)),
     )
     .await?;

@@ -1,5 +1,5 @@
-//! The worker's routes: `POST /jobs/run` (the queue's push), `GET /health`, `GET /ready`,
-//! `GET /metrics`. No path ends in `z`: Cloud Run reserves those.
+//! The worker's routes: `POST /jobs/run` (the queue's push), `POST /sweep` (one sweep pass,
+//! [`crate::sweeper::handle`]), `GET /health`, `GET /ready`, `GET /metrics`. No path ends in `z`: Cloud Run reserves those.
 //!
 //! Every answer to a push is designed for the queue, which treats 2xx as done and retries
 //! everything else: 2xx when a retry cannot help, non-2xx only when one can (SPEC §4).
@@ -22,6 +22,7 @@ use crate::cloud_tasks::TaskHeaders;
 pub(crate) fn router(state: AppState, max_body_bytes: usize) -> Router {
     Router::new()
         .route("/jobs/run", post(run_job))
+        .route(crate::sweeper::SWEEP_PATH, post(crate::sweeper::handle))
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))

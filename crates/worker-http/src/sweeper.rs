@@ -1,50 +1,246 @@
-//! The sweeper, run by `serve`: every interval it moves running jobs whose lease expired
-//! long ago (the queue's retries gave up on them) back to `queued`, or to `failed` past the
-//! attempt limit, or `canceled`; and it re-enqueues those and any queued job untouched for a
-//! long while (its task may have been lost). One instance sweeps at a time — the repository
-//! takes an advisory lock in the sweep statement itself — so running it in every instance
-//! is safe.
+//! The sweeper: the backstop that keeps every non-terminal job owned by a live holder or a
+//! pending task. One pass ([`sweep_once`]) moves running jobs whose lease expired long ago
+//! (the queue's retries gave up on them) back to `queued`, or to `failed` past the attempt
+//! limit, or `canceled`; then, for each job it requeued and each queued job untouched for
+//! `queued_for`, it asks the queue whether the task of the job's delivery generation still
+//! exists. Pending → the job is left alone (a backlog must not gain duplicates); gone → the
+//! generation advances by compare-and-set and the next generation's task is enqueued; no
+//! clear answer → the job waits for the next pass.
+//!
+//! Two ways to run a pass, both calling [`sweep_once`]: `POST /sweep` ([`handle`], called
+//! by Cloud Scheduler — on Cloud Run with request-based CPU nothing runs between
+//! requests, so an in-process timer would not fire while the service sits at zero), and the
+//! in-process loop ([`spawn`], `VIDEO_SWEEP_INTERVAL_SECONDS`) for compose and VM
+//! deployments. One instance sweeps at a time — the repository takes an advisory lock in the
+//! sweep statement — and the generation's compare-and-set makes the re-enqueue safe even when
+//! two passes overlap.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use domain::{JobRepository, JobStatus, SweepPolicy};
-use queue::Enqueuer;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use domain::{JobId, JobRepository, JobStatus, SweepPolicy};
+use futures_util::StreamExt;
+use queue::{Enqueuer, TaskState};
+use serde::Serialize;
+use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
+use crate::app::AppState;
 use crate::config::SweepSettings;
 
-/// One sweep: returns how many jobs it moved or reported.
+/// Queued jobs whose task the pass asks about at once. Each question is one queue request
+/// (plus two short statements), so a deep backlog is checked in a fraction of the
+/// scheduler's attempt deadline; kept small so that a pass in a busy instance's loop leaves
+/// the pool's connections to the running job's heartbeats.
+const QUEUE_CHECKS_AT_ONCE: usize = 4;
+
+/// The route of one sweep pass on the worker's listener (Cloud Scheduler's target).
+pub const SWEEP_PATH: &str = "/sweep";
+
+/// `POST /sweep`: authenticated exactly like a push (the same allow-list or shared token),
+/// then one pass; 200 with the [`SweepReport`] as JSON. Nothing is read before the caller
+/// is known. A database that is down answers 503 with `Retry-After`, so the scheduler's
+/// retry (or the next minute's run) tries again.
+pub(crate) async fn handle(State(app): State<AppState>, headers: HeaderMap) -> Response {
+    if let Err(error) = app.auth.authenticate(&headers).await {
+        let status = error.status();
+        tracing::warn!(%error, code = status.as_u16(), "sweep refused");
+        return (
+            status,
+            axum::Json(json!({"status": "unauthorized", "error": error.to_string()})),
+        )
+            .into_response();
+    }
+    let sweep = &app.sweep;
+    match sweep_once(sweep.repo.as_ref(), sweep.queue.as_deref(), &sweep.policy).await {
+        Ok(report) => {
+            tracing::info!(?report, "sweep done (POST /sweep)");
+            (StatusCode::OK, axum::Json(report)).into_response()
+        }
+        Err(e) if e.is_retryable() => {
+            tracing::warn!(error = %e, "sweep failed: storage unavailable");
+            let mut response = (
+                StatusCode::SERVICE_UNAVAILABLE,
+                axum::Json(
+                    json!({"status": "unavailable", "reason": "the job store is unavailable"}),
+                ),
+            )
+                .into_response();
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("10"));
+            response
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "sweep failed");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                axum::Json(json!({"status": "error", "reason": e.to_string()})),
+            )
+                .into_response()
+        }
+    }
+}
+
+/// What one pass did; `POST /sweep` answers it as JSON.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct SweepReport {
+    /// Running jobs whose holder stopped heartbeating, moved back to `queued`.
+    pub requeued: usize,
+    /// Running jobs past the attempt limit, now `failed` (`attempts_exhausted`).
+    pub failed: usize,
+    /// Running jobs whose cancel was requested, now `canceled`.
+    pub canceled: usize,
+    /// Queued jobs whose task was gone: the next delivery generation was enqueued.
+    pub reenqueued: usize,
+    /// Queued jobs whose task still exists (waiting in a backlog, or in backoff): left alone.
+    pub pending: usize,
+    /// Queued jobs left for a later pass: the queue gave no clear answer, refused the task,
+    /// or no queue is configured (`VIDEO_QUEUE`).
+    pub deferred: usize,
+}
+
+impl SweepReport {
+    /// Whether the pass changed or found anything worth a log line.
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+/// One sweep pass. An error means the sweep statement itself failed (the database); queue
+/// failures only defer the jobs concerned.
 pub async fn sweep_once(
     repo: &dyn JobRepository,
     queue: Option<&dyn Enqueuer>,
     policy: &SweepPolicy,
-) -> Result<usize, domain::RepoError> {
+) -> Result<SweepReport, domain::RepoError> {
     let swept = repo.sweep(policy).await?;
-    // A generation per minute: a re-enqueue must not collide with the first task's name
-    // (Cloud Tasks refuses a recently used name).
-    let generation = u32::try_from(chrono::Utc::now().timestamp() / 60).unwrap_or(u32::MAX);
+    let mut report = SweepReport::default();
+    let mut to_deliver = Vec::new();
     for job in &swept {
-        tracing::info!(job.id = %job.id, status = %job.status, "swept");
+        tracing::info!(job.id = %job.id, status = %job.status, from = %job.from, "swept");
         metrics::counter!("video_worker_swept_total", "status" => job.status.as_str()).increment(1);
-        if job.status != JobStatus::Queued {
-            continue;
-        }
-        match queue {
-            Some(queue) => {
-                if let Err(e) = queue.enqueue(job.id, generation).await {
-                    tracing::warn!(job.id = %job.id, error = %e, "re-enqueue failed; the next sweep tries again");
+        match job.status {
+            JobStatus::Failed => report.failed += 1,
+            JobStatus::Canceled => report.canceled += 1,
+            JobStatus::Queued => {
+                if job.from == JobStatus::Running {
+                    report.requeued += 1;
                 }
+                to_deliver.push(job.id);
             }
-            None => {
-                tracing::warn!(job.id = %job.id, "queued job needs a delivery but VIDEO_QUEUE is not set")
-            }
+            JobStatus::Running | JobStatus::Succeeded => {}
         }
     }
-    Ok(swept.len())
+    match queue {
+        Some(queue) => {
+            let mut outcomes = futures_util::stream::iter(to_deliver)
+                .map(|id| redeliver(repo, queue, id))
+                .buffer_unordered(QUEUE_CHECKS_AT_ONCE);
+            while let Some(outcome) = outcomes.next().await {
+                match outcome {
+                    Redelivery::Enqueued => report.reenqueued += 1,
+                    Redelivery::Pending => report.pending += 1,
+                    Redelivery::Deferred => report.deferred += 1,
+                    Redelivery::MovedOn => {}
+                }
+            }
+        }
+        None if !to_deliver.is_empty() => {
+            tracing::warn!(
+                jobs = to_deliver.len(),
+                "queued jobs may need a delivery but VIDEO_QUEUE is not set"
+            );
+            report.deferred += to_deliver.len();
+        }
+        None => {}
+    }
+    for (outcome, n) in [
+        ("reenqueued", report.reenqueued),
+        ("pending", report.pending),
+        ("deferred", report.deferred),
+    ] {
+        if n > 0 {
+            metrics::counter!("video_worker_sweep_deliveries_total", "outcome" => outcome)
+                .increment(n as u64);
+        }
+    }
+    Ok(report)
 }
 
-/// Sweeps every `settings.interval` until `shutdown`.
+/// What became of one queued job's delivery.
+enum Redelivery {
+    /// Its generation's task still exists.
+    Pending,
+    /// The next generation's task was enqueued.
+    Enqueued,
+    /// The job is no longer queued at the generation read (a worker took it, another
+    /// sweeper advanced it): not ours to deliver.
+    MovedOn,
+    /// No clear answer; a later pass asks again.
+    Deferred,
+}
+
+/// Gives a queued job a live task unless it has one: ask the queue about the row's
+/// generation, and only if that task is gone advance the generation (compare-and-set) and
+/// enqueue the new one. A job therefore never has two live tasks from the sweeper, however
+/// long the backlog and however many passes run.
+async fn redeliver(repo: &dyn JobRepository, queue: &dyn Enqueuer, id: JobId) -> Redelivery {
+    let job = match repo.get(id).await {
+        Ok(Some(job)) if job.status == JobStatus::Queued => job,
+        Ok(_) => return Redelivery::MovedOn,
+        Err(e) => {
+            tracing::warn!(job.id = %id, error = %e, "cannot read the job; the next sweep tries again");
+            return Redelivery::Deferred;
+        }
+    };
+    let generation = job.delivery_generation;
+    match queue.task_state(id, generation).await {
+        Ok(TaskState::Pending) => {
+            tracing::debug!(job.id = %id, generation, "task still pending; left alone");
+            return Redelivery::Pending;
+        }
+        Ok(TaskState::Gone) => {}
+        Err(e) => {
+            tracing::warn!(job.id = %id, generation, error = %e, "cannot tell whether the task exists; the next sweep asks again");
+            return Redelivery::Deferred;
+        }
+    }
+    let next = match repo.advance_delivery_generation(id, generation).await {
+        Ok(Some(next)) => next,
+        Ok(None) => return Redelivery::MovedOn,
+        Err(e) => {
+            tracing::warn!(job.id = %id, error = %e, "cannot advance the delivery generation; the next sweep tries again");
+            return Redelivery::Deferred;
+        }
+    };
+    match queue.enqueue(id, next).await {
+        Ok(_) => {
+            tracing::info!(job.id = %id, generation = next, "task was gone; re-enqueued");
+            Redelivery::Enqueued
+        }
+        Err(e) => {
+            // The row is at `next` now: the next pass asks about `next`'s task, so an enqueue
+            // that did land is found pending, and one that did not is found gone.
+            tracing::warn!(job.id = %id, generation = next, error = %e, "re-enqueue failed; the next sweep tries again");
+            Redelivery::Deferred
+        }
+    }
+}
+
+/// The policy a pass runs with.
+pub fn policy(settings: &SweepSettings, max_attempts: u32) -> SweepPolicy {
+    SweepPolicy {
+        expired_for: settings.expired_for,
+        max_attempts,
+        queued_for: Some(settings.queued_for),
+    }
+}
+
+/// Sweeps every `settings.interval` until `shutdown`; `None` when the interval is zero.
 pub fn spawn(
     repo: Arc<dyn JobRepository>,
     queue: Option<Arc<dyn Enqueuer>>,
@@ -55,11 +251,7 @@ pub fn spawn(
     if settings.interval.is_zero() {
         return None;
     }
-    let policy = SweepPolicy {
-        expired_for: settings.expired_for,
-        max_attempts,
-        queued_for: Some(settings.queued_for),
-    };
+    let policy = policy(&settings, max_attempts);
     Some(tokio::spawn(async move {
         // Instances started together should not sweep in lockstep.
         let jitter = settings.interval.mul_f64(fastrand::f64());
@@ -69,8 +261,8 @@ pub fn spawn(
         }
         loop {
             match sweep_once(repo.as_ref(), queue.as_deref(), &policy).await {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(jobs = n, "sweep done"),
+                Ok(report) if report.is_empty() => {}
+                Ok(report) => tracing::info!(?report, "sweep done"),
                 Err(e) => tracing::warn!(error = %e, "sweep failed"),
             }
             tokio::select! {

@@ -448,6 +448,13 @@ impl Enqueuer for Recorder {
             Some(false) => Err(EnqueueError::Unknown("timeout".into())),
         }
     }
+    async fn task_state(
+        &self,
+        _job_id: JobId,
+        _generation: u32,
+    ) -> Result<queue::TaskState, EnqueueError> {
+        Ok(queue::TaskState::Gone)
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -496,11 +503,11 @@ async fn a_refused_enqueue_fails_the_job_and_an_unclear_one_leaves_it_queued() {
         max_attempts: 5,
         queued_for: Some(Duration::from_secs(1800)),
     };
-    let moved =
+    let report =
         worker_http::sweeper::sweep_once(rig.repo.as_ref(), Some(recorder.as_ref()), &policy)
             .await
             .unwrap();
-    assert_eq!(moved, 1);
+    assert_eq!(report.reenqueued, 1);
     let asked = recorder.asked.lock().unwrap().clone();
     assert_eq!(asked.last().unwrap().0, id);
     assert_ne!(

@@ -537,10 +537,96 @@ fn sweeper_acts_only_after_the_queue_own_retries_would_have() {
         "VIDEO_SWEEP_EXPIRED_FOR_SECONDS races the queue: {:?}",
         s.sweep.expired_for
     );
+    // VIDEO_SWEEP_QUEUED_FOR_SECONDS need not outlast the backoff: a queued job is
+    // re-enqueued only when the queue says its task is gone (tasks.get), so a task waiting
+    // out its backoff is left alone however often the sweeper looks.
+    assert!(!s.sweep.queued_for.is_zero());
+}
+
+fn scheduler() -> Value {
+    yaml("deploy/scheduler.yaml")
+}
+
+#[test]
+fn scheduler_calls_post_sweep_on_the_worker_every_minute_as_an_allowed_caller() {
+    let job = scheduler();
+    let worker = deployed_worker();
+    let oidc = worker.oidc.as_ref().expect("worker: OIDC");
+    let worker_url = match worker.queue.as_ref() {
+        Some(QueueSettings::CloudTasks(c)) => c.worker_url.clone(),
+        other => panic!("the worker re-enqueues through Cloud Tasks, not {other:?}"),
+    };
+    let target = &job["httpTarget"];
+    assert_eq!(
+        text(&target["uri"]).unwrap(),
+        format!("{worker_url}{}", worker_http::sweeper::SWEEP_PATH),
+        "the route the worker serves"
+    );
+    assert_eq!(text(&target["httpMethod"]).as_deref(), Some("POST"));
+    assert_eq!(
+        text(&target["oidcToken"]["audience"]).unwrap(),
+        oidc.audience,
+        "the audience the worker checks (its URL)"
+    );
+    let caller = text(&target["oidcToken"]["serviceAccountEmail"]).unwrap();
     assert!(
-        s.sweep.queued_for > max_backoff,
-        "VIDEO_SWEEP_QUEUED_FOR_SECONDS races the queue: {:?}",
-        s.sweep.queued_for
+        oidc.allowed_emails.contains(&caller),
+        "{caller} is not in VIDEO_WORKER_OIDC_ALLOWED_EMAILS {:?}",
+        oidc.allowed_emails
+    );
+    assert_eq!(text(&job["schedule"]).as_deref(), Some("* * * * *"));
+    // Cloud Scheduler's attempt deadline for HTTP targets is 15 s to 30 min.
+    let deadline = duration(&job["attemptDeadline"], "attemptDeadline");
+    assert!(deadline >= Duration::from_secs(15) && deadline <= Duration::from_secs(1800));
+    assert!(
+        deadline < CloudRun::worker().timeout(),
+        "Cloud Run must not cut a pass the scheduler still waits on"
+    );
+    assert!(
+        worker.sweep.interval > Duration::ZERO,
+        "the in-process loop stays on: it sweeps while instances have CPU"
+    );
+}
+
+#[test]
+fn scheduler_gcloud_command_creates_what_the_job_resource_says() {
+    let job = scheduler();
+    let mut source = read("deploy/scheduler.yaml");
+    for (placeholder, example) in PLACEHOLDERS {
+        source = source.replace(placeholder, example);
+    }
+    let flags = gcloud_flags(&source, "gcloud scheduler jobs create http");
+    // The schedule has spaces, which the flag reader does not parse; compare it whole.
+    let schedule = text(&job["schedule"]).unwrap();
+    assert!(
+        source.contains(&format!("--schedule=\"{schedule}\"")),
+        "scheduler.yaml: --schedule differs from the resource"
+    );
+    let expected: [(&str, &Value); 6] = [
+        ("time-zone", &job["timeZone"]),
+        ("uri", &job["httpTarget"]["uri"]),
+        ("http-method", &job["httpTarget"]["httpMethod"]),
+        (
+            "oidc-service-account-email",
+            &job["httpTarget"]["oidcToken"]["serviceAccountEmail"],
+        ),
+        (
+            "oidc-token-audience",
+            &job["httpTarget"]["oidcToken"]["audience"],
+        ),
+        ("attempt-deadline", &job["attemptDeadline"]),
+    ];
+    for (flag, field) in expected {
+        let field = text(field).unwrap_or_else(|| panic!("scheduler.yaml: no value for --{flag}"));
+        assert_eq!(
+            flags.get(flag),
+            Some(&field),
+            "scheduler.yaml: --{flag} differs from the resource"
+        );
+    }
+    assert_eq!(
+        flags.get("max-retry-attempts").map(String::as_str),
+        text(&job["retryConfig"]["retryCount"]).as_deref()
     );
 }
 

@@ -244,6 +244,14 @@ impl JobRepository for Counting {
         self.tick();
         self.inner.sweep(policy).await
     }
+    async fn advance_delivery_generation(
+        &self,
+        id: JobId,
+        from: u32,
+    ) -> Result<Option<u32>, RepoError> {
+        self.tick();
+        self.inner.advance_delivery_generation(id, from).await
+    }
     async fn job_updates(&self) -> Result<CancelStream, RepoError> {
         self.inner.job_updates().await
     }

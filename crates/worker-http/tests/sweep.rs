@@ -1,0 +1,430 @@
+//! `POST /sweep` on a real Postgres, through the real router, with the loopback queue: the
+//! backstop that runs when Cloud Scheduler calls it, not on a timer — so it works with the
+//! service scaled to zero. A lost delivery is delivered, a SIGKILLed holder's job requeued,
+//! a backlog never gains a second task per job, and nobody but an allowed caller sweeps.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed assertion
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{TOKEN, new_job, quick, read, runner_config};
+use domain::{JobId, JobRepository, JobStatus};
+use queue::Enqueuer;
+use queue::loopback::LoopbackQueue;
+use repo_pg::PgRepository;
+use serde_json::{Value, json};
+use worker_http::config::SweepSettings;
+use worker_http::{AppParts, Application, Readiness, SweepParts};
+
+async fn database() -> (test_pg::TestDb, Arc<PgRepository>) {
+    let db = test_pg::fresh_database().await.unwrap();
+    repo_pg::migrate(&db.pool).await.unwrap();
+    let repo = Arc::new(PgRepository::new(db.pool.clone()));
+    (db, repo)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The in-process loop is off in every test here: only `POST /sweep` sweeps.
+fn no_loop() -> SweepSettings {
+    SweepSettings {
+        interval: Duration::ZERO,
+        expired_for: Duration::from_secs(900),
+        queued_for: Duration::from_secs(300),
+    }
+}
+
+/// The worker application on `port`, with `queue` for the sweep's re-enqueues.
+async fn worker(
+    repo: Arc<dyn JobRepository>,
+    queue: Option<Arc<dyn Enqueuer>>,
+    port: u16,
+) -> String {
+    let auth = push_auth::Authenticator::new(
+        push_auth::AuthConfig {
+            shared_token: Some(TOKEN.into()),
+            oidc: None,
+        },
+        reqwest::Client::new(),
+    )
+    .unwrap();
+    let parts = AppParts {
+        repo,
+        pipeline: quick(),
+        auth,
+        runner: runner_config("sweeper-test"),
+        readiness: Readiness::Always,
+        max_body_bytes: 4096,
+        listen_for_cancels: true,
+    };
+    let sweep = SweepParts {
+        queue,
+        settings: no_loop(),
+    };
+    let app =
+        Application::build_with_sweep(parts, sweep, SocketAddr::from((Ipv4Addr::LOCALHOST, port)))
+            .await
+            .unwrap();
+    let base = format!("http://127.0.0.1:{}", app.port());
+    tokio::spawn(app.run_until_stopped());
+    base
+}
+
+/// A loopback queue pushing to the worker at `base`, with the worker's token.
+fn loopback(base: &str) -> LoopbackQueue {
+    let mut queue = LoopbackQueue::new(format!("{base}/jobs/run"));
+    queue.bearer = Some(TOKEN.into());
+    queue.min_backoff = Duration::from_millis(50);
+    queue.max_backoff = Duration::from_millis(500);
+    queue
+}
+
+async fn sweep(base: &str, token: Option<&str>) -> (u16, Value, Option<String>) {
+    let mut request = reqwest::Client::new().post(format!("{base}/sweep"));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    read(request.send().await.unwrap()).await
+}
+
+/// Makes every queued job look untouched for an hour: the sweep's `queued_for` is met
+/// without waiting.
+async fn age_queued(db: &test_pg::TestDb) {
+    sqlx::query(
+        "UPDATE video_jobs SET updated_at = now() - interval '1 hour' WHERE status = 'queued'",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+}
+
+/// Makes every running lease look expired an hour ago: the sweep's `expired_for` is met.
+async fn age_leases(db: &test_pg::TestDb) {
+    sqlx::query(
+        "UPDATE video_jobs SET lease_heartbeat_at = now() - interval '2 hours',
+                lease_expires_at = now() - interval '1 hour'
+         WHERE status = 'running'",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+}
+
+async fn wait_for(repo: &dyn JobRepository, id: JobId, status: JobStatus) -> domain::Job {
+    for _ in 0..600 {
+        let job = repo.get(id).await.unwrap().unwrap();
+        if job.status == status {
+            return job;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!(
+        "job {id} never became {status}: {:?}",
+        repo.get(id).await.unwrap()
+    );
+}
+
+fn counts(body: &Value) -> [u64; 6] {
+    [
+        "requeued",
+        "failed",
+        "canceled",
+        "reenqueued",
+        "pending",
+        "deferred",
+    ]
+    .map(|k| {
+        body[k]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no {k} in {body}"))
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queued_job_whose_task_was_lost_is_delivered_after_one_post_sweep() {
+    let (db, repo) = database().await;
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let queue = loopback(&base);
+    let base = worker(repo.clone(), Some(Arc::new(queue.clone())), port).await;
+    // Stored, but its task never made it (the enqueue's answer was lost): no push comes.
+    let id = new_job(repo.as_ref(), json!({})).await;
+    age_queued(&db).await;
+    assert_eq!(
+        repo.get(id).await.unwrap().unwrap().status,
+        JobStatus::Queued
+    );
+
+    let (code, body, _) = sweep(&base, Some(TOKEN)).await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(counts(&body), [0, 0, 0, 1, 0, 0], "{body}");
+
+    let job = wait_for(repo.as_ref(), id, JobStatus::Succeeded).await;
+    assert_eq!(
+        (job.delivery_generation, job.attempts),
+        (1, 1),
+        "delivered once, by the next generation's task"
+    );
+}
+
+/// A `video-worker serve` process on `port`.
+struct Serve {
+    child: Child,
+    base: String,
+}
+
+impl Serve {
+    async fn start(database_url: &str, name: &str, port: u16, env: &[(&str, &str)]) -> Self {
+        #[allow(clippy::zombie_processes)] // owned by a value whose Drop kills and reaps it
+        let child = Command::new(env!("CARGO_BIN_EXE_video-worker"))
+            .arg("serve")
+            .env("DATABASE_URL", database_url)
+            .env("PORT", port.to_string())
+            .env("VIDEO_WORKER_AUTH_TOKEN", TOKEN)
+            .env("VIDEO_WORKER_INSTANCE_ID", name)
+            .env("VIDEO_WORKER_PIPELINE", "noop")
+            .env("VIDEO_JOB_LEASE_TTL_SECONDS", "3")
+            .env("VIDEO_JOB_HEARTBEAT_INTERVAL_SECONDS", "1")
+            .env("VIDEO_SWEEP_INTERVAL_SECONDS", "0")
+            .env("VIDEO_SWEEP_EXPIRED_FOR_SECONDS", "1")
+            .env("VIDEO_WORKER_LOG_FORMAT", "text")
+            .env("RUST_LOG", "warn")
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let base = format!("http://127.0.0.1:{port}");
+        let client = reqwest::Client::new();
+        for _ in 0..200 {
+            if client
+                .get(format!("{base}/ready"))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+            {
+                return Self { child, base };
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("worker {name} did not become ready");
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigkilled_holders_job_is_requeued_and_redelivered_by_one_post_sweep() {
+    let (db, repo) = database().await;
+    let id = new_job(
+        repo.as_ref(),
+        json!({"noop": {"segments": 30, "segment_ms": 100}}),
+    )
+    .await;
+    let mut first = Serve::start(&db.url, "first", free_port(), &[]).await;
+    let doomed = tokio::spawn(
+        reqwest::Client::new()
+            .post(format!("{}/jobs/run", first.base))
+            .bearer_auth(TOKEN)
+            .body(json!({ "job_id": id }).to_string())
+            .send(),
+    );
+    loop {
+        let job = repo.get(id).await.unwrap().unwrap();
+        if job.progress.as_ref().is_some_and(|p| p.percent.get() > 0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    first.child.kill().unwrap(); // SIGKILL: no release, no finalize
+    first.child.wait().unwrap();
+    assert!(
+        doomed.await.unwrap().is_err(),
+        "the killed worker never answered"
+    );
+    // No retry of the push comes (the queue gave up, or lost it); the lease has run out.
+    age_leases(&db).await;
+
+    // The second worker sweeps through its own queue: the loopback, pushing to itself.
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let second = Serve::start(
+        &db.url,
+        "second",
+        port,
+        &[("VIDEO_QUEUE", "loopback"), ("VIDEO_WORKER_URL", &url)],
+    )
+    .await;
+    let (code, body, _) = sweep(&second.base, Some(TOKEN)).await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(counts(&body), [1, 0, 0, 1, 0, 0], "{body}");
+    let job = wait_for(repo.as_ref(), id, JobStatus::Succeeded).await;
+    assert_eq!(
+        (job.attempts, job.lease_epoch.get(), job.delivery_generation),
+        (2, 2, 1)
+    );
+}
+
+/// Answers every push with 409 and `Retry-After: 1`, as a worker whose instances are all
+/// busy: the queue's tasks stay pending, a backlog.
+async fn busy_worker() -> String {
+    let app = axum::Router::new().route(
+        "/jobs/run",
+        axum::routing::post(|| async {
+            (
+                axum::http::StatusCode::CONFLICT,
+                [("retry-after", "1")],
+                "{}",
+            )
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://127.0.0.1:{port}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_a_backlog_three_sweeps_leave_every_job_exactly_one_live_task() {
+    let (db, repo) = database().await;
+    let mut queue = loopback(&busy_worker().await);
+    queue.max_attempts = u32::MAX;
+    queue.max_backoff = Duration::from_secs(1);
+    let base = worker(repo.clone(), Some(Arc::new(queue.clone())), 0).await;
+    let mut ids = Vec::new();
+    for i in 0..100 {
+        let id = new_job(repo.as_ref(), json!({})).await;
+        // Half were enqueued by the API as usual; the other half's tasks were lost.
+        if i % 2 == 0 {
+            queue.enqueue(id, 0).await.unwrap();
+        }
+        ids.push(id);
+    }
+    let mut reports = Vec::new();
+    for _ in 0..3 {
+        // Each pass finds every job queued "too long": the backlog is not moving.
+        age_queued(&db).await;
+        let (code, body, _) = sweep(&base, Some(TOKEN)).await;
+        assert_eq!(code, 200, "{body}");
+        reports.push(counts(&body));
+    }
+    assert_eq!(
+        reports,
+        [
+            [0, 0, 0, 50, 50, 0],
+            [0, 0, 0, 0, 100, 0],
+            [0, 0, 0, 0, 100, 0]
+        ],
+        "only the lost half is re-enqueued, once"
+    );
+    let mut live: BTreeMap<JobId, Vec<u32>> = BTreeMap::new();
+    for (job, generation) in queue.live_tasks() {
+        live.entry(job).or_default().push(generation);
+    }
+    for (i, id) in ids.iter().enumerate() {
+        let generation = repo.get(*id).await.unwrap().unwrap().delivery_generation;
+        assert_eq!(
+            live.get(id).map(Vec::as_slice),
+            Some(&[generation][..]),
+            "job {i}: exactly one live task, of the row's generation"
+        );
+    }
+    assert_eq!(live.len(), 100);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sweep_without_valid_credentials_is_refused_and_changes_nothing() {
+    let (db, repo) = database().await;
+    let queue = loopback(&busy_worker().await);
+    let base = worker(repo.clone(), Some(Arc::new(queue.clone())), 0).await;
+    let stuck = new_job(repo.as_ref(), json!({})).await;
+    let request = domain::AcquireRequest {
+        job_id: stuck,
+        holder: domain::InstanceId::new("dead").unwrap(),
+        ttl: Duration::from_secs(3),
+        max_attempts: 5,
+    };
+    repo.acquire(&request).await.unwrap();
+    let lost = new_job(repo.as_ref(), json!({})).await;
+    age_leases(&db).await;
+    age_queued(&db).await;
+    let before = [
+        repo.get(stuck).await.unwrap(),
+        repo.get(lost).await.unwrap(),
+    ];
+
+    for token in [None, Some("not-the-token-0123456789")] {
+        let (code, body, _) = sweep(&base, token).await;
+        assert_eq!(code, 401, "{body}");
+        assert_eq!(body["status"], "unauthorized");
+    }
+    let after = [
+        repo.get(stuck).await.unwrap(),
+        repo.get(lost).await.unwrap(),
+    ];
+    assert_eq!(after, before, "nothing touched");
+    assert!(queue.live_tasks().is_empty(), "nothing enqueued");
+
+    // The same call with the token does the work, so the refusal above was the check's.
+    let (code, body, _) = sweep(&base, Some(TOKEN)).await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(counts(&body), [1, 0, 0, 2, 0, 0], "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sweep_without_a_queue_still_requeues_and_defers_the_delivery() {
+    let (db, repo) = database().await;
+    let base = worker(repo.clone(), None, 0).await;
+    let stuck = new_job(repo.as_ref(), json!({})).await;
+    let request = domain::AcquireRequest {
+        job_id: stuck,
+        holder: domain::InstanceId::new("dead").unwrap(),
+        ttl: Duration::from_secs(3),
+        max_attempts: 5,
+    };
+    repo.acquire(&request).await.unwrap();
+    age_leases(&db).await;
+    let (code, body, _) = sweep(&base, Some(TOKEN)).await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(counts(&body), [1, 0, 0, 0, 0, 1], "{body}");
+    let job = repo.get(stuck).await.unwrap().unwrap();
+    assert_eq!(
+        (job.status, job.delivery_generation),
+        (JobStatus::Queued, 0)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sweep_with_the_database_down_answers_503_with_retry_after() {
+    let config = repo_pg::PoolConfig {
+        acquire_timeout: Duration::from_millis(300),
+        ..repo_pg::PoolConfig::default()
+    };
+    // Nothing listens on port 1.
+    let pool = repo_pg::connect_lazy("postgres://postgres@127.0.0.1:1/none", &config).unwrap();
+    let repo = Arc::new(PgRepository::new(pool));
+    let base = worker(repo, None, 0).await;
+    let (code, body, retry_after) = sweep(&base, Some(TOKEN)).await;
+    assert_eq!(
+        (code, body["status"].as_str()),
+        (503, Some("unavailable")),
+        "{body}"
+    );
+    assert!(retry_after.is_some(), "the scheduler is told when to retry");
+}

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use pipeline::Pipeline;
+use pipeline::cache::SegmentCache;
 use pipeline::tts::TtsBackend;
 use pipeline::video::{PipelineStats, VideoConfig};
 
@@ -39,9 +40,14 @@ pub fn require_tools(tools: &[&str]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The real pipeline from `settings`, counting into `stats`.
+/// The real pipeline from `settings`, counting into `stats`, keeping finished segments in
+/// `work_dir/cache` within `scratch_max_bytes`. At start it removes the attempt directories
+/// a crashed process left in `work_dir` and trims the cache to its budget (the work dir is
+/// this process's alone).
 pub fn video_pipeline(
     settings: &MediaSettings,
+    work_dir: &Path,
+    scratch_max_bytes: u64,
     stats: Arc<PipelineStats>,
 ) -> anyhow::Result<Pipeline> {
     let mut tools = vec!["ffmpeg", "ffprobe"];
@@ -74,6 +80,19 @@ pub fn video_pipeline(
     let ffmpeg = PathBuf::from("ffmpeg");
     let ffmpeg_version = pipeline::media::version(&ffmpeg, "-version")
         .with_context(|| format!("ffmpeg does not run; {INSTALL_HINT}"))?;
+    runner::scratch::clear_attempt_dirs(work_dir)
+        .with_context(|| format!("VIDEO_WORKER_WORK_DIR: clearing {}", work_dir.display()))?;
+    let cache = SegmentCache::new(work_dir.join("cache"), scratch_max_bytes);
+    let usage = cache
+        .enforce_blocking()
+        .with_context(|| format!("VIDEO_WORKER_WORK_DIR: trimming {}", cache.dir().display()))?;
+    tracing::info!(
+        cache_bytes = usage.bytes,
+        cache_entries = usage.entries,
+        evicted = usage.evicted,
+        max_bytes = scratch_max_bytes,
+        "segment cache ready"
+    );
     Ok(pipeline::video::video_pipeline(
         VideoConfig {
             tts,
@@ -81,6 +100,7 @@ pub fn video_pipeline(
             ffmpeg,
             ffmpeg_version,
             max_encoders: VideoConfig::cores(),
+            cache,
         },
         stats,
     ))

@@ -106,7 +106,7 @@ async fn a_synthesis_past_its_timeout_is_killed_and_retryable() {
         .unwrap()
         .with_timeout(Duration::from_millis(300));
     let e = speak(&espeak, "en", dir.path()).await.unwrap_err();
-    assert_eq!(code(&e), ("retryable", "tts_timeout".into()), "{e:?}");
+    assert_eq!(code(&e), ("retryable", "tts_unavailable".into()), "{e:?}");
 }
 
 #[tokio::test]
@@ -117,7 +117,7 @@ async fn a_missing_binary_is_a_permanent_configuration_error() {
     // Installed at start, gone by the first job (a broken image, a deleted mount).
     std::fs::remove_file(&program).unwrap();
     let e = speak(&espeak, "en", dir.path()).await.unwrap_err();
-    assert_eq!(code(&e), ("permanent", "tts_unavailable".into()), "{e:?}");
+    assert_eq!(code(&e), ("permanent", "tts_misconfigured".into()), "{e:?}");
 }
 
 #[tokio::test]

@@ -123,7 +123,7 @@ fn classify(e: ToolError, what: &str) -> StageError {
         ToolError::Canceled => StageError::Canceled,
         // No attempt of this deployment can speak: fail the job now, not after N retries.
         ToolError::Missing { .. } => StageError::permanent(
-            "tts_unavailable",
+            "tts_misconfigured",
             format!("{e} (while {what}); the worker is misconfigured"),
         ),
         ToolError::Exited { .. } | ToolError::Killed { .. } | ToolError::Io { .. } => {
@@ -170,7 +170,7 @@ impl TtsBackend for Espeak {
             Ok(Err(e)) => Err(classify(e, "speaking")),
             // Dropping the run killed the child (kill_on_drop).
             Err(_) => Err(StageError::retryable(
-                "tts_timeout",
+                "tts_unavailable",
                 format!("espeak-ng took longer than {} s", self.timeout.as_secs()),
             )),
         }

@@ -105,3 +105,34 @@ pub fn video_pipeline(
         stats,
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // test code: a panic is a failed assertion
+    use super::*;
+
+    #[test]
+    fn start_removes_a_crashed_processs_attempts_and_trims_the_cache_to_budget() {
+        let work = tempfile::tempdir().unwrap();
+        let left = work.path().join("attempts/job-3");
+        std::fs::create_dir_all(&left).unwrap();
+        std::fs::write(left.join("video-0.mp4"), b"half an encode").unwrap();
+        let cache = work.path().join("cache");
+        std::fs::create_dir_all(&cache).unwrap();
+        for name in ["a.wav", "b.wav", "c.wav"] {
+            std::fs::write(cache.join(name), vec![0u8; 1000]).unwrap();
+        }
+        let settings = MediaSettings {
+            artifact_store_url: work.path().join("artifacts").to_str().unwrap().into(),
+            tts_backend: "espeak".into(),
+            tts_url: String::new(),
+            tts_api_key: None,
+            tts_voice: None,
+            tts_model: None,
+        };
+        let pipeline = video_pipeline(&settings, work.path(), 2500, Arc::default()).unwrap();
+        assert!(!work.path().join("attempts").exists());
+        assert_eq!(std::fs::read_dir(&cache).unwrap().count(), 2);
+        assert_eq!(pipeline.cache().unwrap().max_bytes(), 2500);
+    }
+}

@@ -44,6 +44,7 @@ async fn ours(
         ffmpeg: PathBuf::from("ffmpeg"),
         ffmpeg_version: pipeline::media::version(Path::new("ffmpeg"), "-version").unwrap(),
         max_encoders: VideoConfig::cores(),
+        cache: pipeline::cache::SegmentCache::new(dir.join("cache"), u64::MAX),
     };
     let pipeline = video_pipeline(config, Arc::new(PipelineStats::default()));
     let (sink, mut events) = ProgressSink::channel();

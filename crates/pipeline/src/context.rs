@@ -40,8 +40,8 @@ pub struct StageContext {
     pub epoch: LeaseEpoch,
     /// The storyboard.
     pub input: Arc<serde_json::Value>,
-    /// A directory for this job's files; it survives a retried attempt, so per-segment
-    /// results cached there are reused.
+    /// This attempt's scratch directory, removed when the attempt ends however it ends.
+    /// Results worth keeping across attempts go to the segment cache, not here.
     pub work_dir: PathBuf,
     progress: ProgressSink,
     cancel: CancellationToken,

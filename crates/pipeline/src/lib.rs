@@ -58,16 +58,32 @@ pub struct Published {
     pub artifact_key: String,
 }
 
-/// Stages in order.
+/// Stages in order, and the segment cache they keep results in, if any.
 #[derive(Debug, Clone)]
 pub struct Pipeline {
     stages: Vec<Arc<dyn Stage>>,
+    cache: Option<cache::SegmentCache>,
 }
 
 impl Pipeline {
     /// A pipeline of `stages`, run in the given order.
     pub fn new(stages: Vec<Arc<dyn Stage>>) -> Self {
-        Self { stages }
+        Self {
+            stages,
+            cache: None,
+        }
+    }
+
+    /// The same, keeping finished segments in `cache`: the runner holds it to its budget
+    /// after every attempt.
+    pub fn with_cache(mut self, cache: cache::SegmentCache) -> Self {
+        self.cache = Some(cache);
+        self
+    }
+
+    /// The segment cache the stages fill, if they keep one.
+    pub fn cache(&self) -> Option<&cache::SegmentCache> {
+        self.cache.as_ref()
     }
 
     /// Each stage with its weight, for a [`ProgressTracker`].

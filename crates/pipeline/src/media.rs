@@ -18,6 +18,64 @@ use crate::StageError;
 /// How much of a failing tool's stderr goes into the error message.
 const STDERR_TAIL: usize = 2000;
 
+/// How running an external tool went wrong, by what happened rather than by what the tool
+/// printed: callers that know what they asked for (espeak-ng and its voice) decide from
+/// this whether a retry can help.
+#[derive(Debug, thiserror::Error)]
+pub enum ToolError {
+    /// The binary is not there (or not executable): the deployment's fault.
+    #[error("cannot start {tool}: {source}; install it (apt-get install ffmpeg espeak-ng)")]
+    Missing {
+        /// The tool.
+        tool: &'static str,
+        /// Why the start failed.
+        source: std::io::Error,
+    },
+    /// Starting or waiting for the child failed otherwise (out of processes, memory).
+    #[error("{tool}: {source}")]
+    Io {
+        /// The tool.
+        tool: &'static str,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// It exited with a non-zero status.
+    #[error("{tool} exited with status {code}: {stderr}")]
+    Exited {
+        /// The tool.
+        tool: &'static str,
+        /// The exit status.
+        code: i32,
+        /// The end of its stderr, for people.
+        stderr: String,
+    },
+    /// A signal ended it (the OOM killer, a timeout's kill).
+    #[error("{tool} was killed by signal {signal}: {stderr}")]
+    Killed {
+        /// The tool.
+        tool: &'static str,
+        /// The signal, when the platform tells.
+        signal: i32,
+        /// The end of its stderr, for people.
+        stderr: String,
+    },
+    /// The job's token fired first.
+    #[error("canceled")]
+    Canceled,
+}
+
+impl From<ToolError> for StageError {
+    /// Without more context every failure is retryable: another instance, with the binary
+    /// installed or more memory, may succeed. Cancel stays cancel.
+    fn from(e: ToolError) -> Self {
+        match e {
+            ToolError::Canceled => StageError::Canceled,
+            ToolError::Missing { .. } => StageError::retryable("tool_unavailable", e.to_string()),
+            other => StageError::retryable("tool_failed", other.to_string()),
+        }
+    }
+}
+
 /// Runs `cmd` to completion unless `cancel` fires first. `tool` names it in errors.
 /// A missing binary or a failure is retryable (another instance may be fine); cancel is
 /// [`StageError::Canceled`].
@@ -26,16 +84,26 @@ pub async fn run(
     tool: &'static str,
     cancel: &CancellationToken,
 ) -> Result<Vec<u8>, StageError> {
-    run_with_input(cmd, tool, None, cancel).await
+    Ok(run_tool(cmd, tool, None, cancel).await?)
 }
 
 /// [`run`], writing `input` to the child's stdin (then closing it) while its output is read.
 pub async fn run_with_input(
-    mut cmd: Command,
+    cmd: Command,
     tool: &'static str,
     input: Option<&[u8]>,
     cancel: &CancellationToken,
 ) -> Result<Vec<u8>, StageError> {
+    Ok(run_tool(cmd, tool, input, cancel).await?)
+}
+
+/// [`run_with_input`] with the failure typed, for callers that classify it themselves.
+pub async fn run_tool(
+    mut cmd: Command,
+    tool: &'static str,
+    input: Option<&[u8]>,
+    cancel: &CancellationToken,
+) -> Result<Vec<u8>, ToolError> {
     cmd.stdin(if input.is_some() {
         Stdio::piped()
     } else {
@@ -46,11 +114,15 @@ pub async fn run_with_input(
     .kill_on_drop(true);
     #[cfg(unix)]
     cmd.process_group(0);
-    let mut child = cmd.spawn().map_err(|e| {
-        StageError::retryable(
-            "tool_unavailable",
-            format!("cannot start {tool}: {e}; install it (apt-get install ffmpeg espeak-ng)"),
-        )
+    let mut child = cmd.spawn().map_err(|source| {
+        if matches!(
+            source.kind(),
+            std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied
+        ) {
+            ToolError::Missing { tool, source }
+        } else {
+            ToolError::Io { tool, source }
+        }
     })?;
     let mut stdin = child.stdin.take();
     let mut stdout = child.stdout.take();
@@ -84,20 +156,34 @@ pub async fn run_with_input(
     };
     tokio::select! {
         (status, out, err) = work => {
-            let status = status.map_err(|e| StageError::retryable("tool_failed", format!("{tool}: {e}")))?;
+            let status = status.map_err(|source| ToolError::Io { tool, source })?;
             if status.success() {
-                Ok(out)
-            } else {
-                let text = String::from_utf8_lossy(&err);
-                let tail: String = text.chars().rev().take(STDERR_TAIL).collect::<Vec<_>>().into_iter().rev().collect();
-                Err(StageError::retryable("tool_failed", format!("{tool} exited with {status}: {}", tail.trim())))
+                return Ok(out);
+            }
+            let text = String::from_utf8_lossy(&err);
+            let tail: String = text.chars().rev().take(STDERR_TAIL).collect::<Vec<_>>().into_iter().rev().collect();
+            let stderr = tail.trim().to_owned();
+            match status.code() {
+                Some(code) => Err(ToolError::Exited { tool, code, stderr }),
+                None => Err(ToolError::Killed { tool, signal: signal_of(&status), stderr }),
             }
         }
         () = cancel.cancelled() => {
             // Dropping `work` dropped the child: kill_on_drop sends SIGKILL and tokio reaps it.
-            Err(StageError::Canceled)
+            Err(ToolError::Canceled)
         }
     }
+}
+
+#[cfg(unix)]
+fn signal_of(status: &std::process::ExitStatus) -> i32 {
+    use std::os::unix::process::ExitStatusExt;
+    status.signal().unwrap_or(0)
+}
+
+#[cfg(not(unix))]
+fn signal_of(_: &std::process::ExitStatus) -> i32 {
+    0
 }
 
 /// Runs `cmd` holding one of `slots` (at most as many encoders as cores).

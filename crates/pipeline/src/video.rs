@@ -8,8 +8,14 @@
 //! - **compose** concatenates the segment videos without re-encoding and muxes the AAC;
 //! - **publish** uploads the MP4 under a per-attempt key.
 //!
-//! Speech and segment videos are cached by content in the job's work dir, so a retried job
-//! redoes only what is missing. [`PipelineStats`] counts what was made and what was reused.
+//! Scratch (segment files being made, concat lists, the final MP4) lives in the attempt's
+//! own work dir, which the runner removes when the attempt ends. Finished speech and segment
+//! videos are kept by content in the process's [`SegmentCache`] (bounded, shared by all jobs)
+//! and in the object store under `video-jobs/{job}/segments/{hash}.{ext}`, so a retried job
+//! redoes only what is missing — on this instance or any other. A reused file is checked
+//! first; a bad one is evicted and redone. Keeping a copy never fails the job: a store that
+//! is briefly down costs only the resume. [`PipelineStats`] counts what was made and what
+//! was reused; `video_worker_segment_cache_hits_total{source}` says from where.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -19,6 +25,7 @@ use async_trait::async_trait;
 use domain::Stage as StageName;
 use futures_util::StreamExt;
 use object_store::ObjectStore;
+use object_store::path::Path as StorePath;
 use tokio::sync::Semaphore;
 use tokio_util::task::AbortOnDropHandle;
 
@@ -42,6 +49,8 @@ pub struct VideoConfig {
     pub ffmpeg_version: String,
     /// ffmpeg processes at once, per job (default: the number of cores).
     pub max_encoders: usize,
+    /// Finished segments on the local disk, shared by every job of the process.
+    pub cache: SegmentCache,
 }
 
 impl VideoConfig {
@@ -62,6 +71,10 @@ pub struct PipelineStats {
     pub videos_encoded: AtomicUsize,
     /// Segment videos taken from the cache.
     pub videos_reused: AtomicUsize,
+    /// Of the reused speech, segments downloaded from the object store (a local miss).
+    pub speech_from_store: AtomicUsize,
+    /// Of the reused videos, segments downloaded from the object store (a local miss).
+    pub videos_from_store: AtomicUsize,
 }
 
 impl PipelineStats {
@@ -85,6 +98,7 @@ struct Shared {
 /// The real pipeline, reporting into `stats`.
 pub fn video_pipeline(config: VideoConfig, stats: Arc<PipelineStats>) -> Pipeline {
     let slots = Arc::new(Semaphore::new(config.max_encoders.max(1)));
+    let cache = config.cache.clone();
     let shared = Arc::new(Shared {
         config,
         stats,
@@ -98,14 +112,152 @@ pub fn video_pipeline(config: VideoConfig, stats: Arc<PipelineStats>) -> Pipelin
         Arc::new(Compose(shared.clone())),
         Arc::new(Publish(shared)),
     ])
+    .with_cache(cache)
 }
 
 fn io(what: &str, e: impl std::fmt::Display) -> StageError {
     StageError::retryable("io_failed", format!("{what}: {e}"))
 }
 
-fn cache(ctx: &StageContext) -> SegmentCache {
-    SegmentCache::new(ctx.work_dir.join("cache"))
+/// How long one segment's store upload or download may take: past it the store counts as
+/// down for that segment (the job goes on without it).
+const STORE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Where a reused segment came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    Local,
+    Store,
+}
+
+impl Source {
+    fn label(self) -> &'static str {
+        match self {
+            Self::Local => "local",
+            Self::Store => "store",
+        }
+    }
+}
+
+/// Finished segments of one job: the local cache first, then the object store.
+#[derive(Debug, Clone)]
+struct Segments {
+    cache: SegmentCache,
+    store: Arc<dyn ObjectStore>,
+    job: domain::JobId,
+}
+
+impl Segments {
+    fn new(shared: &Shared, ctx: &StageContext) -> Self {
+        Self {
+            cache: shared.config.cache.clone(),
+            store: shared.config.store.clone(),
+            job: ctx.job_id,
+        }
+    }
+
+    fn store_path(&self, key: &str, ext: &str) -> Option<StorePath> {
+        StorePath::parse(format!("video-jobs/{}/segments/{key}.{ext}", self.job)).ok()
+    }
+
+    /// Puts a checked, finished segment for `key` at `dest`, if one exists anywhere.
+    async fn find(&self, key: &str, ext: &str, dest: &Path) -> Option<Source> {
+        let source = if self.cache.get(key, ext, dest).await.is_some() {
+            Source::Local
+        } else if self.fetch(key, ext, dest).await {
+            if let Err(e) = self.cache.insert(dest, key, ext).await {
+                tracing::warn!(error = %e, "a downloaded segment was not cached locally");
+            }
+            Source::Store
+        } else {
+            return None;
+        };
+        metrics::counter!("video_worker_segment_cache_hits_total", "source" => source.label())
+            .increment(1);
+        Some(source)
+    }
+
+    /// Downloads the store's copy to `dest`; `false` when there is none, the store does not
+    /// answer, or the copy is not whole (then it is deleted, so the redo replaces it).
+    async fn fetch(&self, key: &str, ext: &str, dest: &Path) -> bool {
+        let Some(path) = self.store_path(key, ext) else {
+            return false;
+        };
+        let got = tokio::time::timeout(STORE_TIMEOUT, async {
+            self.store.get(&path).await?.bytes().await
+        })
+        .await;
+        let bytes = match got {
+            Ok(Ok(bytes)) => bytes,
+            Ok(Err(object_store::Error::NotFound { .. })) => return false,
+            Ok(Err(e)) => {
+                tracing::warn!(key = %path, error = %e, "segment download failed; redoing it");
+                return false;
+            }
+            Err(_) => {
+                tracing::warn!(key = %path, "segment download timed out; redoing it");
+                return false;
+            }
+        };
+        if let Err(e) = write_synced(dest, &bytes).await {
+            tracing::warn!(error = %e, "a downloaded segment could not be written; redoing it");
+            return false;
+        }
+        let (file, ext_owned) = (dest.to_owned(), ext.to_owned());
+        let whole =
+            tokio::task::spawn_blocking(move || crate::cache::looks_whole(&file, &ext_owned))
+                .await
+                .unwrap_or(false);
+        if !whole {
+            tracing::warn!(key = %path, "the store's copy of a segment is damaged; deleting it and redoing the segment");
+            let _ = tokio::fs::remove_file(dest).await;
+            if let Err(e) = self.store.delete(&path).await {
+                tracing::warn!(key = %path, error = %e, "the damaged copy was not deleted");
+            }
+            return false;
+        }
+        true
+    }
+
+    /// Keeps a finished segment locally and in the store. Neither failure fails the job:
+    /// the segment is made; only a later resume would miss it.
+    async fn keep(&self, file: &Path, key: &str, ext: &str) {
+        if let Err(e) = self.cache.insert(file, key, ext).await {
+            tracing::warn!(error = %e, "a finished segment was not cached locally");
+        }
+        let Some(path) = self.store_path(key, ext) else {
+            return;
+        };
+        let put = async {
+            let bytes = tokio::fs::read(file)
+                .await
+                .map_err(|e| object_store::Error::Generic {
+                    store: "local file",
+                    source: Box::new(e),
+                })?;
+            self.store.put(&path, bytes.into()).await
+        };
+        match tokio::time::timeout(STORE_TIMEOUT, put).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(key = %path, error = %e, "segment upload failed; going on without it");
+            }
+            Err(_) => tracing::warn!(key = %path, "segment upload timed out; going on without it"),
+        }
+    }
+}
+
+/// Writes `bytes` to `path` and fsyncs it.
+async fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    let mut file = tokio::fs::File::create(path).await?;
+    file.write_all(bytes).await?;
+    file.sync_all().await
+}
+
+/// The attempt's directory for segment files.
+fn scratch(ctx: &StageContext) -> PathBuf {
+    ctx.work_dir.join("segments")
 }
 
 fn board(data: &StageData) -> Result<&Storyboard, StageError> {
@@ -131,9 +283,11 @@ impl Stage for Plan {
     async fn run(&self, ctx: &StageContext, data: &mut StageData) -> Result<(), StageError> {
         let board = Storyboard::from_json(&ctx.input)
             .map_err(|e| StageError::permanent("invalid_input", e.to_string()))?;
-        tokio::fs::create_dir_all(ctx.work_dir.join("tmp"))
-            .await
-            .map_err(|e| io("work dir", e))?;
+        for dir in [ctx.work_dir.join("tmp"), scratch(ctx)] {
+            tokio::fs::create_dir_all(dir)
+                .await
+                .map_err(|e| io("work dir", e))?;
+        }
         data.insert(board);
         Ok(())
     }
@@ -184,7 +338,8 @@ impl Stage for Tts {
         let shared = &self.0;
         let tts = &shared.config.tts;
         let fingerprint = tts.fingerprint(&board.voice);
-        let cache = cache(ctx);
+        let segments = Segments::new(shared, ctx);
+        let dir = scratch(ctx);
         let total = count(board.segments.len());
         let keys: Vec<String> = board
             .segments
@@ -200,33 +355,30 @@ impl Stage for Tts {
             .map(|(i, (s, k))| (i, s.narration.clone(), k.clone()))
             .collect();
         let jobs = items.into_iter().map(|(i, narration, k)| {
-            let cache = cache.clone();
+            let segments = segments.clone();
             let voice = board.voice.clone();
+            let path = dir.join(format!("speech-{i}.wav"));
             async move {
                 let k = k.as_str();
-                if let Some(path) = cache.get(k, "wav").await {
+                if let Some(source) = segments.find(k, "wav", &path).await {
                     PipelineStats::bump(&shared.stats.speech_reused);
+                    if source == Source::Store {
+                        PipelineStats::bump(&shared.stats.speech_from_store);
+                    }
                     let info = wav_info(&path)?;
                     return Ok((i, path, info));
                 }
-                let temp = cache
-                    .temp(k, "wav")
-                    .await
-                    .map_err(|e| io("speech cache", e))?;
                 let spoken = tts
-                    .synthesize(&narration, &voice, &temp, ctx.cancel_token())
+                    .synthesize(&narration, &voice, &path, ctx.cancel_token())
                     .await;
-                let info = match spoken.and_then(|()| wav_info(&temp)) {
+                let info = match spoken.and_then(|()| wav_info(&path)) {
                     Ok(info) => info,
                     Err(e) => {
-                        let _ = tokio::fs::remove_file(&temp).await;
+                        let _ = tokio::fs::remove_file(&path).await;
                         return Err(e);
                     }
                 };
-                let path = cache
-                    .commit(&temp, k, "wav")
-                    .await
-                    .map_err(|e| io("speech cache", e))?;
+                segments.keep(&path, k, "wav").await;
                 PipelineStats::bump(&shared.stats.speech_made);
                 Ok::<_, StageError>((i, path, info))
             }
@@ -259,7 +411,6 @@ impl Stage for Tts {
         // The AAC encode overlaps the render stage; compose waits for it.
         let audio = tokio::spawn(encode_narration(
             shared.clone(),
-            cache.clone(),
             speech.clone(),
             ctx.work_dir.join("tmp"),
             ctx.cancel_token().clone(),
@@ -272,7 +423,6 @@ impl Stage for Tts {
 
 async fn encode_narration(
     shared: Arc<Shared>,
-    cache: SegmentCache,
     speech: Speech,
     tmp: PathBuf,
     cancel: tokio_util::sync::CancellationToken,
@@ -282,28 +432,21 @@ async fn encode_narration(
         speech.key.as_bytes(),
         shared.config.ffmpeg_version.as_bytes(),
     ]);
-    if let Some(path) = cache.get(&k, "m4a").await {
-        return Ok(path);
+    // Local only: the AAC is one cheap encode of what the store already holds as WAVs.
+    let cache = &shared.config.cache;
+    let aac = tmp.join("narration.m4a");
+    if cache.get(&k, "m4a", &aac).await.is_some() {
+        return Ok(aac);
     }
     let joined = tmp.join("narration.wav");
     crate::compose::join_wavs(speech.wavs.clone(), joined.clone()).await?;
-    let temp = cache
-        .temp(&k, "m4a")
-        .await
-        .map_err(|e| io("audio cache", e))?;
-    crate::compose::encode_aac(
-        &shared.config.ffmpeg,
-        &joined,
-        &temp,
-        &cancel,
-        &shared.slots,
-    )
-    .await?;
+    crate::compose::encode_aac(&shared.config.ffmpeg, &joined, &aac, &cancel, &shared.slots)
+        .await?;
     let _ = tokio::fs::remove_file(&joined).await;
-    cache
-        .commit(&temp, &k, "m4a")
-        .await
-        .map_err(|e| io("audio cache", e))
+    if let Err(e) = cache.insert(&aac, &k, "m4a").await {
+        tracing::warn!(error = %e, "the narration was not cached locally");
+    }
+    Ok(aac)
 }
 
 /// The segment videos, in order.
@@ -367,13 +510,15 @@ impl Stage for Render {
         let shared = &self.0;
         let frame = board.frame;
         let frames = frame_counts(&speech.samples, speech.sample_rate, frame.fps);
-        let cache = cache(ctx);
+        let segments = Segments::new(shared, ctx);
+        let dir = scratch(ctx);
         let encoder = Encoder::new(&shared.config.ffmpeg, shared.slots.clone());
         let total = board.segments.len();
         let items: Vec<(usize, crate::storyboard::Segment)> =
             board.segments.iter().cloned().enumerate().collect();
         let jobs = items.into_iter().map(|(i, segment)| {
-            let cache = cache.clone();
+            let segments = segments.clone();
+            let path = dir.join(format!("video-{i}.mp4"));
             let encoder = encoder.clone();
             let title = board.title.clone();
             let n = frames[i];
@@ -392,8 +537,11 @@ impl Stage for Render {
                     VIDEO_ARGS.join(" ").as_bytes(),
                     shared.config.ffmpeg_version.as_bytes(),
                 ]);
-                if let Some(path) = cache.get(&k, "mp4").await {
+                if let Some(source) = segments.find(&k, "mp4", &path).await {
                     PipelineStats::bump(&shared.stats.videos_reused);
+                    if source == Source::Store {
+                        PipelineStats::bump(&shared.stats.videos_from_store);
+                    }
                     return Ok((i, path));
                 }
                 let rgba = self
@@ -410,10 +558,6 @@ impl Stage for Render {
                 tokio::fs::write(&still, rgba)
                     .await
                     .map_err(|e| io("slide file", e))?;
-                let temp = cache
-                    .temp(&k, "mp4")
-                    .await
-                    .map_err(|e| io("video cache", e))?;
                 let encoded = encoder
                     .encode_still(
                         &still,
@@ -421,19 +565,16 @@ impl Stage for Render {
                         frame.height,
                         frame.fps,
                         n,
-                        &temp,
+                        &path,
                         ctx.cancel_token(),
                     )
                     .await;
                 let _ = tokio::fs::remove_file(&still).await;
                 if let Err(e) = encoded {
-                    let _ = tokio::fs::remove_file(&temp).await;
+                    let _ = tokio::fs::remove_file(&path).await;
                     return Err(e);
                 }
-                let path = cache
-                    .commit(&temp, &k, "mp4")
-                    .await
-                    .map_err(|e| io("video cache", e))?;
+                segments.keep(&path, &k, "mp4").await;
                 PipelineStats::bump(&shared.stats.videos_encoded);
                 Ok::<_, StageError>((i, path))
             }

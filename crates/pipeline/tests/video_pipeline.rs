@@ -5,10 +5,11 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use domain::{JobId, LeaseEpoch};
+use pipeline::cache::SegmentCache;
 use pipeline::media::probe;
 use pipeline::render::frame_counts;
 use pipeline::tts::espeak::Espeak;
@@ -52,6 +53,7 @@ fn rig() -> Rig {
         ffmpeg: PathBuf::from("ffmpeg"),
         ffmpeg_version: pipeline::media::version(Path::new("ffmpeg"), "-version").unwrap(),
         max_encoders: VideoConfig::cores(),
+        cache: SegmentCache::new(dir.path().join("cache"), u64::MAX),
     };
     Rig {
         pipeline: video_pipeline(config, stats.clone()),
@@ -66,12 +68,18 @@ fn context(
     input: serde_json::Value,
     cancel: CancellationToken,
 ) -> (StageContext, pipeline::ProgressReceiver) {
+    static ATTEMPTS: AtomicUsize = AtomicUsize::new(0);
     let (sink, events) = ProgressSink::channel();
+    // Each run is an attempt with scratch of its own, as the runner gives it.
+    let attempt = ATTEMPTS.fetch_add(1, Ordering::Relaxed);
     let ctx = StageContext::new(
         job,
         LeaseEpoch::NEVER.next(),
         Arc::new(input),
-        rig.dir.path().join("work").join(job.to_string()),
+        rig.dir
+            .path()
+            .join("attempts")
+            .join(format!("{job}-{attempt}")),
         sink,
         cancel,
     );
@@ -130,7 +138,7 @@ async fn a_storyboard_becomes_an_h264_aac_mp4_as_long_as_its_narration() {
     assert_eq!(codecs, ["video:h264", "audio:aac"], "{p:?}");
 
     // Duration equals the narration within one frame, and so does every segment boundary.
-    let speech = wav_samples(&ctx.work_dir.join("cache"));
+    let speech = wav_samples(&rig.dir.path().join("cache"));
     assert_eq!(speech.len(), 3);
     let rate = speech[0].1;
     let total: u64 = speech.iter().map(|(n, _)| n).sum();
@@ -281,7 +289,7 @@ async fn a_job_stopped_after_some_segments_resumes_without_redoing_them() {
     let encoded_first = rig.stats.videos_encoded.load(Ordering::Relaxed);
     assert!(encoded_first >= 2, "{encoded_first}");
 
-    // The retry: same job, same work dir, a new attempt.
+    // The retry: same job, same instance, a new attempt with fresh scratch.
     let (ctx, _events) = context(&rig, job, input, CancellationToken::new());
     rig.pipeline.run(&ctx).await.unwrap();
     let s = &rig.stats;

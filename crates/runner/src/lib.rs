@@ -13,6 +13,7 @@ mod config;
 mod outcome;
 mod progress_writer;
 mod run;
+pub mod scratch;
 
 pub use cancel_hub::{CancelHub, CancelWatch};
 pub use config::RunnerConfig;

@@ -13,9 +13,11 @@ use pipeline::{
 use tokio::task::JoinError;
 use tokio::time::{Duration, Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
 use tracing::Instrument;
 
 use crate::progress_writer::ProgressWriter;
+use crate::scratch::AttemptDir;
 use crate::{CancelHub, CancelWatch, RunOutcome, RunnerConfig};
 
 /// Why the pipeline was told to stop.
@@ -182,14 +184,19 @@ impl Runner {
         shutdown: &CancellationToken,
     ) -> RunOutcome {
         let cfg = &self.config;
-        let work_dir: PathBuf = cfg.work_root.join(job.id.to_string());
-        if let Err(e) = tokio::fs::create_dir_all(&work_dir).await {
-            let error = JobError::new(
-                code("work_dir_unavailable"),
-                format!("{}: {e}", work_dir.display()),
-            );
-            return self.release(lease, error).await;
-        }
+        // Removed at the end of this attempt whatever its outcome, and by its drop guard if
+        // this future is dropped first.
+        let scratch = match AttemptDir::create(&cfg.work_root, job.id, lease.epoch).await {
+            Ok(dir) => dir,
+            Err(e) => {
+                let error = JobError::new(
+                    code("work_dir_unavailable"),
+                    format!("{}: {e}", cfg.work_root.display()),
+                );
+                return self.release(lease, error).await;
+            }
+        };
+        let work_dir: PathBuf = scratch.path().to_owned();
         let token = CancellationToken::new();
         let (sink, mut events) = ProgressSink::channel();
         let ctx = StageContext::new(
@@ -201,7 +208,10 @@ impl Runner {
             token.clone(),
         );
         let pipeline = self.pipeline.clone();
-        let mut task = tokio::spawn(async move { pipeline.run(&ctx).await }.in_current_span());
+        // Aborted if this attempt is dropped: no pipeline may outlive its scratch.
+        let mut task = AbortOnDropHandle::new(tokio::spawn(
+            async move { pipeline.run(&ctx).await }.in_current_span(),
+        ));
 
         let mut tracker = ProgressTracker::new(self.pipeline.weights());
         let mut writer = ProgressWriter::new(cfg.progress_interval);
@@ -305,14 +315,14 @@ impl Runner {
                 .record(at.elapsed().as_secs_f64());
         }
         let outcome = self.conclude(lease, stop, result).await;
-        if matches!(
-            outcome,
-            RunOutcome::Succeeded { .. } | RunOutcome::Failed { .. } | RunOutcome::Canceled
-        ) {
-            // Terminal: the cached segments can go. A retried job keeps them to resume.
-            if let Err(e) = tokio::fs::remove_dir_all(&work_dir).await {
-                tracing::debug!(error = %e, "work dir not removed");
-            }
+        // Scratch goes whatever the outcome; a retry resumes from the segment cache, which
+        // is held to its budget here.
+        drop(task);
+        scratch.remove().await;
+        if let Some(cache) = self.pipeline.cache()
+            && let Err(e) = cache.enforce().await
+        {
+            tracing::warn!(error = %e, "segment cache not trimmed");
         }
         outcome
     }

@@ -144,8 +144,11 @@ async fn job_runs_to_succeeded_with_its_artifact_and_a_full_bar() {
     assert_eq!(job.percent().get(), 100);
     assert_eq!(job.lease, None);
     assert!(
-        !work_root().join(id.to_string()).exists(),
-        "a finished job's work dir is removed"
+        !work_root()
+            .join("attempts")
+            .join(format!("{id}-1"))
+            .exists(),
+        "a finished attempt's scratch is removed"
     );
 }
 
@@ -394,8 +397,11 @@ async fn retryable_failure_requeues_and_permanent_failure_fails() {
     let job = w.row(retry).await;
     assert_eq!((job.status, job.lease.is_none()), (JobStatus::Queued, true));
     assert!(
-        work_root().join(retry.to_string()).exists(),
-        "a retried job keeps its work dir to resume"
+        !work_root()
+            .join("attempts")
+            .join(format!("{retry}-1"))
+            .exists(),
+        "a retried attempt's scratch is gone (resume comes from the segment cache)"
     );
 
     let permanent = w.job().await;

@@ -73,6 +73,9 @@ impl MediaSettings {
     }
 }
 
+/// `VIDEO_WORKER_SCRATCH_MAX_BYTES` when unset: 512 MiB.
+pub const DEFAULT_SCRATCH_MAX_BYTES: u64 = 512 << 20;
+
 /// Everything `serve` reads.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -98,6 +101,8 @@ pub struct Settings {
     pub shutdown_grace: Duration,
     /// `VIDEO_WORKER_WORK_DIR`.
     pub work_dir: PathBuf,
+    /// `VIDEO_WORKER_SCRATCH_MAX_BYTES`: the segment cache's budget.
+    pub scratch_max_bytes: u64,
     /// `VIDEO_WORKER_PIPELINE`.
     pub pipeline: PipelineKind,
     /// `VIDEO_ARTIFACT_STORE_URL`, `VIDEO_TTS_*`.
@@ -273,6 +278,14 @@ impl Settings {
         let shutdown_grace = seconds(env, "VIDEO_WORKER_SHUTDOWN_GRACE_SECONDS", 8, 2..=9)?;
         let work_dir = get(env, "VIDEO_WORKER_WORK_DIR")
             .map_or_else(|| std::env::temp_dir().join("video-worker"), PathBuf::from);
+        // Cloud Run's /tmp is memory: a quarter of a 2 GiB instance leaves room for the
+        // attempt's own scratch, ffmpeg and the process.
+        let scratch_max_bytes = number(
+            env,
+            "VIDEO_WORKER_SCRATCH_MAX_BYTES",
+            DEFAULT_SCRATCH_MAX_BYTES,
+            (16 << 20)..=(1 << 40),
+        )?;
         let pipeline = match get(env, "VIDEO_WORKER_PIPELINE").as_deref() {
             None | Some("video") => PipelineKind::Video,
             Some("noop") => PipelineKind::Noop,
@@ -314,6 +327,7 @@ impl Settings {
             max_attempts,
             shutdown_grace,
             work_dir,
+            scratch_max_bytes,
             pipeline,
             media,
             sweep,
@@ -642,5 +656,22 @@ mod tests {
         let (a, b) = (default_instance_id(&env), default_instance_id(&env));
         assert!(a.as_str().starts_with("worker-00042-abc-"));
         assert_ne!(a, b);
+    }
+
+    #[test]
+    fn the_scratch_budget_defaults_to_512_mib_and_refuses_what_cannot_work() {
+        assert_eq!(settings(&BASE).unwrap().scratch_max_bytes, 512 << 20);
+        let mut vars = BASE.to_vec();
+        vars.push(("VIDEO_WORKER_SCRATCH_MAX_BYTES", "1073741824"));
+        assert_eq!(settings(&vars).unwrap().scratch_max_bytes, 1 << 30);
+        for bad in ["1000", "512MiB", "-1"] {
+            vars.pop();
+            vars.push(("VIDEO_WORKER_SCRATCH_MAX_BYTES", bad));
+            assert_eq!(
+                settings(&vars).unwrap_err().var,
+                "VIDEO_WORKER_SCRATCH_MAX_BYTES",
+                "{bad}"
+            );
+        }
     }
 }

@@ -117,7 +117,14 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<PathBuf> {
         tts_voice: None,
         tts_model: None,
     };
-    let pipeline = crate::media::video_pipeline(&media, Arc::new(PipelineStats::default()))?;
+    // Shared by demo runs, so a second run reuses the first one's segments.
+    let work_root = std::env::temp_dir().join("video-worker-demo");
+    let pipeline = crate::media::video_pipeline(
+        &media,
+        &work_root,
+        crate::config::DEFAULT_SCRATCH_MAX_BYTES,
+        Arc::new(PipelineStats::default()),
+    )?;
     let repo = Arc::new(MemRepository::new());
     let runner = RunnerConfig {
         instance_id: InstanceId::new(format!("demo-{:08x}", fastrand::u32(..)))?,
@@ -127,7 +134,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<PathBuf> {
         max_attempts: 5,
         drain_grace: Duration::from_secs(8),
         progress_interval: Duration::from_millis(200),
-        work_root: std::env::temp_dir().join("video-worker-demo"),
+        work_root,
     };
     let parts = AppParts {
         repo: repo.clone(),

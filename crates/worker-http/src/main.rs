@@ -212,6 +212,8 @@ async fn serve() -> anyhow::Result<()> {
     let pipeline = match settings.pipeline {
         PipelineKind::Video => worker_http::media::video_pipeline(
             &settings.media,
+            &settings.work_dir,
+            settings.scratch_max_bytes,
             std::sync::Arc::new(pipeline::video::PipelineStats::default()),
         )?,
         PipelineKind::Noop => pipeline::noop::noop_pipeline(),

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use pipeline::Pipeline;
+use pipeline::cache::SegmentCache;
 use pipeline::tts::TtsBackend;
 use pipeline::video::{PipelineStats, VideoConfig};
 
@@ -39,9 +40,14 @@ pub fn require_tools(tools: &[&str]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The real pipeline from `settings`, counting into `stats`.
+/// The real pipeline from `settings`, counting into `stats`, keeping finished segments in
+/// `work_dir/cache` within `scratch_max_bytes`. At start it removes the attempt directories
+/// a crashed process left in `work_dir` and trims the cache to its budget (the work dir is
+/// this process's alone).
 pub fn video_pipeline(
     settings: &MediaSettings,
+    work_dir: &Path,
+    scratch_max_bytes: u64,
     stats: Arc<PipelineStats>,
 ) -> anyhow::Result<Pipeline> {
     let mut tools = vec!["ffmpeg", "ffprobe"];
@@ -74,6 +80,19 @@ pub fn video_pipeline(
     let ffmpeg = PathBuf::from("ffmpeg");
     let ffmpeg_version = pipeline::media::version(&ffmpeg, "-version")
         .with_context(|| format!("ffmpeg does not run; {INSTALL_HINT}"))?;
+    runner::scratch::clear_attempt_dirs(work_dir)
+        .with_context(|| format!("VIDEO_WORKER_WORK_DIR: clearing {}", work_dir.display()))?;
+    let cache = SegmentCache::new(work_dir.join("cache"), scratch_max_bytes);
+    let usage = cache
+        .enforce_blocking()
+        .with_context(|| format!("VIDEO_WORKER_WORK_DIR: trimming {}", cache.dir().display()))?;
+    tracing::info!(
+        cache_bytes = usage.bytes,
+        cache_entries = usage.entries,
+        evicted = usage.evicted,
+        max_bytes = scratch_max_bytes,
+        "segment cache ready"
+    );
     Ok(pipeline::video::video_pipeline(
         VideoConfig {
             tts,
@@ -81,7 +100,39 @@ pub fn video_pipeline(
             ffmpeg,
             ffmpeg_version,
             max_encoders: VideoConfig::cores(),
+            cache,
         },
         stats,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // test code: a panic is a failed assertion
+    use super::*;
+
+    #[test]
+    fn start_removes_a_crashed_processs_attempts_and_trims_the_cache_to_budget() {
+        let work = tempfile::tempdir().unwrap();
+        let left = work.path().join("attempts/job-3");
+        std::fs::create_dir_all(&left).unwrap();
+        std::fs::write(left.join("video-0.mp4"), b"half an encode").unwrap();
+        let cache = work.path().join("cache");
+        std::fs::create_dir_all(&cache).unwrap();
+        for name in ["a.wav", "b.wav", "c.wav"] {
+            std::fs::write(cache.join(name), vec![0u8; 1000]).unwrap();
+        }
+        let settings = MediaSettings {
+            artifact_store_url: work.path().join("artifacts").to_str().unwrap().into(),
+            tts_backend: "espeak".into(),
+            tts_url: String::new(),
+            tts_api_key: None,
+            tts_voice: None,
+            tts_model: None,
+        };
+        let pipeline = video_pipeline(&settings, work.path(), 2500, Arc::default()).unwrap();
+        assert!(!work.path().join("attempts").exists());
+        assert_eq!(std::fs::read_dir(&cache).unwrap().count(), 2);
+        assert_eq!(pipeline.cache().unwrap().max_bytes(), 2500);
+    }
 }

@@ -132,7 +132,13 @@ async fn a_job_created_through_the_api_is_delivered_rendered_and_downloadable() 
         tts_voice: None,
         tts_model: None,
     };
-    let video = worker_http::media::video_pipeline(&settings, Arc::default()).unwrap();
+    let video = worker_http::media::video_pipeline(
+        &settings,
+        &dir.path().join("work"),
+        worker_http::config::DEFAULT_SCRATCH_MAX_BYTES,
+        Arc::default(),
+    )
+    .unwrap();
     let rig = rig_full(video, None, dir).await;
     let created = rig
         .client

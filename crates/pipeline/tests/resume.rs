@@ -1,0 +1,241 @@
+//! Resume on any instance: finished segments go to the object store too, and a retry on a
+//! worker with an empty work dir takes them from there; a damaged copy, local or stored, is
+//! evicted and redone; a store that is down costs only the resume. Real espeak-ng, ffmpeg
+//! and a local directory as the shared store. The segment-cache counter is read from a real
+//! Prometheus recorder (this file is its own process, so the counts are this file's).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed assertion
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use domain::{JobId, LeaseEpoch, Stage};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use pipeline::cache::{SegmentCache, looks_whole};
+use pipeline::tts::espeak::Espeak;
+use pipeline::video::{PipelineStats, VideoConfig, video_pipeline};
+use pipeline::{Pipeline, ProgressEvent, ProgressSink, StageContext, StageError};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+fn metrics() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        metrics::set_global_recorder(recorder).unwrap();
+        handle
+    })
+}
+
+/// The counter is process-wide: the tests of this file take turns.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// `video_worker_segment_cache_hits_total{source=...}` as rendered for Prometheus.
+fn hits(source: &str) -> u64 {
+    let text = metrics().render();
+    let wanted = format!("video_worker_segment_cache_hits_total{{source=\"{source}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&wanted))
+        .map_or(0, |n| n.trim().parse().unwrap())
+}
+
+/// One worker instance: its own (empty) work dir, the store shared through `store_dir`.
+struct Worker {
+    pipeline: Pipeline,
+    stats: Arc<PipelineStats>,
+    work: tempfile::TempDir,
+}
+
+fn worker(store_dir: &Path) -> Worker {
+    metrics();
+    let work = tempfile::tempdir().unwrap();
+    let stats = Arc::new(PipelineStats::default());
+    let config = VideoConfig {
+        tts: Arc::new(Espeak::new("espeak-ng").expect("apt-get install espeak-ng")),
+        store: pipeline::publish::store_from_url(store_dir.to_str().unwrap()).unwrap(),
+        ffmpeg: PathBuf::from("ffmpeg"),
+        ffmpeg_version: pipeline::media::version(Path::new("ffmpeg"), "-version")
+            .expect("apt-get install ffmpeg"),
+        max_encoders: 2,
+        cache: SegmentCache::new(work.path().join("cache"), u64::MAX),
+    };
+    Worker {
+        pipeline: video_pipeline(config, stats.clone()),
+        stats,
+        work,
+    }
+}
+
+fn context(
+    worker: &Worker,
+    job: JobId,
+    input: &serde_json::Value,
+    cancel: CancellationToken,
+) -> (StageContext, pipeline::ProgressReceiver) {
+    static ATTEMPTS: AtomicUsize = AtomicUsize::new(0);
+    let attempt = ATTEMPTS.fetch_add(1, Ordering::Relaxed);
+    let (sink, events) = ProgressSink::channel();
+    let ctx = StageContext::new(
+        job,
+        LeaseEpoch::NEVER.next(),
+        Arc::new(input.clone()),
+        worker
+            .work
+            .path()
+            .join("attempts")
+            .join(attempt.to_string()),
+        sink,
+        cancel,
+    );
+    (ctx, events)
+}
+
+fn board(segments: usize) -> serde_json::Value {
+    json!({
+        "version": 1,
+        "title": "Resume",
+        "frame": {"width": 320, "height": 180, "fps": 10},
+        "segments": (0..segments).map(|i| json!({
+            "narration": format!("Segment number {i} of the resume test."),
+            "slide": {"heading": format!("Part {}", i + 1), "bullets": ["one"], "body": "text"}
+        })).collect::<Vec<_>>()
+    })
+}
+
+fn count(n: &AtomicUsize) -> usize {
+    n.load(Ordering::Relaxed)
+}
+
+fn files(dir: &Path, ext: &str) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut out: Vec<PathBuf> = entries
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == ext))
+        .collect();
+    out.sort();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_on_an_empty_instance_renders_only_the_unfinished_segments() {
+    let _turn = SERIAL.lock().await;
+    let store = tempfile::tempdir().unwrap();
+    let job = JobId::new();
+    let input = board(6);
+
+    // The first instance is stopped (the instance dies) after four segments are rendered.
+    let first = worker(store.path());
+    let token = CancellationToken::new();
+    let (ctx, mut events) = context(&first, job, &input, token.clone());
+    let run = {
+        let pipeline = first.pipeline.clone();
+        tokio::spawn(async move { pipeline.run(&ctx).await })
+    };
+    let mut rendered = 0;
+    while let Some(e) = events.recv().await {
+        if let ProgressEvent::SegmentDone {
+            stage: Stage::Render,
+            ..
+        } = e
+        {
+            rendered += 1;
+            if rendered == 4 {
+                token.cancel();
+                break;
+            }
+        }
+    }
+    assert_eq!(run.await.unwrap().unwrap_err(), StageError::Canceled);
+    let encoded_first = count(&first.stats.videos_encoded);
+    assert!((4..6).contains(&encoded_first), "{encoded_first}");
+    let segments = store.path().join(format!("video-jobs/{job}/segments"));
+    assert_eq!(
+        files(&segments, "wav").len(),
+        6,
+        "every narration is in the store"
+    );
+    assert_eq!(files(&segments, "mp4").len(), encoded_first);
+
+    // The retry lands on another instance: nothing local, the same store.
+    let (store_hits, local_hits) = (hits("store"), hits("local"));
+    let second = worker(store.path());
+    let (ctx, _events) = context(&second, job, &input, CancellationToken::new());
+    second.pipeline.run(&ctx).await.unwrap();
+    let s = &second.stats;
+    assert_eq!(count(&s.speech_made), 0, "no narration spoken again");
+    assert_eq!(count(&s.speech_from_store), 6);
+    assert_eq!(
+        count(&s.videos_encoded),
+        6 - encoded_first,
+        "only the unfinished segments were encoded"
+    );
+    assert_eq!(count(&s.videos_from_store), encoded_first);
+    assert_eq!(
+        hits("store") - store_hits,
+        (6 + encoded_first) as u64,
+        "the counter says where they came from"
+    );
+    assert_eq!(hits("local"), local_hits);
+    assert_eq!(files(&segments, "mp4").len(), 6, "the rest was kept too");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn damaged_segments_local_or_stored_are_evicted_and_redone_not_failed() {
+    let _turn = SERIAL.lock().await;
+    let store = tempfile::tempdir().unwrap();
+    let job = JobId::new();
+    let input = board(2);
+    let w = worker(store.path());
+    let (ctx, _events) = context(&w, job, &input, CancellationToken::new());
+    w.pipeline.run(&ctx).await.unwrap();
+    assert_eq!(count(&w.stats.videos_encoded), 2);
+
+    // A host crash on a persistent disk: both cached videos are cut short under their real
+    // keys; the store still has one good copy, and a garbled one.
+    let cache = w.work.path().join("cache");
+    let local = files(&cache, "mp4");
+    assert_eq!(local.len(), 2);
+    for path in &local {
+        let bytes = std::fs::read(path).unwrap();
+        std::fs::write(path, &bytes[..bytes.len() / 2]).unwrap();
+    }
+    let segments = store.path().join(format!("video-jobs/{job}/segments"));
+    let stored = files(&segments, "mp4");
+    std::fs::write(&stored[0], b"not an mp4 at all").unwrap();
+
+    let (ctx, _events) = context(&w, job, &input, CancellationToken::new());
+    w.pipeline.run(&ctx).await.unwrap();
+    assert_eq!(count(&w.stats.videos_from_store), 1, "the good stored copy");
+    assert_eq!(
+        count(&w.stats.videos_encoded),
+        3,
+        "the doubly bad one redone"
+    );
+    for path in files(&cache, "mp4").iter().chain(&files(&segments, "mp4")) {
+        assert!(
+            looks_whole(path, "mp4"),
+            "{} is whole again",
+            path.display()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_that_refuses_segment_uploads_does_not_fail_the_job() {
+    let _turn = SERIAL.lock().await;
+    let store = tempfile::tempdir().unwrap();
+    let job = JobId::new();
+    // A file where the segments' folder should be: every segment upload fails.
+    let blocked = store.path().join(format!("video-jobs/{job}"));
+    std::fs::create_dir_all(&blocked).unwrap();
+    std::fs::write(blocked.join("segments"), b"in the way").unwrap();
+
+    let w = worker(store.path());
+    let (ctx, _events) = context(&w, job, &board(2), CancellationToken::new());
+    let published = w.pipeline.run(&ctx).await.unwrap();
+    assert!(store.path().join(&published.artifact_key).is_file());
+    assert_eq!(count(&w.stats.videos_encoded), 2);
+}

@@ -64,6 +64,10 @@ pub fn connect_lazy(url: &str, config: &PoolConfig) -> Result<PgPool, sqlx::Erro
         .application_name("video-worker")
         .options([("statement_timeout", timeout_ms.as_str())]);
     Ok(PgPoolOptions::new()
+        // No ping before every statement (sqlx's default): it doubled the round trips of a
+        // job. A connection that died while idle now shows as a failed statement, which the
+        // runner's heartbeat and closing-write retries take on a fresh connection.
+        .test_before_acquire(false)
         .max_connections(config.max_connections)
         .acquire_timeout(config.acquire_timeout)
         .idle_timeout(config.idle_timeout)

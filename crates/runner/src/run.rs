@@ -263,7 +263,8 @@ impl Runner {
         let mut last_beat = started;
         // Until when this worker may trust it holds the lease: TTL after the last heartbeat
         // was *sent* (the database's expiry is later), less a margin. Past it, another worker
-        // may hold the job, so this one stops — even while a database call hangs.
+        // may hold the job: one fenced heartbeat decides, and without an answer within its
+        // bound this one stops writing — even while a database call hangs.
         let margin = cfg.lease_ttl / 10;
         let mut held_until = asked_at + cfg.lease_ttl - margin;
         // Past `held_until` with no confirmation: the next heartbeat's answer decides

@@ -238,6 +238,8 @@ impl ErrorCode {
     pub const ATTEMPTS_EXHAUSTED: &'static str = "attempts_exhausted";
     /// The job's lease expired long ago and no worker came back for it.
     pub const LEASE_EXPIRED: &'static str = "lease_expired";
+    /// The stored job does not decode; no attempt can run it.
+    pub const INVALID_STORED_JOB: &'static str = "invalid_stored_job";
 
     /// Validates a code.
     pub fn new(code: impl Into<String>) -> Result<Self, ValidationError> {

@@ -47,6 +47,15 @@ pub enum AcquireOutcome {
         /// The job after acquisition.
         job: Box<Job>,
     },
+    /// The lease is ours, but the rest of the row does not decode into a [`Job`] (a stored
+    /// column no longer fits the domain types). The lease is returned anyway, so the worker
+    /// can end the job through the fenced finalize instead of leaving it `running`.
+    AcquiredUndecodable {
+        /// The fence for the closing write.
+        lease: Lease,
+        /// What does not decode.
+        reason: String,
+    },
     /// No such job.
     NotFound,
     /// The job is finished already.

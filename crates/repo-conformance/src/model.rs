@@ -161,6 +161,7 @@ async fn run_scenario(h: &Harness, ops: &[Op]) -> Result<(), TestCaseError> {
                     AcquireOutcome::Canceled => "canceled",
                     AcquireOutcome::AttemptsExhausted => "exhausted",
                     AcquireOutcome::NotFound => "not_found",
+                    AcquireOutcome::AcquiredUndecodable { .. } => "undecodable",
                 };
                 check(kind == want, || {
                     format!("step {step} {op:?}: got {got:?}, model {want}")

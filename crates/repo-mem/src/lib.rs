@@ -201,6 +201,8 @@ impl JobRepository for MemRepository {
         Ok(JobPage { jobs, next })
     }
 
+    /// Never answers `AcquiredUndecodable`: jobs are held as domain values, so there is no
+    /// row that could fail to decode (the runner's handling of it is tested with a wrapper).
     async fn acquire(&self, request: &AcquireRequest) -> Result<AcquireOutcome, RepoError> {
         Ok(self
             .apply(request.job_id, |job, now| job.acquire(request, now))

@@ -64,6 +64,10 @@ pub fn connect_lazy(url: &str, config: &PoolConfig) -> Result<PgPool, sqlx::Erro
         .application_name("video-worker")
         .options([("statement_timeout", timeout_ms.as_str())]);
     Ok(PgPoolOptions::new()
+        // No ping before every statement (sqlx's default): it doubled the round trips of a
+        // job. A connection that died while idle now shows as a failed statement, which the
+        // runner's heartbeat and closing-write retries take on a fresh connection.
+        .test_before_acquire(false)
         .max_connections(config.max_connections)
         .acquire_timeout(config.acquire_timeout)
         .idle_timeout(config.idle_timeout)
@@ -140,6 +144,22 @@ fn storage(e: sqlx::Error) -> RepoError {
 
 fn job_from(row: &PgRow) -> Result<Job, RepoError> {
     JobRow::from_row(row).map_err(storage)?.try_into()
+}
+
+/// The lease an acquire just wrote, from its own columns alone (the holder and id are the
+/// request's): what the worker needs to end a job whose other columns do not decode.
+fn lease_from(row: &PgRow, request: &AcquireRequest) -> Result<Lease, RepoError> {
+    let epoch: i64 = row.try_get("lease_epoch").map_err(storage)?;
+    let expires_at = row.try_get("lease_expires_at").map_err(storage)?;
+    let attempts: i32 = row.try_get("attempts").map_err(storage)?;
+    Ok(Lease {
+        job_id: request.job_id,
+        holder: request.holder.clone(),
+        epoch: domain::LeaseEpoch::new(epoch)?,
+        expires_at,
+        attempt: u32::try_from(attempts)
+            .map_err(|_| RepoError::Corrupt(format!("attempts {attempts}")))?,
+    })
 }
 
 fn status_from(text: &str) -> Result<JobStatus, RepoError> {
@@ -260,7 +280,17 @@ impl JobRepository for PgRepository {
         let verdict: String = row.try_get("verdict").map_err(storage)?;
         Ok(match verdict.as_str() {
             "acquired" => {
-                let job = job_from(&row)?;
+                let job = match job_from(&row) {
+                    Ok(job) => job,
+                    // The lease committed: hand it back so the job can be ended, fenced.
+                    Err(RepoError::Corrupt(reason)) => {
+                        return Ok(AcquireOutcome::AcquiredUndecodable {
+                            lease: lease_from(&row, request)?,
+                            reason,
+                        });
+                    }
+                    Err(other) => return Err(other),
+                };
                 let state = job
                     .lease
                     .clone()

@@ -100,21 +100,28 @@ pub const HEARTBEAT: &str = "
 /// Applies only if fenced and not backwards (a lower percent, or the same percent at an
 /// earlier stage — the stage order is [`STAGE_ORDER`]); otherwise reports what the row
 /// holds so the caller can tell a lost lease from a regressing write.
+///
+/// The guard is decided on the *locked* row (`FOR UPDATE` in the CTE): under READ COMMITTED
+/// a plain CTE reads the statement's snapshot, so two overlapping writes (60 and 50, both
+/// snapshotting 40 while a third session held the row) could both pass and the later-
+/// committing lower one move the bar back. Locking returns the latest committed version,
+/// and the `UPDATE` then applies to that same version.
 pub const REPORT_PROGRESS: &str = "
     WITH cur AS (
-        SELECT status, lease_epoch, lease_holder, progress_percent,
+        SELECT id AS cur_id, status, lease_epoch, lease_holder, progress_percent,
                (progress_percent > $5
                 OR (progress_percent = $5
                     AND coalesce(array_position(ARRAY['plan','tts','render','compose','publish']::text[], stage), 0)
                         > array_position(ARRAY['plan','tts','render','compose','publish']::text[], $4::text)))
                AS behind
-        FROM video_jobs WHERE id = $1
+        FROM video_jobs WHERE id = $1 FOR UPDATE
     ), upd AS (
-        UPDATE video_jobs SET
+        UPDATE video_jobs j SET
             stage = $4, progress_percent = $5, segment_index = $6, segment_total = $7,
             progress_message = $8, progress_updated_at = now(), updated_at = now()
-        WHERE id = $1 AND lease_epoch = $2 AND lease_holder = $3 AND status = 'running'
-          AND NOT (SELECT behind FROM cur)
+        FROM cur c
+        WHERE j.id = c.cur_id AND j.lease_epoch = $2 AND j.lease_holder = $3
+          AND j.status = 'running' AND NOT c.behind
         RETURNING 1
     )
     SELECT (SELECT count(*) FROM upd) AS applied,

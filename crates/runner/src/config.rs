@@ -35,6 +35,19 @@ impl RunnerConfig {
             .max(Duration::from_millis(10))
     }
 
+    /// The bound on one heartbeat call, well under the period: a call that hangs (a dead
+    /// pooled connection, a stalled server) is given up and tried again on a fresh connection
+    /// while the lease lasts, instead of using up the lease in one wait.
+    pub fn heartbeat_call_timeout(&self) -> Duration {
+        (self.heartbeat_period() / 3).max(Duration::from_millis(10))
+    }
+
+    /// How soon a failed heartbeat is tried again: a few times per period, so one dead
+    /// connection costs a fraction of the lease, not a whole period.
+    pub fn heartbeat_retry_delay(&self) -> Duration {
+        (self.heartbeat_period() / 10).max(Duration::from_millis(10))
+    }
+
     /// The next heartbeat delay: the period minus up to 10 % jitter, so instances started
     /// together do not heartbeat in lockstep.
     pub fn jittered_heartbeat(&self) -> Duration {

@@ -44,7 +44,9 @@ pub enum RunOutcome {
         /// What failed.
         reason: String,
     },
-    /// The job's row cannot be used (it does not decode): no retry can fix it.
+    /// The store refused the acquire for a reason other than unavailability (a row that does
+    /// not decode before any lease was taken): no lease, so nothing could be written. A
+    /// retry may get the lease and end the job; the job is not known to be terminal.
     Broken {
         /// What is wrong.
         reason: String,

@@ -1,11 +1,12 @@
 //! One attempt at one job: acquire, run beside heartbeat and watchers, end with one write.
 
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use domain::{
-    AcquireOutcome, AcquireRequest, ErrorCode, FencedError, FinalOutcome, Job, JobError, JobId,
-    JobRepository, JobStatus, Lease, ProgressOutcome, ProgressReport, RepoError,
+    AcquireOutcome, AcquireRequest, ErrorCode, FencedError, FinalOutcome, HeartbeatAck, Job,
+    JobError, JobId, JobRepository, JobStatus, Lease, ProgressOutcome, ProgressReport, RepoError,
 };
 use pipeline::{
     Pipeline, ProgressEvent, ProgressSink, ProgressTracker, Published, StageContext, StageError,
@@ -58,6 +59,21 @@ impl Stop {
 }
 
 type PipelineResult = Result<Result<Published, StageError>, JoinError>;
+
+/// One heartbeat call in flight: when it was sent, and its answer (a call past its bound
+/// answers `Unavailable`). Polled beside everything else, so a hanging call never keeps the
+/// loop from serving cancel, shutdown or the deadline.
+type Beat<'a> =
+    Pin<Box<dyn Future<Output = (Instant, Result<HeartbeatAck, FencedError>)> + Send + 'a>>;
+
+/// The outstanding heartbeat's answer; pending forever when none is in flight (the select
+/// arm is disabled then anyway).
+async fn beat_answer(beat: &mut Option<Beat<'_>>) -> (Instant, Result<HeartbeatAck, FencedError>) {
+    match beat {
+        Some(call) => call.as_mut().await,
+        None => std::future::pending().await,
+    }
+}
 
 /// Time for the closing write, retries included.
 const CLOSING_BUDGET: Duration = Duration::from_secs(5);
@@ -122,6 +138,9 @@ impl Runner {
         let asked_at = Instant::now();
         let (lease, job) = match self.repo.acquire(&request).await {
             Ok(AcquireOutcome::Acquired { lease, job }) => (lease, job),
+            Ok(AcquireOutcome::AcquiredUndecodable { lease, reason }) => {
+                return self.end_undecodable(&lease, reason).await;
+            }
             Ok(AcquireOutcome::NotFound) => return RunOutcome::NotFound,
             Ok(AcquireOutcome::Terminal(status)) => return RunOutcome::Skipped(status),
             Ok(AcquireOutcome::Busy {
@@ -175,6 +194,39 @@ impl Runner {
         .await
     }
 
+    /// The lease is ours but the job's row does not decode: no attempt can run it, so it
+    /// ends `failed` (`invalid_stored_job`) through the fenced finalize, never left `running`
+    /// behind a 2xx. If that write does not go through, the outcome says so (a retry).
+    async fn end_undecodable(&self, lease: &Lease, reason: String) -> RunOutcome {
+        tracing::error!(job.id = %lease.job_id, %reason, "acquired a job whose row does not decode; failing it");
+        metrics::counter!("video_worker_broken_jobs_total").increment(1);
+        let error = JobError::new(
+            code(ErrorCode::INVALID_STORED_JOB),
+            format!("the stored job is invalid: {reason}"),
+        );
+        self.finalize(lease, FinalOutcome::Failed(error)).await
+    }
+
+    /// Starts a heartbeat call, bounded by [`RunnerConfig::heartbeat_call_timeout`].
+    fn start_beat<'a>(&'a self, lease: &'a Lease) -> Beat<'a> {
+        let sent = Instant::now();
+        let bound = self.config.heartbeat_call_timeout();
+        let call = self.repo.heartbeat(lease, self.config.lease_ttl);
+        Box::pin(async move {
+            let result = match tokio::time::timeout(bound, call).await {
+                Ok(result) => result,
+                Err(_) => Err(FencedError::Repo(RepoError::Unavailable(
+                    format!(
+                        "the heartbeat got no answer within {} ms",
+                        bound.as_millis()
+                    )
+                    .into(),
+                ))),
+            };
+            (sent, result)
+        })
+    }
+
     async fn attempt(
         &self,
         lease: &Lease,
@@ -221,9 +273,14 @@ impl Runner {
         let mut last_beat = started;
         // Until when this worker may trust it holds the lease: TTL after the last heartbeat
         // was *sent* (the database's expiry is later), less a margin. Past it, another worker
-        // may hold the job, so this one stops — even while a database call hangs.
+        // may hold the job: one fenced heartbeat decides, and without an answer within its
+        // bound this one stops writing — even while a database call hangs.
         let margin = cfg.lease_ttl / 10;
         let mut held_until = asked_at + cfg.lease_ttl - margin;
+        // Past `held_until` with no confirmation: the next heartbeat's answer decides
+        // (a process paused past its TTL learns here whether it was taken over).
+        let mut overdue = false;
+        let mut beat: Option<Beat<'_>> = None;
         let mut stop: Option<Stop> = None;
         let mut stopped_at: Option<Instant> = None;
 
@@ -244,28 +301,43 @@ impl Runner {
                     task.abort();
                     break None;
                 }
-                () = sleep_until(held_until), if beating => {
-                    tracing::error!("no heartbeat got through for a lease period; abandoning the lease");
-                    reason = Some(Stop::Unreachable);
+                () = sleep_until(held_until), if beating && !overdue => {
+                    // The lease can no longer be trusted locally; the database decides:
+                    // taken → superseded, still ours → go on, no answer → unreachable.
+                    tracing::warn!("no heartbeat confirmed for a lease period; asking the database");
+                    overdue = true;
+                    if beat.is_none() {
+                        beat = Some(self.start_beat(lease));
+                    }
                 }
-                () = sleep_until(next_beat), if beating => {
-                    let sent = Instant::now();
-                    let call = self.repo.heartbeat(lease, cfg.lease_ttl);
-                    match tokio::time::timeout(held_until.saturating_duration_since(sent), call).await {
-                        Ok(Ok(ack)) => {
+                (sent, answer) = beat_answer(&mut beat), if beating && beat.is_some() => {
+                    beat = None;
+                    match answer {
+                        Ok(ack) => {
                             metrics::histogram!("video_worker_heartbeat_gap_seconds")
                                 .record((sent - last_beat).as_secs_f64());
                             last_beat = sent;
                             held_until = sent + cfg.lease_ttl - margin;
+                            overdue = false;
                             if ack.cancel_requested {
                                 reason = Some(Stop::Cancel);
                             }
+                            next_beat = Instant::now() + cfg.jittered_heartbeat();
                         }
-                        Ok(Err(FencedError::LeaseLost)) => reason = Some(Stop::LeaseLost),
-                        Ok(Err(FencedError::Repo(error))) => tracing::warn!(%error, "heartbeat failed"),
-                        Err(_) => tracing::warn!("heartbeat timed out"),
+                        Err(FencedError::LeaseLost) => reason = Some(Stop::LeaseLost),
+                        Err(FencedError::Repo(error)) if overdue => {
+                            tracing::error!(%error, "the database did not confirm the lease in time; abandoning it");
+                            reason = Some(Stop::Unreachable);
+                        }
+                        Err(FencedError::Repo(error)) => {
+                            // Likely one dead connection: the retry gets a fresh one.
+                            tracing::warn!(%error, "heartbeat failed; retrying");
+                            next_beat = Instant::now() + cfg.heartbeat_retry_delay();
+                        }
                     }
-                    next_beat = Instant::now() + cfg.jittered_heartbeat();
+                }
+                () = sleep_until(next_beat), if beating && beat.is_none() => {
+                    beat = Some(self.start_beat(lease));
                 }
                 Some(event) = events.recv() => {
                     record_stage_duration(&event);
@@ -515,7 +587,13 @@ impl Runner {
                             tracing::info!(status = %job.status, "an earlier try of the closing write had committed");
                             Ok(job.status)
                         }
-                        _ => Err(FencedError::LeaseLost),
+                        Ok(_) => Err(FencedError::LeaseLost),
+                        // Unknown whether our write or another's ended the lease (the job
+                        // may be queued with no task): the queue must retry, not forget it.
+                        Err(e) => {
+                            tracing::warn!(error = %e, "closing write refused and the row could not be read back");
+                            Err(FencedError::Repo(e))
+                        }
                     };
                 }
                 other => return other,

@@ -353,3 +353,32 @@ async fn a_hanging_heartbeat_cannot_keep_a_worker_past_its_lease() {
         JobStatus::Running
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_refused_retry_whose_read_back_fails_is_unavailable_never_superseded() {
+    let id = JobId::new();
+    let mut repo = MockRepo::new();
+    repo.expect_acquire()
+        .times(1)
+        .returning(move |_| Ok(acquired(id)));
+    repo.expect_report_progress()
+        .returning(|_, _| Ok(ProgressOutcome::Applied));
+    let mut seq = mockall::Sequence::new();
+    // The first try may have committed (its reply was lost); the second finds the lease gone
+    // and the row cannot be read: whose write ended the lease is unknown.
+    repo.expect_release()
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|_, _| Err(FencedError::Repo(down())));
+    repo.expect_release()
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|_, _| Err(FencedError::LeaseLost));
+    repo.expect_get().times(1).returning(|_| Err(down()));
+    let stage = Arc::new(FailWith(StageError::retryable("tts_unavailable", "503")));
+    let outcome = runner(repo, stage).run(id, &CancellationToken::new()).await;
+    assert!(
+        matches!(outcome, RunOutcome::Unavailable { .. }),
+        "the queue must retry, not forget a job that may be queued without a task: {outcome:?}"
+    );
+}

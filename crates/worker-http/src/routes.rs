@@ -12,7 +12,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use domain::JobId;
 use runner::RunOutcome;
-use serde::Deserialize;
 use serde_json::json;
 use tracing::Instrument;
 
@@ -31,10 +30,21 @@ pub(crate) fn router(state: AppState, max_body_bytes: usize) -> Router {
         .with_state(state)
 }
 
-/// The push body.
-#[derive(Debug, Deserialize)]
-struct RunRequest {
-    job_id: String,
+/// The job id of a push body, which must be a JSON object with a string `job_id` (other
+/// members are ignored). Read by hand, not through a derived struct: serde would also accept
+/// a sequence (`["<uuid>"]`) for a struct, and run a job for a body that is not an object.
+fn job_id_of(body: &[u8]) -> Result<String, String> {
+    const SHAPE: &str = "body is not {\"job_id\": \"<uuid>\"}";
+    let value: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| format!("{SHAPE}: {e}"))?;
+    let serde_json::Value::Object(mut members) = value else {
+        return Err(format!("{SHAPE}: not a JSON object"));
+    };
+    match members.remove("job_id") {
+        Some(serde_json::Value::String(id)) => Ok(id),
+        Some(_) => Err(format!("{SHAPE}: job_id is not a string")),
+        None => Err(format!("{SHAPE}: no job_id")),
+    }
 }
 
 fn answer(status: StatusCode, body: serde_json::Value) -> Response {
@@ -75,11 +85,11 @@ async fn run_job(State(app): State<AppState>, headers: HeaderMap, body: Bytes) -
                 json!({"status": "unauthorized", "error": error.to_string()}),
             );
         }
-        let request: RunRequest = match serde_json::from_slice(&body) {
-            Ok(r) => r,
-            Err(e) => return rejected(format!("body is not {{\"job_id\": \"<uuid>\"}}: {e}")),
+        let job_id = match job_id_of(&body) {
+            Ok(id) => id,
+            Err(reason) => return rejected(reason),
         };
-        let job_id: JobId = match request.job_id.parse() {
+        let job_id: JobId = match job_id.parse() {
             Ok(id) => id,
             Err(e) => return rejected(e.to_string()),
         };
@@ -161,13 +171,12 @@ fn respond(job_id: JobId, outcome: RunOutcome) -> Response {
         ),
         RunOutcome::ShuttingDown => unavailable("shutting_down", "this instance is shutting down"),
         RunOutcome::Broken { reason } => {
-            // The row cannot be read: no retry can fix it, so the queue is told it is done.
-            tracing::error!(%reason, "job row unusable");
+            // The store refused the acquire and this worker holds no lease, so the job cannot
+            // be ended from here: a 2xx would leave it without a task. A retry can get a
+            // lease (then the job is failed, fenced) or find it ended by the attempt limit.
+            tracing::error!(%reason, "job row unusable; no lease to end it with");
             metrics::counter!("video_worker_broken_jobs_total").increment(1);
-            answer(
-                StatusCode::OK,
-                json!({"status": "error", "job_id": id, "reason": "the job's stored data is invalid"}),
-            )
+            unavailable("error", "the job's stored data is invalid")
         }
         RunOutcome::Unavailable { reason } => {
             tracing::error!(%reason, "cannot work: storage unavailable");

@@ -535,6 +535,11 @@ impl LeaseModel {
             | AcquireOutcome::Terminal(_)
             | AcquireOutcome::Canceled
             | AcquireOutcome::AttemptsExhausted => Self::answer(s, w, true),
+            // Only a repository that cannot decode its row answers this; the transition
+            // works on a decoded job.
+            AcquireOutcome::AcquiredUndecodable { .. } => {
+                unreachable!("Job::acquire never answers AcquiredUndecodable")
+            }
         }
     }
 

@@ -216,21 +216,11 @@ pub trait JobRepository: Send + Sync + std::fmt::Debug {
     /// of any number of concurrent calls with the same scope and key, exactly one creates.
     /// A key older than `request.retention` counts as absent. Also purges a few expired keys,
     /// so the store of keys stays bounded without a process of its own.
-    ///
-    /// The default refuses: a repository that cannot remember keys must not pretend to (a
-    /// plain create would make the duplicate the caller guards against). Test doubles that
-    /// wrap a repository need not forward it unless their tests use keys.
     async fn create_idempotent(
         &self,
         job: NewJob,
         request: &IdempotentRequest,
-    ) -> Result<IdempotentOutcome, RepoError> {
-        let _ = (job, request);
-        Err(RepoError::Invalid(ValidationError::new(
-            "Idempotency-Key",
-            "this job store does not support idempotency keys",
-        )))
-    }
+    ) -> Result<IdempotentOutcome, RepoError>;
 
     /// One job, if it exists.
     async fn get(&self, id: JobId) -> Result<Option<Job>, RepoError>;
@@ -288,20 +278,11 @@ pub trait JobRepository: Send + Sync + std::fmt::Debug {
     /// only if it is still `queued` at `from`). `Some(new generation)` if it moved — the
     /// caller then enqueues that generation's task — `None` if the job moved on (another
     /// sweeper advanced it, a worker took it, it ended).
-    ///
-    /// The default refuses, so a wrapper written before this method existed still compiles;
-    /// both repositories and every delegating wrapper must override it.
     async fn advance_delivery_generation(
         &self,
         id: JobId,
         from: u32,
-    ) -> Result<Option<u32>, RepoError> {
-        let _ = (id, from);
-        Err(RepoError::Invalid(ValidationError::new(
-            "delivery_generation",
-            "this repository does not track delivery generations",
-        )))
-    }
+    ) -> Result<Option<u32>, RepoError>;
 
     /// Fails a job no worker ever started (its enqueue was refused): `true` if it was queued
     /// with no attempt and is now `failed` with `error`; otherwise nothing changes.

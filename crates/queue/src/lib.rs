@@ -55,13 +55,5 @@ pub trait Enqueuer: Send + Sync + std::fmt::Debug {
 
     /// Whether the task of delivery `generation` of `job_id` still exists. The sweeper asks
     /// before re-enqueueing, so a job waiting in a backlog never gains a second task.
-    ///
-    /// The default cannot tell (`Unknown`), which makes the sweeper leave the job alone; a
-    /// queue the sweeper uses must override it.
-    async fn task_state(&self, job_id: JobId, generation: u32) -> Result<TaskState, EnqueueError> {
-        let _ = (job_id, generation);
-        Err(EnqueueError::Unknown(
-            "this queue cannot tell whether a task exists".into(),
-        ))
-    }
+    async fn task_state(&self, job_id: JobId, generation: u32) -> Result<TaskState, EnqueueError>;
 }

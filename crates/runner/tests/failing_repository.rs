@@ -9,9 +9,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use domain::{
     AcquireOutcome, AcquireRequest, CancelOutcome, CancelStream, FencedError, FinalOutcome,
-    HeartbeatAck, InstanceId, Job, JobError, JobId, JobPage, JobRepository, JobStatus, Lease,
-    LeaseEpoch, ListQuery, NewJob, ProgressOutcome, ProgressReport, RepoError, Stage, SweepPolicy,
-    SweptJob,
+    HeartbeatAck, IdempotentOutcome, IdempotentRequest, InstanceId, Job, JobError, JobId, JobPage,
+    JobRepository, JobStatus, Lease, LeaseEpoch, ListQuery, NewJob, ProgressOutcome,
+    ProgressReport, RepoError, Stage, SweepPolicy, SweptJob,
 };
 use pipeline::{Pipeline, Published, StageContext, StageData, StageError};
 use runner::{CancelHub, RunOutcome, Runner, RunnerConfig};
@@ -37,6 +37,8 @@ mockall::mock! {
         async fn sweep(&self, policy: &SweepPolicy) -> Result<Vec<SweptJob>, RepoError>;
         async fn job_updates(&self) -> Result<CancelStream, RepoError>;
         async fn fail_unstarted(&self, id: JobId, error: JobError) -> Result<bool, RepoError>;
+        async fn create_idempotent(&self, job: NewJob, request: &IdempotentRequest) -> Result<IdempotentOutcome, RepoError>;
+        async fn advance_delivery_generation(&self, id: JobId, from: u32) -> Result<Option<u32>, RepoError>;
     }
 }
 
@@ -317,6 +319,20 @@ impl JobRepository for HangingHeartbeats {
     }
     async fn fail_unstarted(&self, id: JobId, error: JobError) -> Result<bool, RepoError> {
         self.0.fail_unstarted(id, error).await
+    }
+    async fn create_idempotent(
+        &self,
+        job: NewJob,
+        request: &IdempotentRequest,
+    ) -> Result<IdempotentOutcome, RepoError> {
+        self.0.create_idempotent(job, request).await
+    }
+    async fn advance_delivery_generation(
+        &self,
+        id: JobId,
+        from: u32,
+    ) -> Result<Option<u32>, RepoError> {
+        self.0.advance_delivery_generation(id, from).await
     }
 }
 

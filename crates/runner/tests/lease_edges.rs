@@ -10,9 +10,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use domain::{
     AcquireOutcome, AcquireRequest, CancelOutcome, CancelStream, Clock, ErrorCode, FencedError,
-    FinalOutcome, HeartbeatAck, InstanceId, Job, JobError, JobId, JobPage, JobRepository,
-    JobStatus, Lease, ListQuery, ManualClock, NewJob, ProgressOutcome, ProgressReport, RepoError,
-    Stage, SweepPolicy, SweptJob, Timestamp,
+    FinalOutcome, HeartbeatAck, IdempotentOutcome, IdempotentRequest, InstanceId, Job, JobError,
+    JobId, JobPage, JobRepository, JobStatus, Lease, ListQuery, ManualClock, NewJob,
+    ProgressOutcome, ProgressReport, RepoError, Stage, SweepPolicy, SweptJob, Timestamp,
 };
 use pipeline::Pipeline;
 use pipeline::testing::{Publish, Segments};
@@ -138,6 +138,20 @@ impl JobRepository for Faulty {
     }
     async fn fail_unstarted(&self, id: JobId, error: JobError) -> Result<bool, RepoError> {
         self.inner.fail_unstarted(id, error).await
+    }
+    async fn create_idempotent(
+        &self,
+        job: NewJob,
+        request: &IdempotentRequest,
+    ) -> Result<IdempotentOutcome, RepoError> {
+        self.inner.create_idempotent(job, request).await
+    }
+    async fn advance_delivery_generation(
+        &self,
+        id: JobId,
+        from: u32,
+    ) -> Result<Option<u32>, RepoError> {
+        self.inner.advance_delivery_generation(id, from).await
     }
 }
 

@@ -158,6 +158,9 @@ pub fn analyse(events: &[Event], sessions: &[Session], expired_for: Duration) ->
     for (job, events) in by_job {
         let mut max_epoch = 0i64;
         let mut finals = 0usize;
+        // The highest progress written within the current epoch (its acquire excluded: the
+        // row keeps the previous attempt's progress until the new one writes its own).
+        let mut epoch_progress: Option<(i64, i16)> = None;
         for e in events {
             let mut stale = |why: &str| {
                 findings.stale_writes.push(format!(
@@ -175,8 +178,16 @@ pub fn analyse(events: &[Event], sessions: &[Session], expired_for: Duration) ->
             if e.new_epoch < max_epoch || e.new_epoch < e.old_epoch {
                 stale("the epoch went back");
             }
-            if e.new_epoch == e.old_epoch && e.new_progress < e.old_progress {
-                stale("progress decreased within an epoch");
+            if e.new_epoch == e.old_epoch && e.new_progress != e.old_progress {
+                match epoch_progress {
+                    Some((epoch, high)) if epoch == e.new_epoch && e.new_progress < high => {
+                        stale("progress decreased within an epoch");
+                    }
+                    Some((epoch, high)) if epoch == e.new_epoch => {
+                        epoch_progress = Some((epoch, high.max(e.new_progress)));
+                    }
+                    _ => epoch_progress = Some((e.new_epoch, e.new_progress)),
+                }
             }
             let writer = e
                 .client_port
@@ -279,4 +290,245 @@ pub fn percentile(values: &[Duration], p: f64) -> Option<Duration> {
     }
     let rank = ((p / 100.0) * values.len() as f64).ceil() as usize;
     values.get(rank.clamp(1, values.len()) - 1).copied()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)] // a panic is a failed test
+mod tests {
+    use super::*;
+    use sqlx::Executor;
+
+    const JOB: &str = "00000000-0000-4000-8000-000000000001";
+
+    /// A leased row written by the protocol's own statements shape, through two real
+    /// sessions named by their client ports.
+    struct Rig {
+        db: test_pg::TestDb,
+        a: sqlx::pool::PoolConnection<sqlx::Postgres>,
+        b: sqlx::pool::PoolConnection<sqlx::Postgres>,
+        sessions: Vec<Session>,
+    }
+
+    async fn session(
+        pool: &PgPool,
+        label: &str,
+    ) -> (sqlx::pool::PoolConnection<sqlx::Postgres>, Session) {
+        let mut conn = pool.acquire().await.unwrap();
+        let port: i32 = sqlx::query_scalar("SELECT inet_client_port()")
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+        let s = Session {
+            port: u16::try_from(port).unwrap(),
+            label: label.into(),
+            opened: Utc::now() - chrono::Duration::seconds(5),
+        };
+        (conn, s)
+    }
+
+    async fn rig() -> Rig {
+        let db = test_pg::fresh_database().await.unwrap();
+        // The table's shape is what matters to the trigger; the migrations make it.
+        for file in [
+            "0001_video_jobs.sql",
+            "0002_progress_message_limit.sql",
+            "0003_job_updates.sql",
+        ] {
+            let path = format!("{}/../../migrations/{file}", env!("CARGO_MANIFEST_DIR"));
+            let sql = std::fs::read_to_string(&path).unwrap();
+            db.pool.execute(sqlx::raw_sql(&sql)).await.unwrap();
+        }
+        sqlx::raw_sql(INSTALL).execute(&db.pool).await.unwrap();
+        sqlx::query("INSERT INTO video_jobs (id, input) VALUES ($1::uuid, '{}')")
+            .bind(JOB)
+            .execute(&db.pool)
+            .await
+            .unwrap();
+        let (a, sa) = session(&db.pool, "chaos-w0-1").await;
+        let (b, sb) = session(&db.pool, "chaos-w1-2").await;
+        Rig {
+            db,
+            a,
+            b,
+            sessions: vec![sa, sb],
+        }
+    }
+
+    async fn write(conn: &mut sqlx::PgConnection, sql: &str) {
+        let done = sqlx::query(sql)
+            .bind(JOB)
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+        assert_eq!(done.rows_affected(), 1, "{sql}");
+    }
+
+    const ACQUIRE: &str = "UPDATE video_jobs SET status = 'running', lease_epoch = lease_epoch + 1,
+        attempts = attempts + 1, lease_holder = $2, lease_heartbeat_at = now(),
+        lease_expires_at = now() + interval '3 s' WHERE id = $1::uuid";
+
+    async fn acquire(conn: &mut sqlx::PgConnection, holder: &str) {
+        let done = sqlx::query(ACQUIRE)
+            .bind(JOB)
+            .bind(holder)
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+        assert_eq!(done.rows_affected(), 1);
+    }
+
+    async fn expire(conn: &mut sqlx::PgConnection) {
+        write(
+            conn,
+            "UPDATE video_jobs SET lease_expires_at = now() - interval '10 s' WHERE id = $1::uuid",
+        )
+        .await;
+    }
+
+    async fn findings(rig: &Rig) -> Findings {
+        analyse(
+            &read(&rig.db.pool).await.unwrap(),
+            &rig.sessions,
+            Duration::from_secs(1),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_clean_takeover_and_one_finalize_show_nothing() {
+        let mut r = rig().await;
+        acquire(&mut r.a, "chaos-w0-1-0000000a").await;
+        write(
+            &mut r.a,
+            "UPDATE video_jobs SET progress_percent = 40 WHERE id = $1::uuid",
+        )
+        .await;
+        expire(&mut r.a).await;
+        acquire(&mut r.b, "chaos-w1-2-0000000b").await;
+        write(
+            &mut r.b,
+            "UPDATE video_jobs SET progress_percent = 10 WHERE id = $1::uuid",
+        )
+        .await;
+        write(&mut r.b, "UPDATE video_jobs SET status = 'succeeded', lease_holder = NULL,
+            lease_heartbeat_at = NULL, lease_expires_at = NULL, finished_at = now() WHERE id = $1::uuid").await;
+        let f = findings(&r).await;
+        assert_eq!(f.writes, 6);
+        assert_eq!(f.attributed, 6);
+        assert!(f.stale_writes.is_empty(), "{:?}", f.stale_writes);
+        assert!(f.double_finalize.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_write_by_a_process_that_lost_its_lease_is_a_stale_write() {
+        let mut r = rig().await;
+        acquire(&mut r.a, "chaos-w0-1-0000000a").await;
+        expire(&mut r.a).await;
+        acquire(&mut r.b, "chaos-w1-2-0000000b").await;
+        // An unfenced progress write from the old holder's session.
+        write(
+            &mut r.a,
+            "UPDATE video_jobs SET progress_percent = 50 WHERE id = $1::uuid",
+        )
+        .await;
+        let f = findings(&r).await;
+        assert_eq!(f.stale_writes.len(), 1, "{:?}", f.stale_writes);
+        assert!(
+            f.stale_writes[0].contains("written by chaos-w0-1 while chaos-w1-2 held the lease")
+        );
+    }
+
+    #[tokio::test]
+    async fn an_epoch_going_back_a_progress_decrease_and_a_live_takeover_are_stale_writes() {
+        let mut r = rig().await;
+        acquire(&mut r.a, "chaos-w0-1-0000000a").await;
+        write(
+            &mut r.a,
+            "UPDATE video_jobs SET progress_percent = 60 WHERE id = $1::uuid",
+        )
+        .await;
+        write(
+            &mut r.a,
+            "UPDATE video_jobs SET progress_percent = 30 WHERE id = $1::uuid",
+        )
+        .await;
+        acquire(&mut r.b, "chaos-w1-2-0000000b").await; // the lease was still live
+        write(
+            &mut r.b,
+            "UPDATE video_jobs SET lease_epoch = 1 WHERE id = $1::uuid",
+        )
+        .await;
+        let f = findings(&r).await;
+        let text = f.stale_writes.join("\n");
+        assert_eq!(f.stale_writes.len(), 3, "{text}");
+        assert!(
+            text.contains("progress decreased within an epoch"),
+            "{text}"
+        );
+        assert!(text.contains("a live lease was taken over"), "{text}");
+        assert!(text.contains("the epoch went back"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn two_terminal_transitions_are_a_double_finalize() {
+        let mut r = rig().await;
+        acquire(&mut r.a, "chaos-w0-1-0000000a").await;
+        let finish = "UPDATE video_jobs SET status = 'succeeded', lease_holder = NULL,
+            lease_heartbeat_at = NULL, lease_expires_at = NULL, finished_at = now() WHERE id = $1::uuid";
+        write(&mut r.a, finish).await;
+        write(
+            &mut r.b,
+            "UPDATE video_jobs SET status = 'queued', finished_at = NULL WHERE id = $1::uuid",
+        )
+        .await;
+        acquire(&mut r.b, "chaos-w1-2-0000000b").await;
+        write(&mut r.b, finish).await;
+        let f = findings(&r).await;
+        assert_eq!(f.double_finalize.len(), 1);
+        assert_eq!(f.double_finalize[0].1, 2);
+        assert!(
+            f.stale_writes
+                .iter()
+                .any(|s| s.contains("a write to a terminal job"))
+        );
+    }
+
+    #[tokio::test]
+    async fn the_sweeper_may_requeue_an_expired_lease_it_does_not_hold() {
+        let mut r = rig().await;
+        acquire(&mut r.a, "chaos-w0-1-0000000a").await;
+        expire(&mut r.a).await;
+        write(&mut r.b, "UPDATE video_jobs SET status = 'queued', lease_holder = NULL,
+            lease_heartbeat_at = NULL, lease_expires_at = NULL, error_code = 'lease_expired' WHERE id = $1::uuid").await;
+        let f = findings(&r).await;
+        assert!(f.stale_writes.is_empty(), "{:?}", f.stale_writes);
+    }
+
+    #[tokio::test]
+    async fn takeover_latency_runs_from_the_kill_to_the_next_epoch() {
+        let mut r = rig().await;
+        acquire(&mut r.a, "chaos-w0-1-0000000a").await;
+        let killed = Utc::now();
+        expire(&mut r.a).await;
+        acquire(&mut r.b, "chaos-w1-2-0000000b").await;
+        let events = read(&r.db.pool).await.unwrap();
+        let took = takeover_latencies(&events, &[("chaos-w0-1".into(), killed)]);
+        assert_eq!(took.len(), 1);
+        let acquired = events.last().unwrap().at;
+        assert_eq!(took[0], (acquired - killed).to_std().unwrap());
+        assert!(takeover_latencies(&events, &[("chaos-w2-3".into(), killed)]).is_empty());
+    }
+
+    #[test]
+    fn percentiles_are_nearest_rank() {
+        let v: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();
+        assert_eq!(percentile(&v, 50.0), Some(Duration::from_millis(50)));
+        assert_eq!(percentile(&v, 99.0), Some(Duration::from_millis(99)));
+        assert_eq!(percentile(&v[..1], 99.0), Some(Duration::from_millis(1)));
+        assert_eq!(percentile(&[], 50.0), None);
+    }
+
+    #[test]
+    fn the_process_is_the_holder_without_the_workers_suffix() {
+        assert_eq!(process_of("chaos-w1-12-0a1b2c3d"), "chaos-w1-12");
+    }
 }

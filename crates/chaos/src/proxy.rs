@@ -9,6 +9,8 @@
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+#[cfg(test)]
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -153,5 +155,73 @@ async fn pump(
         if to.write_all(&buf[..n]).await.is_err() {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)] // a panic is a failed test
+mod tests {
+    use super::*;
+
+    /// An upstream that echoes and reports each client's port as it sees it.
+    async fn echo() -> (SocketAddr, tokio::sync::mpsc::UnboundedReceiver<u16>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Ok((mut s, peer)) = listener.accept().await {
+                let _ = tx.send(peer.port());
+                tokio::spawn(async move {
+                    let (mut r, mut w) = s.split();
+                    let _ = tokio::io::copy(&mut r, &mut w).await;
+                });
+            }
+        });
+        (addr, rx)
+    }
+
+    async fn roundtrip(stream: &mut TcpStream, text: &[u8]) -> Vec<u8> {
+        stream.write_all(text).await.unwrap();
+        let mut buf = vec![0u8; text.len()];
+        stream.read_exact(&mut buf).await.unwrap();
+        buf
+    }
+
+    #[tokio::test]
+    async fn a_session_names_the_port_the_server_sees_and_the_process_that_opened_it() {
+        let (upstream, mut peers) = echo().await;
+        let proxy = Proxy::new(upstream);
+        let (port, _accept) = proxy.listen("chaos-w0-1".into()).await.unwrap();
+        let mut client = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        assert_eq!(roundtrip(&mut client, b"ping").await, b"ping");
+        let seen = peers.recv().await.unwrap();
+        let sessions = proxy.sessions();
+        assert_eq!(sessions.len(), 1);
+        assert_eq!(
+            (sessions[0].port, sessions[0].label.as_str()),
+            (seen, "chaos-w0-1")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_stall_holds_bytes_and_its_end_drops_every_connection() {
+        let (upstream, _peers) = echo().await;
+        let proxy = Proxy::new(upstream);
+        let (port, _accept) = proxy.listen("chaos-w0-1".into()).await.unwrap();
+        let mut client = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        assert_eq!(roundtrip(&mut client, b"one").await, b"one");
+        proxy.stall();
+        client.write_all(b"two").await.unwrap();
+        let mut buf = [0u8; 8];
+        // Held: nothing comes back while stalled (the read is still pending).
+        let held = tokio::time::timeout(Duration::from_millis(300), client.read(&mut buf)).await;
+        assert!(held.is_err(), "bytes went through a stall: {held:?}");
+        proxy.drop_all_and_release();
+        // Dropped: the held bytes never arrive, the connection closes.
+        let n = client.read(&mut buf).await.unwrap_or(0);
+        assert_eq!(n, 0);
+        // Forwarding again for new connections.
+        let mut again = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        assert_eq!(roundtrip(&mut again, b"three").await, b"three");
     }
 }

@@ -226,17 +226,17 @@ async fn run(seed: u64) -> anyhow::Result<bool> {
     let events = audit::read(&db).await?;
     let findings = audit::analyse(&events, &proxy.sessions(), SWEEP_EXPIRED_FOR);
     let latencies = audit::takeover_latencies(&events, &outcome.kills);
-    let ok = report(
+    // Clean up before the report, so the wall time counts it.
+    db.close().await;
+    drop(cluster);
+    drop(scratch);
+    Ok(report(
         &outcome,
         &findings,
         &latencies,
         &queue.stats(),
         started.elapsed(),
-    );
-    db.close().await;
-    drop(cluster);
-    drop(scratch);
-    Ok(ok)
+    ))
 }
 
 /// What the run did and how the jobs ended.
@@ -258,6 +258,10 @@ struct Outcome {
     outcomes: std::collections::BTreeMap<String, usize>,
     last_fault_end: Option<Duration>,
     max_attempts_seen: i32,
+    /// The stuck budget after a job's start point (see `drive`).
+    grace: Duration,
+    /// The least time any terminal job had left before its deadline, in seconds.
+    least_margin: Option<f64>,
 }
 
 /// Pushes the jobs and runs the fault schedule at the same time, then waits for the jobs.
@@ -418,6 +422,7 @@ async fn drive(
     let deadline_of = |p: &Pushed| {
         p.at.max(last_fault_end) + chrono::Duration::from_std(p.nominal + grace).unwrap_or_default()
     };
+    outcome.grace = grace;
     let last_deadline = pushed
         .iter()
         .map(deadline_of)
@@ -459,6 +464,11 @@ async fn drive(
                     continue;
                 }
                 *outcome.outcomes.entry(status.clone()).or_default() += 1;
+                if let Some(f) = finished {
+                    let margin = (deadline_of(p) - *f).num_milliseconds() as f64 / 1000.0;
+                    outcome.least_margin =
+                        Some(outcome.least_margin.map_or(margin, |m: f64| m.min(margin)));
+                }
                 if finished.is_none_or(|f| f > deadline_of(p)) {
                     outcome.stuck.push(format!(
                         "{}: {status} at {:?}, deadline {}",
@@ -522,6 +532,13 @@ fn report(
         o.outcomes,
         o.max_attempts_seen,
         o.last_fault_end.unwrap_or_default().as_secs_f64()
+    );
+    println!(
+        "chaos: stuck deadline per job: the later of its push and the last fault, plus its own run time, \
+         TTL, one sweep period, the queue's longest wait and slack ({:.0} s in all); the closest job ended {} before it",
+        o.grace.as_secs_f64(),
+        o.least_margin
+            .map_or_else(|| "n/a".into(), |m| format!("{m:.1} s")),
     );
     println!(
         "chaos: queue: {} tasks ({} re-enqueued by a sweeper), answers {:?}, {} undelivered at stop",

@@ -142,9 +142,10 @@ pub struct Findings {
 /// - more than one transition into a terminal status (double finalize);
 /// - a write after the job was terminal, a write whose epoch is lower than one already
 ///   seen, a progress decrease within an epoch, a lease taken over while still live, and a
-///   write to a leased row by a process other than the holder that is not the sweeper's
-///   (a running job whose lease expired at least `expired_for` before the writing
-///   transaction, moved to queued, failed or canceled) — all "stale writes accepted".
+///   write to a leased row by a process other than the holder, unless the lease had expired
+///   and the write ends it as the sweeper or an acquire may (to `queued` only `expired_for`
+///   past expiry; to `canceled`, or `failed` with `attempts_exhausted`) — all "stale writes
+///   accepted".
 pub fn analyse(events: &[Event], sessions: &[Session], expired_for: Duration) -> Findings {
     let mut findings = Findings {
         writes: events.len(),
@@ -205,13 +206,22 @@ pub fn analyse(events: &[Event], sessions: &[Session], expired_for: Duration) ->
                     && let (Some(writer), Some(holder)) = (writer, holder)
                     && writer != holder
                 {
-                    let sweep = e.new_holder.is_none()
-                        && matches!(e.new_status.as_str(), "queued" | "failed" | "canceled")
-                        && e.old_expires_at
-                            .is_some_and(|x| x <= e.tx_now - expired_for)
-                        && (e.new_status != "failed"
-                            || e.new_error_code.as_deref() == Some("attempts_exhausted"));
-                    if !sweep {
+                    // Only an expired lease may be ended by another process: the sweeper
+                    // requeues it past its grace; the sweeper or an acquire ends it
+                    // `canceled` (cancel requested) or `failed` (attempts exhausted).
+                    let expired_by =
+                        |grace| e.old_expires_at.is_some_and(|x| x <= e.tx_now - grace);
+                    let allowed = e.new_holder.is_none()
+                        && match e.new_status.as_str() {
+                            "queued" => expired_by(expired_for),
+                            "canceled" => expired_by(chrono::Duration::zero()),
+                            "failed" => {
+                                expired_by(chrono::Duration::zero())
+                                    && e.new_error_code.as_deref() == Some("attempts_exhausted")
+                            }
+                            _ => false,
+                        };
+                    if !allowed {
                         stale(&format!(
                             "written by {writer} while {holder} held the lease"
                         ));
@@ -501,6 +511,19 @@ mod tests {
             lease_heartbeat_at = NULL, lease_expires_at = NULL, error_code = 'lease_expired' WHERE id = $1::uuid").await;
         let f = findings(&r).await;
         assert!(f.stale_writes.is_empty(), "{:?}", f.stale_writes);
+    }
+
+    #[tokio::test]
+    async fn another_process_may_not_requeue_a_live_lease() {
+        let mut r = rig().await;
+        acquire(&mut r.a, "chaos-w0-1-0000000a").await;
+        write(&mut r.b, "UPDATE video_jobs SET status = 'queued', lease_holder = NULL,
+            lease_heartbeat_at = NULL, lease_expires_at = NULL, error_code = 'lease_expired' WHERE id = $1::uuid").await;
+        let f = findings(&r).await;
+        assert_eq!(f.stale_writes.len(), 1, "{:?}", f.stale_writes);
+        assert!(
+            f.stale_writes[0].contains("written by chaos-w1-2 while chaos-w0-1 held the lease")
+        );
     }
 
     #[tokio::test]

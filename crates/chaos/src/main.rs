@@ -555,6 +555,12 @@ fn report(
         ms(audit::percentile(latencies, 99.0)),
         ms(latencies.last().copied())
     );
+    if f.attributed < f.writes {
+        println!(
+            "chaos: WARNING {} writes could not be traced to a process; the other-process check skipped them",
+            f.writes - f.attributed
+        );
+    }
     println!("chaos: wall time {:.1} s", wall.as_secs_f64());
     let (lost, stuck, double, stale) = (
         o.lost.len(),

@@ -332,9 +332,8 @@ async fn drive(
                         .await;
                     match r {
                         Ok(_) => break,
-                        Err(e) if tries < 60 => {
+                        Err(_) if tries < 60 => {
                             tries += 1;
-                            let _ = e;
                             tokio::time::sleep(Duration::from_millis(250)).await;
                         }
                         Err(e) => return Err(anyhow::Error::from(e).context("creating a job")),

@@ -8,6 +8,10 @@ demo:
 test:
     scripts/test
 
+# The chaos suite: real workers, a throwaway Postgres, injected faults (CHAOS_SEED reruns one).
+chaos:
+    scripts/chaos
+
 # Everything CI runs, in the same order.
 ci:
     bash .ci/run

@@ -188,61 +188,121 @@ fn as_cluster_owner(tool: &str) -> Command {
 }
 
 fn start_cluster() -> Result<Server> {
-    let dir = std::env::temp_dir().join(format!("vw-pg-{}", uuid::Uuid::new_v4().simple()));
-    std::fs::create_dir_all(&dir)?;
-    // The cluster owner must own the directory; chown is a no-op when we are that user.
-    let _ = Command::new("chown").arg("postgres").arg(&dir).status();
-    let data = dir.join("data");
-    let port = free_port()?;
-    let status = as_cluster_owner("initdb")
-        .args(["-A", "trust", "-U", "postgres", "--no-sync", "-D"])
-        .arg(&data)
-        .stdout(std::process::Stdio::null())
-        .status()
-        .context("running initdb")?;
-    if !status.success() {
-        bail!("initdb failed ({status}); set DATABASE_URL to a Postgres server instead");
-    }
-    let opts = format!(
-        "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
-        dir.display()
-    );
-    let status = as_cluster_owner("pg_ctl")
-        .args(["-w", "-D"])
-        .arg(&data)
-        .args(["-o", &opts, "-l"])
-        .arg(dir.join("log"))
-        .arg("start")
-        .status()
-        .context("running pg_ctl start")?;
-    if !status.success() {
-        bail!(
-            "pg_ctl start failed ({status}); see {}",
-            dir.join("log").display()
+    let cluster = Cluster::start()?;
+    let url = cluster.url();
+    // The watchdog started with it stops and deletes it once this test process is gone;
+    // every test of the process shares it, so it is never dropped.
+    std::mem::forget(cluster);
+    Ok(Server::Cluster(url))
+}
+
+/// A throwaway local Postgres cluster: `initdb` in a temp dir, `pg_ctl start` on a free
+/// port of 127.0.0.1, trust auth for `postgres`, `fsync=off`. Dropping it stops it and
+/// deletes the directory; a watchdog does the same if this process dies first (even by
+/// `kill -9`). As root, the tools run as the `postgres` user (they refuse root).
+#[derive(Debug)]
+pub struct Cluster {
+    dir: PathBuf,
+    data: PathBuf,
+    port: u16,
+}
+
+impl Cluster {
+    /// Creates and starts a cluster. Needs `initdb` and `pg_ctl` on `PATH`.
+    pub fn start() -> Result<Self> {
+        let dir = std::env::temp_dir().join(format!("vw-pg-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir)?;
+        // The cluster owner must own the directory; chown is a no-op when we are that user.
+        let _ = Command::new("chown").arg("postgres").arg(&dir).status();
+        let data = dir.join("data");
+        let port = free_port()?;
+        let status = as_cluster_owner("initdb")
+            .args(["-A", "trust", "-U", "postgres", "--no-sync", "-D"])
+            .arg(&data)
+            .stdout(std::process::Stdio::null())
+            .status()
+            .context("running initdb")?;
+        if !status.success() {
+            bail!("initdb failed ({status}); set DATABASE_URL to a Postgres server instead");
+        }
+        let cluster = Self { dir, data, port };
+        cluster.pg_ctl(&["start"])?;
+        // Stop and delete the cluster once this process is gone.
+        let me = std::process::id();
+        let pg_ctl = which("pg_ctl")
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        let watchdog = format!(
+            "while kill -0 {me} 2>/dev/null; do sleep 1; done; \
+             (runuser -u postgres -- {pg_ctl} -D {data} -m immediate stop || {pg_ctl} -D {data} -m immediate stop) >/dev/null 2>&1; \
+             rm -rf {dir}",
+            data = cluster.data.display(),
+            dir = cluster.dir.display()
         );
+        Command::new("sh")
+            .args(["-c", &watchdog])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .context("starting the cluster watchdog")?;
+        Ok(cluster)
     }
-    // Stop and delete the cluster once this test process is gone.
-    let me = std::process::id();
-    let pg_ctl = which("pg_ctl")
-        .map(|p| p.display().to_string())
-        .unwrap_or_default();
-    let watchdog = format!(
-        "while kill -0 {me} 2>/dev/null; do sleep 1; done; \
-         (runuser -u postgres -- {pg_ctl} -D {data} -m immediate stop || {pg_ctl} -D {data} -m immediate stop) >/dev/null 2>&1; \
-         rm -rf {dir}",
-        data = data.display(),
-        dir = dir.display()
-    );
-    Command::new("sh")
-        .args(["-c", &watchdog])
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .context("starting the cluster watchdog")?;
-    Ok(Server::Cluster(format!(
-        "postgres://postgres@127.0.0.1:{port}/postgres"
-    )))
+
+    /// The `postgres` database's URL.
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// The port it listens on (127.0.0.1 only).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `pg_ctl restart -m fast`: every session is ended, the server is back when it returns.
+    pub fn restart_fast(&self) -> Result<()> {
+        self.pg_ctl(&["-m", "fast", "restart"])
+    }
+
+    /// Runs `pg_ctl -w -D <data> -o <options> -l <log> <args>` as the cluster owner.
+    fn pg_ctl(&self, args: &[&str]) -> Result<()> {
+        let opts = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+            self.port,
+            self.dir.display()
+        );
+        let log = self.dir.join("log");
+        let status = as_cluster_owner("pg_ctl")
+            .args(["-w", "-D"])
+            .arg(&self.data)
+            .args(["-o", &opts, "-l"])
+            .arg(&log)
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .status()
+            .with_context(|| format!("running pg_ctl {}", args.join(" ")))?;
+        if !status.success() {
+            bail!(
+                "pg_ctl {} failed ({status}); see {}",
+                args.join(" "),
+                log.display()
+            );
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = as_cluster_owner("pg_ctl")
+            .args(["-D"])
+            .arg(&self.data)
+            .args(["-m", "immediate", "stop"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
 
 fn free_port() -> Result<u16> {

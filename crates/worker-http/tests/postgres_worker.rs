@@ -4,23 +4,17 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{Publish, Segments, TOKEN, TestApp, new_job, read, runner_config};
-use domain::{JobId, JobRepository, JobStatus};
+use common::{
+    Publish, Segments, ServeProcess, TestApp, free_port, new_job, pg_database, read, runner_config,
+};
+use domain::{JobRepository, JobStatus};
 use pipeline::Pipeline;
-use repo_pg::PgRepository;
 use serde_json::json;
 use worker_http::Readiness;
-
-async fn database() -> (test_pg::TestDb, Arc<PgRepository>) {
-    let db = test_pg::fresh_database().await.unwrap();
-    repo_pg::migrate(&db.pool).await.unwrap();
-    let repo = Arc::new(PgRepository::new(db.pool.clone()));
-    (db, repo)
-}
 
 fn slow(count: u32, each_ms: u64) -> Pipeline {
     Pipeline::new(vec![
@@ -35,7 +29,7 @@ fn slow(count: u32, each_ms: u64) -> Pipeline {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twenty_concurrent_pushes_of_one_job_run_it_exactly_once() {
-    let (_db, repo) = database().await;
+    let (_db, repo) = pg_database().await;
     let app = TestApp::spawn_with(
         repo.clone(),
         slow(20, 100),
@@ -78,7 +72,7 @@ async fn twenty_concurrent_pushes_of_one_job_run_it_exactly_once() {
 }
 
 async fn cancel_latency(listen: bool, heartbeat: Duration, ttl: Duration) -> Duration {
-    let (_db, repo) = database().await;
+    let (_db, repo) = pg_database().await;
     let mut config = runner_config("w");
     config.heartbeat_interval = heartbeat;
     config.lease_ttl = ttl;
@@ -130,79 +124,15 @@ async fn cancel_reaches_a_running_job_within_one_heartbeat_without_listen() {
     );
 }
 
-/// A `video-worker serve` process on a free port.
-struct Worker {
-    child: Child,
-    base: String,
-}
-
-impl Worker {
-    async fn start(database_url: &str, name: &str) -> Self {
-        Self::start_with(database_url, name, &[("VIDEO_WORKER_PIPELINE", "noop")]).await
-    }
-
-    async fn start_with(database_url: &str, name: &str, env: &[(&str, &str)]) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        #[allow(clippy::zombie_processes)] // owned by a value whose Drop kills and reaps it
-        let child = Command::new(env!("CARGO_BIN_EXE_video-worker"))
-            .arg("serve")
-            .env("DATABASE_URL", database_url)
-            .env("PORT", port.to_string())
-            .env("VIDEO_WORKER_AUTH_TOKEN", TOKEN)
-            .env("VIDEO_WORKER_INSTANCE_ID", name)
-            .envs(env.iter().copied())
-            .env("VIDEO_JOB_LEASE_TTL_SECONDS", "3")
-            .env("VIDEO_JOB_HEARTBEAT_INTERVAL_SECONDS", "1")
-            .env("VIDEO_WORKER_LOG_FORMAT", "text")
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        let base = format!("http://127.0.0.1:{port}");
-        let client = reqwest::Client::new();
-        for _ in 0..200 {
-            if client
-                .get(format!("{base}/ready"))
-                .send()
-                .await
-                .is_ok_and(|r| r.status().is_success())
-            {
-                return Self { child, base };
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("worker {name} did not become ready");
-    }
-
-    fn push(&self, id: JobId) -> reqwest::RequestBuilder {
-        reqwest::Client::new()
-            .post(format!("{}/jobs/run", self.base))
-            .bearer_auth(TOKEN)
-            .body(json!({ "job_id": id }).to_string())
-    }
-}
-
-impl Drop for Worker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sigkilled_worker_is_taken_over_after_the_ttl_and_the_job_finishes_at_epoch_2() {
-    let (db, repo) = database().await;
+    let (db, repo) = pg_database().await;
     let id = new_job(
         repo.as_ref(),
         json!({"noop": {"segments": 30, "segment_ms": 100}}),
     )
     .await;
-    let mut first = Worker::start(&db.url, "first").await;
+    let mut first = ServeProcess::start(&db.url, "first", free_port(), &[]).await;
     let doomed = tokio::spawn(first.push(id).send());
     loop {
         let job = repo.get(id).await.unwrap().unwrap();
@@ -220,7 +150,7 @@ async fn a_sigkilled_worker_is_taken_over_after_the_ttl_and_the_job_finishes_at_
         "the killed worker never answered"
     );
 
-    let second = Worker::start(&db.url, "second").await;
+    let second = ServeProcess::start(&db.url, "second", free_port(), &[]).await;
     let mut busy = 0;
     let (code, body) = loop {
         let (code, body, retry_after) = read(second.push(id).send().await.unwrap()).await;
@@ -258,7 +188,7 @@ async fn a_sigkilled_worker_is_taken_over_after_the_ttl_and_the_job_finishes_at_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_runs_the_real_pipeline_and_publishes_a_playable_film() {
-    let (db, repo) = database().await;
+    let (db, repo) = pg_database().await;
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("artifacts");
     let input = json!({
@@ -268,10 +198,12 @@ async fn serve_runs_the_real_pipeline_and_publishes_a_playable_film() {
         "segments": [{"narration": "Served by the worker.", "slide": {"heading": "Hello"}}]
     });
     let id = new_job(repo.as_ref(), input).await;
-    let worker = Worker::start_with(
+    let worker = ServeProcess::start(
         &db.url,
         "video",
+        free_port(),
         &[
+            ("VIDEO_WORKER_PIPELINE", "video"),
             ("VIDEO_ARTIFACT_STORE_URL", store.to_str().unwrap()),
             (
                 "VIDEO_WORKER_WORK_DIR",
@@ -316,17 +248,21 @@ async fn serve_runs_the_real_pipeline_and_publishes_a_playable_film() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_invalid_storyboard_fails_the_job_permanently_with_a_200() {
-    let (db, repo) = database().await;
+    let (db, repo) = pg_database().await;
     let dir = tempfile::tempdir().unwrap();
     let id = new_job(
         repo.as_ref(),
         json!({"version": 1, "title": "x", "segments": []}),
     )
     .await;
-    let worker = Worker::start_with(
+    let worker = ServeProcess::start(
         &db.url,
         "video",
-        &[("VIDEO_ARTIFACT_STORE_URL", dir.path().to_str().unwrap())],
+        free_port(),
+        &[
+            ("VIDEO_WORKER_PIPELINE", "video"),
+            ("VIDEO_ARTIFACT_STORE_URL", dir.path().to_str().unwrap()),
+        ],
     )
     .await;
     let (code, body, _) = read(worker.push(id).send().await.unwrap()).await;

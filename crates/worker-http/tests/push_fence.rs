@@ -9,7 +9,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{Publish, Segments, TestApp, new_job, quick, read, runner_config};
+use common::{Publish, Segments, TestApp, new_job, pg_database, quick, read, runner_config};
 use domain::{
     AcquireOutcome, AcquireRequest, InstanceId, JobId, JobRepository, JobStatus, ManualClock,
 };
@@ -17,13 +17,6 @@ use pipeline::Pipeline;
 use repo_pg::PgRepository;
 use serde_json::json;
 use worker_http::Readiness;
-
-async fn database() -> (test_pg::TestDb, Arc<PgRepository>) {
-    let db = test_pg::fresh_database().await.unwrap();
-    repo_pg::migrate(&db.pool).await.unwrap();
-    let repo = Arc::new(PgRepository::new(db.pool.clone()));
-    (db, repo)
-}
 
 /// The job's status, attempts and error code, read with SQL (the row may not decode).
 async fn raw(db: &test_pg::TestDb, id: JobId) -> (String, i32, Option<String>) {
@@ -69,7 +62,7 @@ async fn bodies_that_are_not_an_object_with_a_string_job_id_are_rejected_and_tou
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_row_that_does_not_decode_after_acquire_is_failed_invalid_stored_job_then_200() {
-    let (db, repo) = database().await;
+    let (db, repo) = pg_database().await;
     let app = TestApp::spawn(repo.clone(), quick()).await;
     let id = new_job(repo.as_ref(), json!({})).await;
     // A progress column the row decoder refuses (no stage is called that).
@@ -96,7 +89,7 @@ async fn a_row_that_does_not_decode_after_acquire_is_failed_invalid_stored_job_t
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_row_that_does_not_decode_and_whose_finalize_fails_is_503_and_stays_running() {
-    let (db, repo) = database().await;
+    let (db, repo) = pg_database().await;
     let app = TestApp::spawn(repo.clone(), quick()).await;
     let id = new_job(repo.as_ref(), json!({})).await;
     sqlx::query("UPDATE video_jobs SET stage = 'bogus', progress_percent = 10 WHERE id = $1")
@@ -135,7 +128,7 @@ fn slow(count: u32, each_ms: u64) -> Pipeline {
 /// runtime past the lease TTL — the process is paused as by SIGSTOP or a long GC — while
 /// another thread waits out the TTL and, if `take_over`, acquires the job as worker `b`.
 async fn push_paused_past_the_ttl(take_over: bool) -> (u16, serde_json::Value, String) {
-    let (db, repo) = database().await;
+    let (db, repo) = pg_database().await;
     let config = runner_config("a");
     let ttl = config.lease_ttl;
     let app =

@@ -8,11 +8,10 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{TOKEN, new_job, quick, read, runner_config};
+use common::{ServeProcess, TOKEN, free_port, new_job, pg_database, quick, read, runner_config};
 use domain::{JobId, JobRepository, JobStatus};
 use queue::Enqueuer;
 use queue::loopback::LoopbackQueue;
@@ -20,21 +19,6 @@ use repo_pg::PgRepository;
 use serde_json::{Value, json};
 use worker_http::config::SweepSettings;
 use worker_http::{AppParts, Application, Readiness, SweepParts};
-
-async fn database() -> (test_pg::TestDb, Arc<PgRepository>) {
-    let db = test_pg::fresh_database().await.unwrap();
-    repo_pg::migrate(&db.pool).await.unwrap();
-    let repo = Arc::new(PgRepository::new(db.pool.clone()));
-    (db, repo)
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// The in-process loop is off in every test here: only `POST /sweep` sweeps.
 fn no_loop() -> SweepSettings {
@@ -153,7 +137,7 @@ fn counts(body: &Value) -> [u64; 6] {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_queued_job_whose_task_was_lost_is_delivered_after_one_post_sweep() {
-    let (db, repo) = database().await;
+    let (db, repo) = pg_database().await;
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
     let queue = loopback(&base);
@@ -178,66 +162,25 @@ async fn a_queued_job_whose_task_was_lost_is_delivered_after_one_post_sweep() {
     );
 }
 
-/// A `video-worker serve` process on `port`.
-struct Serve {
-    child: Child,
-    base: String,
-}
-
-impl Serve {
-    async fn start(database_url: &str, name: &str, port: u16, env: &[(&str, &str)]) -> Self {
-        #[allow(clippy::zombie_processes)] // owned by a value whose Drop kills and reaps it
-        let child = Command::new(env!("CARGO_BIN_EXE_video-worker"))
-            .arg("serve")
-            .env("DATABASE_URL", database_url)
-            .env("PORT", port.to_string())
-            .env("VIDEO_WORKER_AUTH_TOKEN", TOKEN)
-            .env("VIDEO_WORKER_INSTANCE_ID", name)
-            .env("VIDEO_WORKER_PIPELINE", "noop")
-            .env("VIDEO_JOB_LEASE_TTL_SECONDS", "3")
-            .env("VIDEO_JOB_HEARTBEAT_INTERVAL_SECONDS", "1")
-            .env("VIDEO_SWEEP_INTERVAL_SECONDS", "0")
-            .env("VIDEO_SWEEP_EXPIRED_FOR_SECONDS", "1")
-            .env("VIDEO_WORKER_LOG_FORMAT", "text")
-            .env("RUST_LOG", "warn")
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        let base = format!("http://127.0.0.1:{port}");
-        let client = reqwest::Client::new();
-        for _ in 0..200 {
-            if client
-                .get(format!("{base}/ready"))
-                .send()
-                .await
-                .is_ok_and(|r| r.status().is_success())
-            {
-                return Self { child, base };
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("worker {name} did not become ready");
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// `serve` with the in-process sweep loop off: only `POST /sweep` sweeps.
+async fn serve(database_url: &str, name: &str, port: u16, env: &[(&str, &str)]) -> ServeProcess {
+    let mut all = vec![
+        ("VIDEO_SWEEP_INTERVAL_SECONDS", "0"),
+        ("VIDEO_SWEEP_EXPIRED_FOR_SECONDS", "1"),
+    ];
+    all.extend_from_slice(env);
+    ServeProcess::start(database_url, name, port, &all).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sigkilled_holders_job_is_requeued_and_redelivered_by_one_post_sweep() {
-    let (db, repo) = database().await;
+    let (db, repo) = pg_database().await;
     let id = new_job(
         repo.as_ref(),
         json!({"noop": {"segments": 30, "segment_ms": 100}}),
     )
     .await;
-    let mut first = Serve::start(&db.url, "first", free_port(), &[]).await;
+    let mut first = serve(&db.url, "first", free_port(), &[]).await;
     let doomed = tokio::spawn(
         reqwest::Client::new()
             .post(format!("{}/jobs/run", first.base))
@@ -264,7 +207,7 @@ async fn a_sigkilled_holders_job_is_requeued_and_redelivered_by_one_post_sweep()
     // The second worker sweeps through its own queue: the loopback, pushing to itself.
     let port = free_port();
     let url = format!("http://127.0.0.1:{port}");
-    let second = Serve::start(
+    let second = serve(
         &db.url,
         "second",
         port,
@@ -302,7 +245,7 @@ async fn busy_worker() -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn under_a_backlog_three_sweeps_leave_every_job_exactly_one_live_task() {
-    let (db, repo) = database().await;
+    let (db, repo) = pg_database().await;
     let mut queue = loopback(&busy_worker().await);
     queue.max_attempts = u32::MAX;
     queue.max_backoff = Duration::from_secs(1);
@@ -350,7 +293,7 @@ async fn under_a_backlog_three_sweeps_leave_every_job_exactly_one_live_task() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sweep_without_valid_credentials_is_refused_and_changes_nothing() {
-    let (db, repo) = database().await;
+    let (db, repo) = pg_database().await;
     let queue = loopback(&busy_worker().await);
     let base = worker(repo.clone(), Some(Arc::new(queue.clone())), 0).await;
     let stuck = new_job(repo.as_ref(), json!({})).await;
@@ -389,7 +332,7 @@ async fn sweep_without_valid_credentials_is_refused_and_changes_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sweep_without_a_queue_still_requeues_and_defers_the_delivery() {
-    let (db, repo) = database().await;
+    let (db, repo) = pg_database().await;
     let base = worker(repo.clone(), None, 0).await;
     let stuck = new_job(repo.as_ref(), json!({})).await;
     let request = domain::AcquireRequest {

@@ -1,8 +1,10 @@
-//! Shared helpers of the worker's HTTP tests: a spawned application on port 0, scripted
-//! stages, a repository that counts its calls.
+//! Shared helpers of the worker's HTTP tests: a spawned application on port 0, a
+//! `video-worker serve` child process, a fresh Postgres database, scripted stages, a
+//! repository that counts its calls.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)] // each test binary uses a part
 
 use std::net::{Ipv4Addr, SocketAddr};
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -20,6 +22,82 @@ use tokio_util::sync::CancellationToken;
 use worker_http::{AppParts, Application, Readiness};
 
 pub const TOKEN: &str = "test-shared-token-0123456789";
+
+/// A fresh, migrated database and the repository on it.
+pub async fn pg_database() -> (test_pg::TestDb, Arc<repo_pg::PgRepository>) {
+    let db = test_pg::fresh_database().await.unwrap();
+    repo_pg::migrate(&db.pool).await.unwrap();
+    let repo = Arc::new(repo_pg::PgRepository::new(db.pool.clone()));
+    (db, repo)
+}
+
+/// A port nothing listens on now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A `video-worker serve` process: the `noop` pipeline, lease TTL 3 s, heartbeat 1 s, shared
+/// token auth; `env` adds settings or overrides these. Killed and reaped on drop.
+pub struct ServeProcess {
+    pub child: Child,
+    pub base: String,
+}
+
+impl ServeProcess {
+    /// Starts one on `port` and waits until `/ready` answers.
+    pub async fn start(database_url: &str, name: &str, port: u16, env: &[(&str, &str)]) -> Self {
+        #[allow(clippy::zombie_processes)] // owned by a value whose Drop kills and reaps it
+        let child = Command::new(env!("CARGO_BIN_EXE_video-worker"))
+            .arg("serve")
+            .env("DATABASE_URL", database_url)
+            .env("PORT", port.to_string())
+            .env("VIDEO_WORKER_AUTH_TOKEN", TOKEN)
+            .env("VIDEO_WORKER_INSTANCE_ID", name)
+            .env("VIDEO_WORKER_PIPELINE", "noop")
+            .env("VIDEO_JOB_LEASE_TTL_SECONDS", "3")
+            .env("VIDEO_JOB_HEARTBEAT_INTERVAL_SECONDS", "1")
+            .env("VIDEO_WORKER_LOG_FORMAT", "text")
+            .env("RUST_LOG", "warn")
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let base = format!("http://127.0.0.1:{port}");
+        let client = reqwest::Client::new();
+        for _ in 0..200 {
+            if client
+                .get(format!("{base}/ready"))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+            {
+                return Self { child, base };
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("worker {name} did not become ready");
+    }
+
+    /// A push of `id` to its `/jobs/run`.
+    pub fn push(&self, id: JobId) -> reqwest::RequestBuilder {
+        reqwest::Client::new()
+            .post(format!("{}/jobs/run", self.base))
+            .bearer_auth(TOKEN)
+            .body(serde_json::json!({ "job_id": id }).to_string())
+    }
+}
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
 
 #[allow(unused_imports)] // each test binary uses a part
 pub use pipeline::testing::{Fail, Gate, Publish, Segments};

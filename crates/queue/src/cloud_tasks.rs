@@ -439,34 +439,27 @@ impl CloudTasks {
     }
 
     async fn create(&self, body: &CreateTaskRequest) -> Result<Answer, EnqueueError> {
+        self.send(self.client.post(&self.tasks_url).json(body))
+            .await
+    }
+
+    async fn get(&self, name: &str) -> Result<Answer, EnqueueError> {
+        let url = format!("{}/v2/{name}", self.config.api_base.trim_end_matches('/'));
+        self.send(self.client.get(&url)).await
+    }
+
+    /// Sends `request` with a fresh access token and the request timeout; any answer is an
+    /// `Answer`, no answer is `Unknown`.
+    async fn send(&self, request: reqwest::RequestBuilder) -> Result<Answer, EnqueueError> {
         let token = self.access_token().await?;
-        let response = self
-            .client
-            .post(&self.tasks_url)
+        let response = request
             .bearer_auth(token)
             .timeout(self.config.request_timeout)
-            .json(body)
             .send()
             .await
             .map_err(|e| EnqueueError::Unknown(describe(&e)))?;
         let status = response.status().as_u16();
         // The body counts against the same timeout; an unread body only costs the detail.
-        let text = response.text().await.unwrap_or_default();
-        Ok(Answer { status, text })
-    }
-
-    async fn get(&self, name: &str) -> Result<Answer, EnqueueError> {
-        let token = self.access_token().await?;
-        let url = format!("{}/v2/{name}", self.config.api_base.trim_end_matches('/'));
-        let response = self
-            .client
-            .get(&url)
-            .bearer_auth(token)
-            .timeout(self.config.request_timeout)
-            .send()
-            .await
-            .map_err(|e| EnqueueError::Unknown(describe(&e)))?;
-        let status = response.status().as_u16();
         let text = response.text().await.unwrap_or_default();
         Ok(Answer { status, text })
     }

@@ -179,6 +179,14 @@ fn i32_of(n: u32, field: &'static str) -> Result<i32, RepoError> {
     i32::try_from(n).map_err(|_| domain::ValidationError::new(field, "too large").into())
 }
 
+/// An insert's failure: a job with that id exists already, or the store failed.
+fn insert_error(e: sqlx::Error, id: JobId) -> RepoError {
+    match e {
+        sqlx::Error::Database(db) if db.is_unique_violation() => RepoError::AlreadyExists(id),
+        other => storage(other),
+    }
+}
+
 #[async_trait]
 impl JobRepository for PgRepository {
     async fn create(&self, new: NewJob) -> Result<Job, RepoError> {
@@ -187,12 +195,7 @@ impl JobRepository for PgRepository {
             .bind(&new.input)
             .fetch_one(&self.pool)
             .await
-            .map_err(|e| match e {
-                sqlx::Error::Database(db) if db.is_unique_violation() => {
-                    RepoError::AlreadyExists(new.id)
-                }
-                other => storage(other),
-            })?;
+            .map_err(|e| insert_error(e, new.id))?;
         job_from(&row)
     }
 
@@ -211,12 +214,7 @@ impl JobRepository for PgRepository {
             .bind(sql::IDEMPOTENCY_PURGE_BATCH)
             .fetch_one(&self.pool)
             .await
-            .map_err(|e| match e {
-                sqlx::Error::Database(db) if db.is_unique_violation() => {
-                    RepoError::AlreadyExists(new.id)
-                }
-                other => storage(other),
-            })?;
+            .map_err(|e| insert_error(e, new.id))?;
         if row.try_get::<bool, _>("created").map_err(storage)? {
             return Ok(IdempotentOutcome::Created(job_from(&row)?));
         }

@@ -11,7 +11,9 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{ServeProcess, TOKEN, free_port, new_job, pg_database, quick, read, runner_config};
+use common::{
+    ServeProcess, TOKEN, free_port, new_job, pg_database, quick, read, runner_config, token_auth,
+};
 use domain::{JobId, JobRepository, JobStatus};
 use queue::Enqueuer;
 use queue::loopback::LoopbackQueue;
@@ -35,14 +37,7 @@ async fn worker(
     queue: Option<Arc<dyn Enqueuer>>,
     port: u16,
 ) -> String {
-    let auth = push_auth::Authenticator::new(
-        push_auth::AuthConfig {
-            shared_token: Some(TOKEN.into()),
-            oidc: None,
-        },
-        reqwest::Client::new(),
-    )
-    .unwrap();
+    let auth = token_auth();
     let parts = AppParts {
         repo,
         pipeline: quick(),

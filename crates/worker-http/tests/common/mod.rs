@@ -23,6 +23,18 @@ use worker_http::{AppParts, Application, Readiness};
 
 pub const TOKEN: &str = "test-shared-token-0123456789";
 
+/// Push authentication by the shared [`TOKEN`].
+pub fn token_auth() -> push_auth::Authenticator {
+    push_auth::Authenticator::new(
+        push_auth::AuthConfig {
+            shared_token: Some(TOKEN.into()),
+            oidc: None,
+        },
+        reqwest::Client::new(),
+    )
+    .unwrap()
+}
+
 /// A fresh, migrated database and the repository on it.
 pub async fn pg_database() -> (test_pg::TestDb, Arc<repo_pg::PgRepository>) {
     let db = test_pg::fresh_database().await.unwrap();
@@ -153,15 +165,15 @@ impl TestApp {
         readiness: Readiness,
         listen_for_cancels: bool,
     ) -> Self {
-        let auth = push_auth::Authenticator::new(
-            push_auth::AuthConfig {
-                shared_token: Some(TOKEN.into()),
-                oidc: None,
-            },
-            reqwest::Client::new(),
+        Self::spawn_full(
+            repo,
+            pipeline,
+            runner,
+            readiness,
+            listen_for_cancels,
+            token_auth(),
         )
-        .unwrap();
-        Self::spawn_full(repo, pipeline, runner, readiness, listen_for_cancels, auth).await
+        .await
     }
 
     pub async fn spawn_full(

@@ -84,6 +84,9 @@ pub enum Mutation {
     TrustFromReply,
     /// The sweeper never enqueues a task: a job whose task was lost stays queued forever.
     SweeperNeverEnqueues,
+    /// A worker that finds its lease gone answers `superseded` (2xx) without looking at the
+    /// job, even when the sweeper requeued it and nobody holds it.
+    SupersededWithoutLooking,
 }
 
 /// The size of the world and its fault budget.
@@ -360,6 +363,9 @@ pub struct Ghost {
     pub cancel_lost: bool,
     /// The shown progress went down.
     pub progress_decreased: bool,
+    /// A 2xx made the queue forget the task while the job was queued: nothing but the
+    /// sweeper's next pass would deliver it.
+    stranded_by_2xx: bool,
 }
 
 /// The whole world at one moment.
@@ -489,6 +495,9 @@ impl LeaseModel {
         let worker = &mut s.workers[usize::from(w)];
         if worker.current && success {
             s.task = false;
+            if s.row.status == JobStatus::Queued {
+                s.ghost.stranded_by_2xx = true;
+            }
         }
         worker.current = false;
         worker.phase = Phase::Idle;
@@ -560,7 +569,7 @@ impl LeaseModel {
 
     /// The worker reads a heartbeat's answer: trust restored (as of the sending), or —
     /// however it learns the lease is gone — 200 `superseded` and nothing more written.
-    fn read_beat(s: &mut State, w: u8, answer: Option<bool>, restores: i8) {
+    fn read_beat(&self, s: &mut State, w: u8, answer: Option<bool>, restores: i8) {
         match answer {
             Some(cancel) => {
                 if let Phase::Holding {
@@ -575,7 +584,7 @@ impl LeaseModel {
                     *beat = None;
                 }
             }
-            None => Self::answer(s, w, true),
+            None => self.lease_lost(s, w),
         }
     }
 
@@ -628,6 +637,14 @@ impl LeaseModel {
         }
         Self::commit(s, next.as_ref(), Some(epoch));
         decision.answer.ok()
+    }
+
+    /// The lease is gone: 200 `superseded` if another holds the job or it ended; a retry if
+    /// the sweeper requeued it and nobody holds it (the runner reads the job to tell).
+    fn lease_lost(&self, s: &mut State, w: u8) {
+        let requeued = s.row.status == JobStatus::Queued
+            && self.config.mutation != Mutation::SupersededWithoutLooking;
+        Self::answer(s, w, !requeued);
     }
 
     /// How the runner answers the queue after its closing write ended with `status`.
@@ -754,7 +771,7 @@ impl Model for LeaseModel {
             Action::Deliver(w) => self.acquire(&mut s, w),
             Action::Heartbeat(w) => {
                 let answer = Self::beat(&mut s, w)?;
-                Self::read_beat(&mut s, w, answer, TTL - MARGIN);
+                self.read_beat(&mut s, w, answer, TTL - MARGIN);
             }
             Action::SlowHeartbeat(w) => {
                 s.faults -= 1;
@@ -778,7 +795,7 @@ impl Model for LeaseModel {
                     Mutation::TrustFromReply => TTL - MARGIN,
                     _ => beat.restores,
                 };
-                Self::read_beat(&mut s, w, beat.answer, restores);
+                self.read_beat(&mut s, w, beat.answer, restores);
             }
             Action::NotifyCancel(w) => {
                 if let Phase::Holding { cancel_seen, .. } = &mut s.workers[usize::from(w)].phase {
@@ -795,7 +812,7 @@ impl Model for LeaseModel {
                         *step += 1;
                     }
                 } else {
-                    Self::answer(&mut s, w, true);
+                    self.lease_lost(&mut s, w);
                 }
             }
             Action::DelayProgress(w) => {
@@ -828,7 +845,7 @@ impl Model for LeaseModel {
                         s.workers[usize::from(w)].phase = Phase::Closing { epoch, ending };
                     }
                     Some(status) => Self::answer(&mut s, w, Self::answer_for(status)),
-                    None => Self::answer(&mut s, w, true),
+                    None => self.lease_lost(&mut s, w),
                 }
             }
             Action::RetryClosing(w) => {
@@ -842,7 +859,7 @@ impl Model for LeaseModel {
                         let status = s.row.status;
                         Self::answer(&mut s, w, Self::answer_for(status));
                     }
-                    None => Self::answer(&mut s, w, true),
+                    None => self.lease_lost(&mut s, w),
                 }
             }
             Action::ReadBackFails(w) | Action::Abandon(w) => Self::answer(&mut s, w, false),
@@ -908,6 +925,10 @@ impl Model for LeaseModel {
             Invariant::new(
                 "a cancel requested before the terminal write ends canceled",
                 |s: &State| !s.ghost.cancel_lost,
+            ),
+            Invariant::new(
+                "a 2xx never leaves a queued job without a task",
+                |s: &State| !s.ghost.stranded_by_2xx,
             ),
             Invariant::new("progress never decreases", |s: &State| {
                 !s.ghost.progress_decreased

@@ -98,3 +98,11 @@ fn a_sweeper_that_never_enqueues_strands_a_job_whose_task_was_lost() {
         "liveness: every job reaches a terminal state",
     );
 }
+
+#[test]
+fn superseded_without_looking_strands_a_job_the_sweeper_requeued() {
+    assert_caught(
+        Mutation::SupersededWithoutLooking,
+        "a 2xx never leaves a queued job without a task",
+    );
+}

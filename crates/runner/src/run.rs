@@ -376,8 +376,13 @@ impl Runner {
                 writer.offer(tracker.track(&event), Instant::now());
             }
         }
+        // Not on shutdown: the grace period belongs to the release, which lets the job run
+        // again at once; a hanging progress write could use it up.
         if !succeeded
-            && !matches!(stop, Some(Stop::LeaseLost | Stop::Unreachable))
+            && !matches!(
+                stop,
+                Some(Stop::LeaseLost | Stop::Unreachable | Stop::Shutdown)
+            )
             && let Some(report) = writer.flush(Instant::now())
         {
             let _ = self.write_progress(lease, &report, held_until).await;
@@ -411,8 +416,8 @@ impl Runner {
     }
 
     /// Writes a progress report; `Some(Stop::LeaseLost)` if the lease is gone. Bounded by
-    /// the time the lease is still trusted and by one heartbeat period: a hanging write must
-    /// not hold up the loop.
+    /// the time the lease is still trusted and by one heartbeat call's bound: a hanging write
+    /// must not hold up the loop (cancel, SIGTERM, the deadline) for long.
     async fn write_progress(
         &self,
         lease: &Lease,
@@ -421,7 +426,7 @@ impl Runner {
     ) -> Option<Stop> {
         let bound = held_until
             .saturating_duration_since(Instant::now())
-            .min(self.config.heartbeat_period());
+            .min(self.config.heartbeat_call_timeout());
         let Ok(result) =
             tokio::time::timeout(bound, self.repo.report_progress(lease, report)).await
         else {
@@ -443,6 +448,25 @@ impl Runner {
         }
     }
 
+    /// The answer once the lease is gone. Another worker holds the job, or it ended: 200
+    /// `superseded`. But the sweeper may have requeued it after this worker's lease expired
+    /// (a long pause): then nobody holds it, and this delivery may be the job's only task —
+    /// a 2xx would make the queue forget it — so the queue is told to retry.
+    async fn lease_lost(&self, lease: &Lease) -> RunOutcome {
+        match self.repo.get(lease.job_id).await {
+            Ok(Some(job)) if job.status == JobStatus::Queued => RunOutcome::Retry {
+                error: JobError::new(
+                    code(ErrorCode::LEASE_EXPIRED),
+                    "the lease expired and the sweeper requeued the job; the queue delivers it again",
+                ),
+            },
+            Ok(_) => RunOutcome::Superseded,
+            Err(error) => RunOutcome::Unavailable {
+                reason: format!("the lease is gone and the job could not be read: {error}"),
+            },
+        }
+    }
+
     /// The one closing write of the attempt (none after a lost lease).
     async fn conclude(
         &self,
@@ -451,7 +475,7 @@ impl Runner {
         result: Option<PipelineResult>,
     ) -> RunOutcome {
         match (stop, result) {
-            (Some(Stop::LeaseLost), _) => RunOutcome::Superseded,
+            (Some(Stop::LeaseLost), _) => self.lease_lost(lease).await,
             (Some(Stop::Unreachable), _) => RunOutcome::Unavailable {
                 reason: "the database did not answer heartbeats; the lease was abandoned".into(),
             },
@@ -516,7 +540,7 @@ impl Runner {
             (Ok(JobStatus::Failed), FinalOutcome::Failed(error)) => RunOutcome::Failed { error },
             (Ok(JobStatus::Canceled), _) => RunOutcome::Canceled,
             // The row read back after a lost reply ended otherwise: by another's hand.
-            (Ok(_), _) | (Err(FencedError::LeaseLost), _) => RunOutcome::Superseded,
+            (Ok(_), _) | (Err(FencedError::LeaseLost), _) => self.lease_lost(lease).await,
             (Err(FencedError::Repo(error)), _) => RunOutcome::Unavailable {
                 reason: format!("finalize failed: {error}"),
             },
@@ -536,7 +560,7 @@ impl Runner {
         match result {
             Ok(JobStatus::Canceled) => RunOutcome::Canceled,
             Ok(JobStatus::Queued) => RunOutcome::Retry { error },
-            Ok(_) | Err(FencedError::LeaseLost) => RunOutcome::Superseded,
+            Ok(_) | Err(FencedError::LeaseLost) => self.lease_lost(lease).await,
             Err(FencedError::Repo(e)) => RunOutcome::Unavailable {
                 reason: format!("release failed: {e}"),
             },

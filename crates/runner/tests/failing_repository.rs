@@ -211,10 +211,53 @@ async fn a_refused_finalize_is_not_retried_and_means_superseded() {
     repo.expect_finalize()
         .times(1)
         .returning(|_, _| Err(FencedError::LeaseLost));
+    // Another worker holds it now.
+    repo.expect_get()
+        .times(1)
+        .returning(move |_| Ok(Some(job_with(id, JobStatus::Running))));
     let outcome = runner(repo, Arc::new(Quick))
         .run(id, &CancellationToken::new())
         .await;
     assert_eq!(outcome, RunOutcome::Superseded);
+}
+
+fn job_with(id: JobId, status: JobStatus) -> Job {
+    let mut job = Job::new(id, serde_json::json!({}), chrono::Utc::now());
+    job.status = status;
+    job
+}
+
+/// The lease is gone, but nobody holds the job: the sweeper requeued it after this worker's
+/// lease expired (a long pause). This delivery may be its only task, so a 2xx would strand
+/// it; the queue must retry.
+#[tokio::test]
+async fn a_lost_lease_on_a_job_the_sweeper_requeued_is_retried_not_superseded() {
+    for (read_back, expected) in [
+        (Ok(Some(JobStatus::Queued)), "retry"),
+        (Ok(Some(JobStatus::Succeeded)), "superseded"),
+        (Err(()), "unavailable"),
+    ] {
+        let id = JobId::new();
+        let mut repo = MockRepo::new();
+        repo.expect_acquire()
+            .times(1)
+            .returning(move |_| Ok(acquired(id)));
+        repo.expect_report_progress()
+            .returning(|_, _| Ok(ProgressOutcome::Applied));
+        repo.expect_finalize()
+            .times(1)
+            .returning(|_, _| Err(FencedError::LeaseLost));
+        repo.expect_get()
+            .times(1)
+            .returning(move |_| match read_back {
+                Ok(status) => Ok(status.map(|s| job_with(id, s))),
+                Err(()) => Err(down()),
+            });
+        let outcome = runner(repo, Arc::new(Quick))
+            .run(id, &CancellationToken::new())
+            .await;
+        assert_eq!(outcome.label(), expected, "{read_back:?}: {outcome:?}");
+    }
 }
 
 #[derive(Debug)]

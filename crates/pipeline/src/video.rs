@@ -221,6 +221,23 @@ impl Segments {
 
     /// Keeps a finished segment locally and in the store. Neither failure fails the job:
     /// the segment is made; only a later resume would miss it.
+    /// Drops every copy of `key` — `dest`, the local cache's, the store's — so the segment
+    /// is made again and the good copy replaces them.
+    async fn discard(&self, key: &str, ext: &str, dest: &Path) {
+        for local in [dest.to_path_buf(), self.cache.path(key, ext)] {
+            if let Err(e) = tokio::fs::remove_file(&local).await
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                tracing::warn!(path = %local.display(), error = %e, "a bad segment copy was not removed");
+            }
+        }
+        if let Some(path) = self.store_path(key, ext)
+            && let Ok(Err(e)) = tokio::time::timeout(STORE_TIMEOUT, self.store.delete(&path)).await
+        {
+            tracing::warn!(key = %path, error = %e, "a bad stored segment was not deleted");
+        }
+    }
+
     async fn keep(&self, file: &Path, key: &str, ext: &str) {
         if let Err(e) = self.cache.insert(file, key, ext).await {
             tracing::warn!(error = %e, "a finished segment was not cached locally");
@@ -361,12 +378,21 @@ impl Stage for Tts {
             async move {
                 let k = k.as_str();
                 if let Some(source) = segments.find(k, "wav", &path).await {
-                    PipelineStats::bump(&shared.stats.speech_reused);
-                    if source == Source::Store {
-                        PipelineStats::bump(&shared.stats.speech_from_store);
+                    // Whole is not enough: a copy the decoder refuses is evicted and spoken
+                    // again, never retried into `attempts_exhausted`.
+                    match wav_info(&path) {
+                        Ok(info) => {
+                            PipelineStats::bump(&shared.stats.speech_reused);
+                            if source == Source::Store {
+                                PipelineStats::bump(&shared.stats.speech_from_store);
+                            }
+                            return Ok((i, path, info));
+                        }
+                        Err(error) => {
+                            tracing::warn!(key = k, %error, "a reused narration does not decode; evicted, speaking it again");
+                            segments.discard(k, "wav", &path).await;
+                        }
                     }
-                    let info = wav_info(&path)?;
-                    return Ok((i, path, info));
                 }
                 let spoken = tts
                     .synthesize(&narration, &voice, &path, ctx.cancel_token())

@@ -223,6 +223,60 @@ async fn damaged_segments_local_or_stored_are_evicted_and_redone_not_failed() {
     }
 }
 
+/// A WAV whose chunks add up (it looks whole) but whose format the decoder refuses (ADPCM).
+fn undecodable_wav() -> Vec<u8> {
+    let mut w = Vec::new();
+    w.extend_from_slice(b"RIFF");
+    w.extend_from_slice(&40u32.to_le_bytes());
+    w.extend_from_slice(b"WAVEfmt ");
+    w.extend_from_slice(&16u32.to_le_bytes());
+    w.extend_from_slice(&2u16.to_le_bytes()); // format 2: ADPCM
+    w.extend_from_slice(&1u16.to_le_bytes());
+    w.extend_from_slice(&22_050u32.to_le_bytes());
+    w.extend_from_slice(&44_100u32.to_le_bytes());
+    w.extend_from_slice(&2u16.to_le_bytes());
+    w.extend_from_slice(&16u16.to_le_bytes());
+    w.extend_from_slice(b"data");
+    w.extend_from_slice(&4u32.to_le_bytes());
+    w.extend_from_slice(&[0; 4]);
+    w
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_whole_but_undecodable_narration_is_evicted_and_spoken_again() {
+    let _turn = SERIAL.lock().await;
+    let store = tempfile::tempdir().unwrap();
+    let job = JobId::new();
+    let input = board(2);
+    let w = worker(store.path());
+    let (ctx, _events) = context(&w, job, &input, CancellationToken::new());
+    w.pipeline.run(&ctx).await.unwrap();
+    assert_eq!(count(&w.stats.speech_made), 2);
+
+    let cache = w.work.path().join("cache");
+    let segments = store.path().join(format!("video-jobs/{job}/segments"));
+    let copies: Vec<PathBuf> = files(&cache, "wav")
+        .into_iter()
+        .chain(files(&segments, "wav"))
+        .collect();
+    assert_eq!(copies.len(), 4, "two narrations, cached and stored");
+    for path in &copies {
+        std::fs::write(path, undecodable_wav()).unwrap();
+        assert!(looks_whole(path, "wav"), "the structure check passes it");
+    }
+
+    let (ctx, _events) = context(&w, job, &input, CancellationToken::new());
+    w.pipeline.run(&ctx).await.unwrap();
+    assert_eq!(count(&w.stats.speech_made), 4, "both spoken again");
+    for path in files(&cache, "wav").iter().chain(&files(&segments, "wav")) {
+        assert!(
+            hound::WavReader::open(path).is_ok(),
+            "{} decodes again",
+            path.display()
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_that_refuses_segment_uploads_does_not_fail_the_job() {
     let _turn = SERIAL.lock().await;

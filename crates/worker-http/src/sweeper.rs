@@ -54,8 +54,25 @@ pub(crate) async fn handle(State(app): State<AppState>, headers: HeaderMap) -> R
         )
             .into_response();
     }
-    let sweep = &app.sweep;
-    match sweep_once(sweep.repo.as_ref(), sweep.queue.as_deref(), &sweep.policy).await {
+    // The pass runs on a task of its own, like a job: if the scheduler hangs up (its attempt
+    // deadline), the pass still finishes — a job whose generation advanced gets its task.
+    let (repo, queue, policy) = (
+        app.sweep.repo.clone(),
+        app.sweep.queue.clone(),
+        app.sweep.policy.clone(),
+    );
+    let pass = app
+        .jobs
+        .spawn(async move { sweep_once(repo.as_ref(), queue.as_deref(), &policy).await });
+    let Ok(result) = pass.await else {
+        tracing::error!("the sweep task failed");
+        return (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            axum::Json(json!({"status": "error", "reason": "the sweep task failed"})),
+        )
+            .into_response();
+    };
+    match result {
         Ok(report) => {
             tracing::info!(?report, "sweep done (POST /sweep)");
             (StatusCode::OK, axum::Json(report)).into_response()

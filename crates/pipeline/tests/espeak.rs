@@ -37,6 +37,17 @@ fn fake(dir: &Path, speak: &str) -> PathBuf {
     );
     std::fs::write(&path, script).unwrap();
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    // A child forked by a parallel test in the instant the script was open for writing holds
+    // its descriptor until that child execs, and exec of the script fails with ETXTBSY
+    // meanwhile. Once one run gets through, nobody can hold it any more.
+    for _ in 0..100 {
+        match std::process::Command::new(&path).arg("--version").output() {
+            Err(e) if e.raw_os_error() == Some(26) => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            _ => break,
+        }
+    }
     path
 }
 

@@ -42,6 +42,18 @@ mockall::mock! {
     }
 }
 
+/// A repository that grants `id`'s lease once and applies every progress write; each test
+/// adds what its closing write meets.
+fn holding(id: JobId) -> MockRepo {
+    let mut repo = MockRepo::new();
+    repo.expect_acquire()
+        .times(1)
+        .returning(move |_| Ok(acquired(id)));
+    repo.expect_report_progress()
+        .returning(|_, _| Ok(ProgressOutcome::Applied));
+    repo
+}
+
 fn down() -> RepoError {
     RepoError::Unavailable("connection refused".into())
 }
@@ -173,12 +185,7 @@ async fn heartbeats_failing_until_the_lease_may_be_gone_abandon_it_without_writi
 #[tokio::test(start_paused = true)]
 async fn a_transient_failure_of_finalize_is_retried() {
     let id = JobId::new();
-    let mut repo = MockRepo::new();
-    repo.expect_acquire()
-        .times(1)
-        .returning(move |_| Ok(acquired(id)));
-    repo.expect_report_progress()
-        .returning(|_, _| Ok(ProgressOutcome::Applied));
+    let mut repo = holding(id);
     let mut seq = mockall::Sequence::new();
     repo.expect_finalize()
         .times(2)
@@ -202,12 +209,7 @@ async fn a_transient_failure_of_finalize_is_retried() {
 #[tokio::test(start_paused = true)]
 async fn a_refused_finalize_is_not_retried_and_means_superseded() {
     let id = JobId::new();
-    let mut repo = MockRepo::new();
-    repo.expect_acquire()
-        .times(1)
-        .returning(move |_| Ok(acquired(id)));
-    repo.expect_report_progress()
-        .returning(|_, _| Ok(ProgressOutcome::Applied));
+    let mut repo = holding(id);
     repo.expect_finalize()
         .times(1)
         .returning(|_, _| Err(FencedError::LeaseLost));
@@ -238,12 +240,7 @@ async fn a_lost_lease_on_a_job_the_sweeper_requeued_is_retried_not_superseded() 
         (Err(()), "unavailable"),
     ] {
         let id = JobId::new();
-        let mut repo = MockRepo::new();
-        repo.expect_acquire()
-            .times(1)
-            .returning(move |_| Ok(acquired(id)));
-        repo.expect_report_progress()
-            .returning(|_, _| Ok(ProgressOutcome::Applied));
+        let mut repo = holding(id);
         repo.expect_finalize()
             .times(1)
             .returning(|_, _| Err(FencedError::LeaseLost));
@@ -276,12 +273,7 @@ impl pipeline::Stage for FailWith {
 #[tokio::test(start_paused = true)]
 async fn a_release_whose_reply_was_lost_is_read_back_and_still_means_retry() {
     let id = JobId::new();
-    let mut repo = MockRepo::new();
-    repo.expect_acquire()
-        .times(1)
-        .returning(move |_| Ok(acquired(id)));
-    repo.expect_report_progress()
-        .returning(|_, _| Ok(ProgressOutcome::Applied));
+    let mut repo = holding(id);
     let mut seq = mockall::Sequence::new();
     // The first try committed but its reply was lost; the second finds the lease gone.
     repo.expect_release()
@@ -416,12 +408,7 @@ async fn a_hanging_heartbeat_cannot_keep_a_worker_past_its_lease() {
 #[tokio::test(start_paused = true)]
 async fn a_refused_retry_whose_read_back_fails_is_unavailable_never_superseded() {
     let id = JobId::new();
-    let mut repo = MockRepo::new();
-    repo.expect_acquire()
-        .times(1)
-        .returning(move |_| Ok(acquired(id)));
-    repo.expect_report_progress()
-        .returning(|_, _| Ok(ProgressOutcome::Applied));
+    let mut repo = holding(id);
     let mut seq = mockall::Sequence::new();
     // The first try may have committed (its reply was lost); the second finds the lease gone
     // and the row cannot be read: whose write ended the lease is unknown.

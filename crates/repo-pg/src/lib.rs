@@ -5,6 +5,7 @@
 //! process's clock. Cancel requests `NOTIFY` (a trigger in the migrations); the worker
 //! `LISTEN`s through [`JobRepository::cancel_notifications`].
 
+mod connections;
 mod row;
 pub mod sql;
 
@@ -22,7 +23,10 @@ use futures_util::StreamExt;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions, PgRow};
 use sqlx::{FromRow, PgPool, Row};
 
+use crate::connections::Connections;
 use crate::row::JobRow;
+
+pub use crate::connections::CLIENT_CHECK_INTERVAL;
 
 /// The migrations of `migrations/`, embedded.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations");
@@ -59,14 +63,13 @@ impl Default for PoolConfig {
 /// Opens a pool to `url` with `config`. Fails fast on a malformed URL; the first connection
 /// is made lazily, so a database that is down shows as `Unavailable` on first use.
 pub fn connect_lazy(url: &str, config: &PoolConfig) -> Result<PgPool, sqlx::Error> {
-    let timeout_ms = config.statement_timeout.as_millis().to_string();
-    let options = PgConnectOptions::from_str(url)?
-        .application_name("video-worker")
-        .options([("statement_timeout", timeout_ms.as_str())]);
+    let options = connections::connect_options(
+        PgConnectOptions::from_str(url)?.application_name("video-worker"),
+        config.statement_timeout,
+    );
+    // The pool serves migrations, listeners and readiness checks; the repository's
+    // statements run on [`Connections`] of the same size and timeouts, which need no ping.
     Ok(PgPoolOptions::new()
-        // No ping before every statement (sqlx's default): it doubled the round trips of a
-        // job. A connection that died while idle now shows as a failed statement, which the
-        // runner's heartbeat and closing-write retries take on a fresh connection.
         .test_before_acquire(false)
         .max_connections(config.max_connections)
         .acquire_timeout(config.acquire_timeout)
@@ -77,13 +80,17 @@ pub fn connect_lazy(url: &str, config: &PoolConfig) -> Result<PgPool, sqlx::Erro
 /// Jobs in Postgres.
 #[derive(Debug, Clone)]
 pub struct PgRepository {
+    /// Migrations, listeners and readiness checks.
     pool: PgPool,
+    /// Every repository statement: one round trip each (no ping on return).
+    conns: Connections,
 }
 
 impl PgRepository {
     /// A repository on `pool` (migrated already).
     pub fn new(pool: PgPool) -> Self {
-        Self { pool }
+        let conns = Connections::like(&pool);
+        Self { pool, conns }
     }
 
     /// Job ids notified on `channel`. LISTEN is in place when this returns, so an event
@@ -104,6 +111,13 @@ impl PgRepository {
             }
         });
         Ok(Box::pin(stream))
+    }
+
+    /// Closes every connection: the statements' and the pool's. Statements running finish;
+    /// later ones fail as unavailable.
+    pub async fn close(&self) {
+        self.conns.close().await;
+        self.pool.close().await;
     }
 
     /// The pool, for readiness checks.
@@ -190,10 +204,13 @@ fn insert_error(e: sqlx::Error, id: JobId) -> RepoError {
 #[async_trait]
 impl JobRepository for PgRepository {
     async fn create(&self, new: NewJob) -> Result<Job, RepoError> {
-        let row = sqlx::query(sql::CREATE)
-            .bind(new.id.as_uuid())
-            .bind(&new.input)
-            .fetch_one(&self.pool)
+        let row = self
+            .conns
+            .fetch_one(
+                sqlx::query(sql::CREATE)
+                    .bind(new.id.as_uuid())
+                    .bind(&new.input),
+            )
             .await
             .map_err(|e| insert_error(e, new.id))?;
         job_from(&row)
@@ -204,15 +221,18 @@ impl JobRepository for PgRepository {
         new: NewJob,
         request: &IdempotentRequest,
     ) -> Result<IdempotentOutcome, RepoError> {
-        let row = sqlx::query(sql::CREATE_IDEMPOTENT)
-            .bind(new.id.as_uuid())
-            .bind(&new.input)
-            .bind(request.scope.as_slice())
-            .bind(request.key.as_str())
-            .bind(request.fingerprint.as_slice())
-            .bind(secs_f64(request.retention))
-            .bind(sql::IDEMPOTENCY_PURGE_BATCH)
-            .fetch_one(&self.pool)
+        let row = self
+            .conns
+            .fetch_one(
+                sqlx::query(sql::CREATE_IDEMPOTENT)
+                    .bind(new.id.as_uuid())
+                    .bind(&new.input)
+                    .bind(request.scope.as_slice())
+                    .bind(request.key.as_str())
+                    .bind(request.fingerprint.as_slice())
+                    .bind(secs_f64(request.retention))
+                    .bind(sql::IDEMPOTENCY_PURGE_BATCH),
+            )
             .await
             .map_err(|e| insert_error(e, new.id))?;
         if row.try_get::<bool, _>("created").map_err(storage)? {
@@ -231,9 +251,9 @@ impl JobRepository for PgRepository {
     }
 
     async fn get(&self, id: JobId) -> Result<Option<Job>, RepoError> {
-        let row = sqlx::query(sql::GET)
-            .bind(id.as_uuid())
-            .fetch_optional(&self.pool)
+        let row = self
+            .conns
+            .fetch_optional(sqlx::query(sql::GET).bind(id.as_uuid()))
             .await
             .map_err(storage)?;
         row.as_ref().map(job_from).transpose()
@@ -241,12 +261,15 @@ impl JobRepository for PgRepository {
 
     async fn list(&self, query: &ListQuery) -> Result<JobPage, RepoError> {
         let limit = i64::from(query.limit());
-        let rows = sqlx::query(sql::LIST)
-            .bind(query.status.map(JobStatus::as_str))
-            .bind(query.after.map(|c| c.created_at))
-            .bind(query.after.map(|c| c.id.as_uuid()))
-            .bind(limit + 1)
-            .fetch_all(&self.pool)
+        let rows = self
+            .conns
+            .fetch_all(
+                sqlx::query(sql::LIST)
+                    .bind(query.status.map(JobStatus::as_str))
+                    .bind(query.after.map(|c| c.created_at))
+                    .bind(query.after.map(|c| c.id.as_uuid()))
+                    .bind(limit + 1),
+            )
             .await
             .map_err(storage)?;
         let mut jobs = rows.iter().map(job_from).collect::<Result<Vec<_>, _>>()?;
@@ -264,12 +287,15 @@ impl JobRepository for PgRepository {
     }
 
     async fn acquire(&self, request: &AcquireRequest) -> Result<AcquireOutcome, RepoError> {
-        let row = sqlx::query(sql::ACQUIRE)
-            .bind(request.job_id.as_uuid())
-            .bind(request.holder.as_str())
-            .bind(i32_of(request.max_attempts, "max_attempts")?)
-            .bind(secs_f64(request.ttl))
-            .fetch_optional(&self.pool)
+        let row = self
+            .conns
+            .fetch_optional(
+                sqlx::query(sql::ACQUIRE)
+                    .bind(request.job_id.as_uuid())
+                    .bind(request.holder.as_str())
+                    .bind(i32_of(request.max_attempts, "max_attempts")?)
+                    .bind(secs_f64(request.ttl)),
+            )
             .await
             .map_err(storage)?;
         let Some(row) = row else {
@@ -324,12 +350,15 @@ impl JobRepository for PgRepository {
     }
 
     async fn heartbeat(&self, lease: &Lease, ttl: Duration) -> Result<HeartbeatAck, FencedError> {
-        let row = sqlx::query(sql::HEARTBEAT)
-            .bind(lease.job_id.as_uuid())
-            .bind(epoch_of(lease))
-            .bind(lease.holder.as_str())
-            .bind(secs_f64(ttl))
-            .fetch_optional(&self.pool)
+        let row = self
+            .conns
+            .fetch_optional(
+                sqlx::query(sql::HEARTBEAT)
+                    .bind(lease.job_id.as_uuid())
+                    .bind(epoch_of(lease))
+                    .bind(lease.holder.as_str())
+                    .bind(secs_f64(ttl)),
+            )
             .await
             .map_err(storage)?
             .ok_or(FencedError::LeaseLost)?;
@@ -353,16 +382,19 @@ impl JobRepository for PgRepository {
             .segment
             .map(|s| i32_of(s.total(), "segment_total"))
             .transpose()?;
-        let row = sqlx::query(sql::REPORT_PROGRESS)
-            .bind(lease.job_id.as_uuid())
-            .bind(epoch_of(lease))
-            .bind(lease.holder.as_str())
-            .bind(report.stage.as_str())
-            .bind(i16::from(report.percent.get()))
-            .bind(segment_index)
-            .bind(segment_total)
-            .bind(report.message.as_deref())
-            .fetch_optional(&self.pool)
+        let row = self
+            .conns
+            .fetch_optional(
+                sqlx::query(sql::REPORT_PROGRESS)
+                    .bind(lease.job_id.as_uuid())
+                    .bind(epoch_of(lease))
+                    .bind(lease.holder.as_str())
+                    .bind(report.stage.as_str())
+                    .bind(i16::from(report.percent.get()))
+                    .bind(segment_index)
+                    .bind(segment_total)
+                    .bind(report.message.as_deref()),
+            )
             .await
             .map_err(storage)?
             .ok_or(FencedError::LeaseLost)?;
@@ -391,13 +423,16 @@ impl JobRepository for PgRepository {
         lease: &Lease,
         error: Option<JobError>,
     ) -> Result<JobStatus, FencedError> {
-        let row = sqlx::query(sql::RELEASE)
-            .bind(lease.job_id.as_uuid())
-            .bind(epoch_of(lease))
-            .bind(lease.holder.as_str())
-            .bind(error.as_ref().map(|e| e.code.as_str()))
-            .bind(error.as_ref().map(|e| e.message.as_str()))
-            .fetch_optional(&self.pool)
+        let row = self
+            .conns
+            .fetch_optional(
+                sqlx::query(sql::RELEASE)
+                    .bind(lease.job_id.as_uuid())
+                    .bind(epoch_of(lease))
+                    .bind(lease.holder.as_str())
+                    .bind(error.as_ref().map(|e| e.code.as_str()))
+                    .bind(error.as_ref().map(|e| e.message.as_str())),
+            )
             .await
             .map_err(storage)?
             .ok_or(FencedError::LeaseLost)?;
@@ -415,15 +450,18 @@ impl JobRepository for PgRepository {
             FinalOutcome::Failed(error) => (None, Some(error)),
             FinalOutcome::Canceled => (None, None),
         };
-        let row = sqlx::query(sql::FINALIZE)
-            .bind(lease.job_id.as_uuid())
-            .bind(epoch_of(lease))
-            .bind(lease.holder.as_str())
-            .bind(outcome.status().as_str())
-            .bind(artifact)
-            .bind(error.map(|e| e.code.as_str()))
-            .bind(error.map(|e| e.message.as_str()))
-            .fetch_optional(&self.pool)
+        let row = self
+            .conns
+            .fetch_optional(
+                sqlx::query(sql::FINALIZE)
+                    .bind(lease.job_id.as_uuid())
+                    .bind(epoch_of(lease))
+                    .bind(lease.holder.as_str())
+                    .bind(outcome.status().as_str())
+                    .bind(artifact)
+                    .bind(error.map(|e| e.code.as_str()))
+                    .bind(error.map(|e| e.message.as_str())),
+            )
             .await
             .map_err(storage)?
             .ok_or(FencedError::LeaseLost)?;
@@ -432,9 +470,9 @@ impl JobRepository for PgRepository {
     }
 
     async fn request_cancel(&self, id: JobId) -> Result<CancelOutcome, RepoError> {
-        let row = sqlx::query(sql::REQUEST_CANCEL)
-            .bind(id.as_uuid())
-            .fetch_optional(&self.pool)
+        let row = self
+            .conns
+            .fetch_optional(sqlx::query(sql::REQUEST_CANCEL).bind(id.as_uuid()))
             .await
             .map_err(storage)?;
         let Some(row) = row else {
@@ -458,11 +496,14 @@ impl JobRepository for PgRepository {
     }
 
     async fn fail_unstarted(&self, id: JobId, error: JobError) -> Result<bool, RepoError> {
-        let row = sqlx::query(sql::FAIL_UNSTARTED)
-            .bind(id.as_uuid())
-            .bind(error.code.as_str())
-            .bind(&error.message)
-            .fetch_optional(&self.pool)
+        let row = self
+            .conns
+            .fetch_optional(
+                sqlx::query(sql::FAIL_UNSTARTED)
+                    .bind(id.as_uuid())
+                    .bind(error.code.as_str())
+                    .bind(&error.message),
+            )
             .await
             .map_err(storage)?;
         Ok(row.is_some())
@@ -473,10 +514,13 @@ impl JobRepository for PgRepository {
         id: JobId,
         from: u32,
     ) -> Result<Option<u32>, RepoError> {
-        let row = sqlx::query(sql::ADVANCE_DELIVERY_GENERATION)
-            .bind(id.as_uuid())
-            .bind(i32_of(from, "delivery_generation")?)
-            .fetch_optional(&self.pool)
+        let row = self
+            .conns
+            .fetch_optional(
+                sqlx::query(sql::ADVANCE_DELIVERY_GENERATION)
+                    .bind(id.as_uuid())
+                    .bind(i32_of(from, "delivery_generation")?),
+            )
             .await
             .map_err(storage)?;
         row.map(|row| {
@@ -488,11 +532,14 @@ impl JobRepository for PgRepository {
     }
 
     async fn sweep(&self, policy: &SweepPolicy) -> Result<Vec<SweptJob>, RepoError> {
-        let rows = sqlx::query(sql::SWEEP)
-            .bind(secs_f64(policy.expired_for))
-            .bind(i32_of(policy.max_attempts, "max_attempts")?)
-            .bind(policy.queued_for.map(secs_f64))
-            .fetch_all(&self.pool)
+        let rows = self
+            .conns
+            .fetch_all(
+                sqlx::query(sql::SWEEP)
+                    .bind(secs_f64(policy.expired_for))
+                    .bind(i32_of(policy.max_attempts, "max_attempts")?)
+                    .bind(policy.queued_for.map(secs_f64)),
+            )
             .await
             .map_err(storage)?;
         rows.iter()

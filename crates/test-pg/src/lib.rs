@@ -11,6 +11,8 @@
 //! returned [`TestDb`] is dropped.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test support: a panic is a failed test
 
+pub mod wire;
+
 use std::path::PathBuf;
 use std::process::Command;
 use std::str::FromStr;

@@ -3,8 +3,8 @@
 //! 1. no-op jobs per second through the full HTTP path (auth, router, runner, repository),
 //!    and per job: transactions counted by Postgres itself (`xact_commit` of the test
 //!    database), statements and round trips counted on the wire by a proxy between the
-//!    worker's pool and Postgres (a statement is one round trip; so is each connection check
-//!    sqlx makes);
+//!    worker's connections and Postgres (`test_pg::wire`; a statement is one round trip,
+//!    plus one to prepare it the first time a connection runs it);
 //! 2. cancel latency, p50/p99, with `LISTEN/NOTIFY` and with heartbeats only (reference: the
 //!    heartbeat period);
 //! 3. takeover latency after a SIGKILL, relative to the lease TTL (reference: the TTL).
@@ -118,105 +118,6 @@ async fn commits(url: &str) -> i64 {
     n
 }
 
-/// What [`counting_proxy`] saw the client send.
-#[derive(Debug, Default)]
-struct Wire {
-    /// Statements: `Bind` (one execution of a prepared statement) and simple `Query`.
-    statements: AtomicU64,
-    /// Messages that wait for the server's `ReadyForQuery`: `Sync` (ends each extended-
-    /// protocol statement; sent alone it is sqlx's connection check) and simple `Query`.
-    round_trips: AtomicU64,
-}
-
-impl Wire {
-    fn read(&self) -> (u64, u64) {
-        (
-            self.statements.load(Ordering::Relaxed),
-            self.round_trips.load(Ordering::Relaxed),
-        )
-    }
-}
-
-/// A TCP proxy to `upstream` that counts the client's statements and round trips ([`Wire`]).
-/// TLS must be off (the count reads the plain protocol).
-async fn counting_proxy(upstream: SocketAddr) -> (SocketAddr, Arc<Wire>) {
-    const SSL_REQUEST: u32 = 80_877_103;
-    const GSSENC_REQUEST: u32 = 80_877_104;
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let count = Arc::new(Wire::default());
-    let counter = count.clone();
-    tokio::spawn(async move {
-        while let Ok((client, _)) = listener.accept().await {
-            let counter = counter.clone();
-            tokio::spawn(async move {
-                let Ok(server) = TcpStream::connect(upstream).await else {
-                    return;
-                };
-                let (mut from_client, mut to_client) = client.into_split();
-                let (mut from_server, mut to_server) = server.into_split();
-                tokio::spawn(async move {
-                    let _ = tokio::io::copy(&mut from_server, &mut to_client).await;
-                });
-                let (mut pending, mut chunk, mut typed) = (Vec::new(), [0u8; 16384], false);
-                loop {
-                    let n = match from_client.read(&mut chunk).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => n,
-                    };
-                    if to_server.write_all(&chunk[..n]).await.is_err() {
-                        break;
-                    }
-                    pending.extend_from_slice(&chunk[..n]);
-                    loop {
-                        // Before the startup message, messages have no type byte.
-                        let (head, at) = if typed { (5, 1) } else { (8, 0) };
-                        if pending.len() < head {
-                            break;
-                        }
-                        let len = u32::from_be_bytes(pending[at..at + 4].try_into().unwrap());
-                        let total = len as usize + at;
-                        if pending.len() < total {
-                            break;
-                        }
-                        if typed {
-                            if matches!(pending[0], b'B' | b'Q') {
-                                counter.statements.fetch_add(1, Ordering::Relaxed);
-                            }
-                            if matches!(pending[0], b'S' | b'Q') {
-                                counter.round_trips.fetch_add(1, Ordering::Relaxed);
-                            }
-                        } else {
-                            let code = u32::from_be_bytes(pending[4..8].try_into().unwrap());
-                            typed = code != SSL_REQUEST && code != GSSENC_REQUEST;
-                        }
-                        pending.drain(..total);
-                    }
-                }
-                let _ = to_server.shutdown().await;
-            });
-        }
-    });
-    (addr, count)
-}
-
-/// `url` pointed at a counting proxy in front of its server, TLS off; `None` when the URL
-/// does not name a TCP host and port this can rewrite.
-async fn through_proxy(url: &str) -> Option<(String, Arc<Wire>)> {
-    use std::str::FromStr;
-    let options = sqlx::postgres::PgConnectOptions::from_str(url).ok()?;
-    let target = format!("{}:{}", options.get_host(), options.get_port());
-    if !url.contains(&target) {
-        return None;
-    }
-    let upstream = tokio::net::lookup_host(&target).await.ok()?.next()?;
-    let (proxy, count) = counting_proxy(upstream).await;
-    let mut proxied = url.replacen(&target, &proxy.to_string(), 1);
-    proxied.push_str(if proxied.contains('?') { "&" } else { "?" });
-    proxied.push_str("sslmode=disable");
-    Some((proxied, count))
-}
-
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let rank = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[rank.min(sorted.len() - 1)]
@@ -233,19 +134,19 @@ async fn throughput(db: &test_pg::TestDb, jobs: usize) {
         for _ in 0..jobs + WARMUP {
             ids.push(new_job(&creator, json!({})).await);
         }
-        creator.pool().close().await;
+        creator.close().await;
         let before = commits(&db.url).await;
 
         // The worker's pool, as `serve` builds it, through the counting proxy if it can.
-        let proxied = through_proxy(&db.url).await;
+        let proxied = test_pg::wire::through_proxy(&db.url).await;
         let url = proxied
             .as_ref()
             .map_or(db.url.as_str(), |(u, _)| u.as_str());
         let trips = proxied.as_ref().map(|(_, c)| c.clone());
         let pool = repo_pg::connect_lazy(url, &repo_pg::PoolConfig::default()).unwrap();
-        let repo = Arc::new(PgRepository::new(pool.clone()));
+        let repo = Arc::new(PgRepository::new(pool));
         let (base, stop) = app(
-            repo,
+            repo.clone(),
             config(Duration::from_secs(15), Duration::from_secs(60)),
             true,
         )
@@ -276,8 +177,8 @@ async fn throughput(db: &test_pg::TestDb, jobs: usize) {
             t.await.unwrap();
         }
         let elapsed = started.elapsed();
-        // Read once the last answer is in: sqlx's check of a released connection may still
-        // be on the wire.
+        // Read once the last answer is in: a write the answer did not wait for (a progress
+        // report) may still be on the wire.
         tokio::time::sleep(Duration::from_millis(300)).await;
         let wire = trips.as_ref().zip(wire_before).map(|(w, (s0, r0))| {
             let (s, r) = w.read();
@@ -285,7 +186,7 @@ async fn throughput(db: &test_pg::TestDb, jobs: usize) {
         });
         stop.cancel();
         tokio::time::sleep(Duration::from_millis(300)).await;
-        pool.close().await;
+        repo.close().await;
         // Less the previous reader's one transaction and the worker's one LISTEN.
         let statements = commits(&db.url).await - before - 2;
         let per_job = |n: u64| format!("{:.2}", n as f64 / jobs as f64);

@@ -16,6 +16,7 @@ use pipeline::video::PipelineStats;
 use queue::loopback::LoopbackQueue;
 use repo_mem::MemRepository;
 use runner::RunnerConfig;
+use runner::scratch::{ClaimError, WorkDirClaim};
 
 use crate::config::MediaSettings;
 use crate::{AppParts, Application, Readiness};
@@ -117,11 +118,21 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<PathBuf> {
         tts_voice: None,
         tts_model: None,
     };
-    // Shared by demo runs, so a second run reuses the first one's segments.
-    let work_root = std::env::temp_dir().join("video-worker-demo");
+    // Shared by demo runs, so a second run reuses the first one's segments; a demo started
+    // while another runs works in a directory of its own, removed when it ends.
+    let shared = std::env::temp_dir().join("video-worker-demo");
+    let (work, _own) = match WorkDirClaim::acquire(&shared) {
+        Ok(claim) => (claim, None),
+        Err(ClaimError::InUse { .. }) => {
+            let own =
+                std::env::temp_dir().join(format!("video-worker-demo-{}", std::process::id()));
+            (WorkDirClaim::acquire(&own)?, Some(RemovedOnDrop(own)))
+        }
+        Err(other) => return Err(other.into()),
+    };
     let pipeline = crate::media::video_pipeline(
         &media,
-        &work_root,
+        &work,
         crate::config::DEFAULT_SCRATCH_MAX_BYTES,
         Arc::new(PipelineStats::default()),
     )?;
@@ -134,7 +145,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<PathBuf> {
         max_attempts: 5,
         drain_grace: Duration::from_secs(8),
         progress_interval: Duration::from_millis(200),
-        work_root,
+        work_root: work.root().to_path_buf(),
     };
     let parts = AppParts {
         repo: repo.clone(),
@@ -197,5 +208,15 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<PathBuf> {
                 .unwrap_or_default();
             bail!("the job ended {status}: {why}")
         }
+    }
+}
+
+/// A directory removed when this is dropped, however the function holding it returns.
+#[derive(Debug)]
+struct RemovedOnDrop(PathBuf);
+
+impl Drop for RemovedOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }

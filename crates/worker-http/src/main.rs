@@ -209,10 +209,14 @@ async fn serve() -> anyhow::Result<()> {
         http,
     )
     .context("auth configuration")?;
+    // Held until `serve` returns: a second process on the same work dir would delete this
+    // one's attempt directories at its start.
+    let work = runner::scratch::WorkDirClaim::acquire(&settings.work_dir)
+        .context("VIDEO_WORKER_WORK_DIR")?;
     let pipeline = match settings.pipeline {
         PipelineKind::Video => worker_http::media::video_pipeline(
             &settings.media,
-            &settings.work_dir,
+            &work,
             settings.scratch_max_bytes,
             std::sync::Arc::new(pipeline::video::PipelineStats::default()),
         )?,

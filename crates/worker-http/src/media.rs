@@ -10,6 +10,7 @@ use pipeline::Pipeline;
 use pipeline::cache::SegmentCache;
 use pipeline::tts::TtsBackend;
 use pipeline::video::{PipelineStats, VideoConfig};
+use runner::scratch::WorkDirClaim;
 
 use crate::config::MediaSettings;
 
@@ -41,12 +42,12 @@ pub fn require_tools(tools: &[&str]) -> anyhow::Result<()> {
 }
 
 /// The real pipeline from `settings`, counting into `stats`, keeping finished segments in
-/// `work_dir/cache` within `scratch_max_bytes`. At start it removes the attempt directories
-/// a crashed process left in `work_dir` and trims the cache to its budget (the work dir is
-/// this process's alone).
+/// `cache/` of the claimed work dir within `scratch_max_bytes`. At start it removes the
+/// attempt directories a crashed process left there and trims the cache to its budget (the
+/// claim proves the work dir is this process's alone).
 pub fn video_pipeline(
     settings: &MediaSettings,
-    work_dir: &Path,
+    work: &WorkDirClaim,
     scratch_max_bytes: u64,
     stats: Arc<PipelineStats>,
 ) -> anyhow::Result<Pipeline> {
@@ -80,7 +81,8 @@ pub fn video_pipeline(
     let ffmpeg = PathBuf::from("ffmpeg");
     let ffmpeg_version = pipeline::media::version(&ffmpeg, "-version")
         .with_context(|| format!("ffmpeg does not run; {INSTALL_HINT}"))?;
-    runner::scratch::clear_attempt_dirs(work_dir)
+    let work_dir = work.root();
+    work.clear_attempt_dirs()
         .with_context(|| format!("VIDEO_WORKER_WORK_DIR: clearing {}", work_dir.display()))?;
     let cache = SegmentCache::new(work_dir.join("cache"), scratch_max_bytes);
     let usage = cache
@@ -130,7 +132,8 @@ mod tests {
             tts_voice: None,
             tts_model: None,
         };
-        let pipeline = video_pipeline(&settings, work.path(), 2500, Arc::default()).unwrap();
+        let claim = WorkDirClaim::acquire(work.path()).unwrap();
+        let pipeline = video_pipeline(&settings, &claim, 2500, Arc::default()).unwrap();
         assert!(!work.path().join("attempts").exists());
         assert_eq!(std::fs::read_dir(&cache).unwrap().count(), 2);
         assert_eq!(pipeline.cache().unwrap().max_bytes(), 2500);

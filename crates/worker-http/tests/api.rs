@@ -132,9 +132,10 @@ async fn a_job_created_through_the_api_is_delivered_rendered_and_downloadable() 
         tts_voice: None,
         tts_model: None,
     };
+    let work = runner::scratch::WorkDirClaim::acquire(&dir.path().join("work")).unwrap();
     let video = worker_http::media::video_pipeline(
         &settings,
-        &dir.path().join("work"),
+        &work,
         worker_http::config::DEFAULT_SCRATCH_MAX_BYTES,
         Arc::default(),
     )

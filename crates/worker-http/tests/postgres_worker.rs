@@ -273,3 +273,49 @@ async fn an_invalid_storyboard_fails_the_job_permanently_with_a_200() {
     );
     assert!(body["error_message"].as_str().unwrap().contains("segments"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_worker_on_the_same_work_dir_refuses_to_start_and_names_the_holder() {
+    let (db, _repo) = pg_database().await;
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path().to_str().unwrap();
+    let first = ServeProcess::start(
+        &db.url,
+        "first",
+        free_port(),
+        &[("VIDEO_WORKER_WORK_DIR", dir)],
+    )
+    .await;
+    let mut second = Command::new(env!("CARGO_BIN_EXE_video-worker"))
+        .arg("serve")
+        .env("DATABASE_URL", &db.url)
+        .env("PORT", free_port().to_string())
+        .env("VIDEO_WORKER_AUTH_TOKEN", common::TOKEN)
+        .env("VIDEO_WORKER_PIPELINE", "noop")
+        .env("VIDEO_WORKER_WORK_DIR", dir)
+        .env("VIDEO_WORKER_LOG_FORMAT", "text")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while second.try_wait().unwrap().is_none() {
+        if started.elapsed() > Duration::from_secs(30) {
+            let _ = second.kill();
+            let _ = second.wait();
+            panic!("the second worker serves instead of exiting");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let output = second.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("in use by another running process")
+            && stderr.contains(&format!("(pid {})", first.child.id())),
+        "{stderr}"
+    );
+    // The first one still serves.
+    let ready = reqwest::get(format!("{}/ready", first.base)).await.unwrap();
+    assert!(ready.status().is_success());
+}

@@ -53,18 +53,22 @@ pub fn free_port() -> u16 {
 }
 
 /// A `video-worker serve` process: the `noop` pipeline, lease TTL 3 s, heartbeat 1 s, shared
-/// token auth; `env` adds settings or overrides these. Killed and reaped on drop.
+/// token auth, a work dir of its own; `env` adds settings or overrides these. Killed and
+/// reaped on drop.
 pub struct ServeProcess {
     pub child: Child,
     pub base: String,
+    _work: tempfile::TempDir,
 }
 
 impl ServeProcess {
     /// Starts one on `port` and waits until `/ready` answers.
     pub async fn start(database_url: &str, name: &str, port: u16, env: &[(&str, &str)]) -> Self {
+        let work = tempfile::tempdir().unwrap();
         #[allow(clippy::zombie_processes)] // owned by a value whose Drop kills and reaps it
         let child = Command::new(env!("CARGO_BIN_EXE_video-worker"))
             .arg("serve")
+            .env("VIDEO_WORKER_WORK_DIR", work.path())
             .env("DATABASE_URL", database_url)
             .env("PORT", port.to_string())
             .env("VIDEO_WORKER_AUTH_TOKEN", TOKEN)
@@ -88,7 +92,11 @@ impl ServeProcess {
                 .await
                 .is_ok_and(|r| r.status().is_success())
             {
-                return Self { child, base };
+                return Self {
+                    child,
+                    base,
+                    _work: work,
+                };
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }

@@ -238,7 +238,7 @@ impl Storyboard {
             );
         }
         let f = self.frame;
-        if !WIDTH.contains(&f.width) || f.width % 2 != 0 {
+        if !WIDTH.contains(&f.width) || !f.width.is_multiple_of(2) {
             c.fail(
                 "frame.width",
                 format!(
@@ -248,7 +248,7 @@ impl Storyboard {
                 ),
             );
         }
-        if !HEIGHT.contains(&f.height) || f.height % 2 != 0 {
+        if !HEIGHT.contains(&f.height) || !f.height.is_multiple_of(2) {
             c.fail(
                 "frame.height",
                 format!(

@@ -139,10 +139,10 @@ impl KeyCache {
     /// The key for `kid`, fetching the JWKS first if the policy above allows and requires.
     pub(crate) async fn key(&self, kid: &str) -> Result<DecodingKey, KeyError> {
         let seen = self.snapshot();
-        if seen.is_fresh(Instant::now()) {
-            if let Some(key) = seen.keys.get(kid) {
-                return Ok(key.clone());
-            }
+        if seen.is_fresh(Instant::now())
+            && let Some(key) = seen.keys.get(kid)
+        {
+            return Ok(key.clone());
         }
 
         let _single_flight = self.fetching.lock().await;

@@ -117,10 +117,10 @@ async fn decide(
     oidc: Option<&OidcVerifier>,
     presented: &headers::Presented<'_>,
 ) -> Result<Caller, AuthError> {
-    if let Some(bearer) = presented.bearer {
-        if oidc::has_removed_signature(bearer) {
-            return Err(AuthError::invalid("token signature was removed"));
-        }
+    if let Some(bearer) = presented.bearer
+        && oidc::has_removed_signature(bearer)
+    {
+        return Err(AuthError::invalid("token signature was removed"));
     }
 
     if let Some(shared) = shared {

@@ -513,15 +513,15 @@ impl Content {
                 .layout_runs()
                 .next()
                 .map(|run| (run.line_y, run.line_top + run.line_height));
-            if let Some((baseline, line_bottom)) = first_line {
-                if y + line_bottom <= bottom + 0.5 {
-                    canvas.fill_circle(
-                        x + size::BULLET_RADIUS * bullet_size,
-                        y + baseline - size::BULLET_RAISE * bullet_size,
-                        size::BULLET_RADIUS * bullet_size,
-                        colour::ACCENT,
-                    );
-                }
+            if let Some((baseline, line_bottom)) = first_line
+                && y + line_bottom <= bottom + 0.5
+            {
+                canvas.fill_circle(
+                    x + size::BULLET_RADIUS * bullet_size,
+                    y + baseline - size::BULLET_RAISE * bullet_size,
+                    size::BULLET_RADIUS * bullet_size,
+                    colour::ACCENT,
+                );
             }
             canvas.text(bullet, x + indent, y, colour::BULLET_TEXT, bottom);
             y += block_height(bullet);

@@ -810,10 +810,8 @@ fn list_query(pairs: &[(String, String)]) -> Result<ListQuery, ApiError> {
             problems.push((name.clone(), "given more than once".into()));
             continue;
         }
-        if value.is_empty() {
-            continue;
-        }
         match name.as_str() {
+            "status" | "limit" | "cursor" if value.is_empty() => {}
             "status" => match value.parse::<JobStatus>() {
                 Ok(s) => status = Some(s),
                 Err(e) => problems.push((name.clone(), e.reason)),
@@ -822,7 +820,10 @@ fn list_query(pairs: &[(String, String)]) -> Result<ListQuery, ApiError> {
                 Ok(n) => limit = n,
                 Err(_) => problems.push((
                     name.clone(),
-                    format!("{value:?} is not a whole number from 1 to {}", ListQuery::MAX_LIMIT),
+                    format!(
+                        "{value:?} is not a whole number from 1 to {}",
+                        ListQuery::MAX_LIMIT
+                    ),
                 )),
             },
             "cursor" => match decode_cursor(value) {
@@ -973,7 +974,10 @@ async fn job_events(
         loop {
             let view = JobView::from(&job);
             let terminal = job.status.is_terminal();
-            if last.as_ref().is_none_or(|last| !shows_the_same(last, &view)) {
+            if last
+                .as_ref()
+                .is_none_or(|last| !shows_the_same(last, &view))
+            {
                 let name = if terminal { "done" } else { "progress" };
                 let Ok(data) = serde_json::to_string(&view) else {
                     return;
@@ -1257,13 +1261,24 @@ mod tests {
         }
         let view = JobView::from(&done);
         assert_eq!(
-            (view.percent, view.stage, view.segment_index, view.segment_total, view.message),
+            (
+                view.percent,
+                view.stage,
+                view.segment_index,
+                view.segment_total,
+                view.message
+            ),
             (100, None, None, None, None)
         );
         for status in [JobStatus::Running, JobStatus::Failed, JobStatus::Canceled] {
             let view = JobView::from(&job_at(status));
             assert_eq!(
-                (view.percent, view.stage.as_deref(), view.segment_index, view.segment_total),
+                (
+                    view.percent,
+                    view.stage.as_deref(),
+                    view.segment_index,
+                    view.segment_total
+                ),
                 (40, Some("render"), Some(3), Some(10)),
                 "{status}"
             );

@@ -30,7 +30,11 @@ impl Enqueuer for Accepting {
     async fn enqueue(&self, _job_id: JobId, _generation: u32) -> Result<Enqueued, EnqueueError> {
         Ok(Enqueued::Created)
     }
-    async fn task_state(&self, _job_id: JobId, _generation: u32) -> Result<TaskState, EnqueueError> {
+    async fn task_state(
+        &self,
+        _job_id: JobId,
+        _generation: u32,
+    ) -> Result<TaskState, EnqueueError> {
         Ok(TaskState::Gone)
     }
 }
@@ -105,16 +109,30 @@ fn board() -> Value {
 /// `message` and `fields` (an array of `{field, reason}`). Returns the status and the body.
 async fn error_of(response: reqwest::Response) -> (u16, Value) {
     let status = response.status().as_u16();
-    let content_type = response.headers()["content-type"].to_str().unwrap().to_owned();
+    let content_type = response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .to_owned();
     let text = response.text().await.unwrap();
     assert_eq!(content_type, "application/json", "{status}: {text}");
     let body: Value = serde_json::from_str(&text).unwrap();
-    let mut keys: Vec<&str> = body.as_object().unwrap().keys().map(String::as_str).collect();
+    let mut keys: Vec<&str> = body
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
     keys.sort_unstable();
     assert_eq!(keys, ["error", "fields", "message"], "{text}");
-    assert!(body["error"].is_string() && body["message"].is_string(), "{text}");
+    assert!(
+        body["error"].is_string() && body["message"].is_string(),
+        "{text}"
+    );
     for field in body["fields"].as_array().unwrap() {
-        assert!(field["field"].is_string() && field["reason"].is_string(), "{text}");
+        assert!(
+            field["field"].is_string() && field["reason"].is_string(),
+            "{text}"
+        );
     }
     (status, body)
 }
@@ -157,7 +175,12 @@ fn openapi_problems(doc: &Value) -> Vec<String> {
                 .as_array()
                 .into_iter()
                 .flatten()
-                .map(|p| (p["name"].as_str().unwrap_or(""), p["in"].as_str().unwrap_or("")))
+                .map(|p| {
+                    (
+                        p["name"].as_str().unwrap_or(""),
+                        p["in"].as_str().unwrap_or(""),
+                    )
+                })
                 .collect();
             for (i, p) in params.iter().enumerate() {
                 if params[..i].contains(p) {
@@ -166,7 +189,9 @@ fn openapi_problems(doc: &Value) -> Vec<String> {
             }
             for (name, _) in params.iter().filter(|(_, at)| *at == "path") {
                 if !template.contains(name) {
-                    found.push(format!("{method} {path}: path parameter {name:?} is not in the path"));
+                    found.push(format!(
+                        "{method} {path}: path parameter {name:?} is not in the path"
+                    ));
                 }
             }
             for name in &template {
@@ -190,9 +215,15 @@ fn openapi_problems(doc: &Value) -> Vec<String> {
             found.push(format!("$ref {r:?} does not resolve in the document"));
         }
     }
-    for (name, schema) in doc["components"]["schemas"].as_object().into_iter().flatten() {
+    for (name, schema) in doc["components"]["schemas"]
+        .as_object()
+        .into_iter()
+        .flatten()
+    {
         if !jsonschema::meta::is_valid(schema) {
-            found.push(format!("components.schemas.{name} is not a valid JSON Schema"));
+            found.push(format!(
+                "components.schemas.{name} is not a valid JSON Schema"
+            ));
         }
     }
     found
@@ -225,21 +256,35 @@ async fn the_openapi_document_validates_as_openapi_3_1() {
         .json()
         .await
         .unwrap();
-    assert!(doc["openapi"].as_str().unwrap().starts_with("3.1."), "{}", doc["openapi"]);
+    assert!(
+        doc["openapi"].as_str().unwrap().starts_with("3.1."),
+        "{}",
+        doc["openapi"]
+    );
     let found = openapi_problems(&doc);
-    assert!(found.is_empty(), "not a valid OpenAPI 3.1 document:\n{}", found.join("\n"));
+    assert!(
+        found.is_empty(),
+        "not a valid OpenAPI 3.1 document:\n{}",
+        found.join("\n")
+    );
 
     // The check is a real one: each defect this document has had, put back, is refused —
     // the list's query parameters declared `in: path` (as utoipa wrote them: required),
     // a schema that is no JSON Schema, a dangling reference.
     let mut in_path = doc.clone();
-    for p in in_path["paths"]["/v1/jobs"]["get"]["parameters"].as_array_mut().unwrap() {
+    for p in in_path["paths"]["/v1/jobs"]["get"]["parameters"]
+        .as_array_mut()
+        .unwrap()
+    {
         p["in"] = json!("path");
         p["required"] = json!(true);
     }
     let found = openapi_problems(&in_path);
     assert_eq!(found.len(), 3, "{found:?}");
-    assert!(found[0].contains("\"status\" is not in the path"), "{found:?}");
+    assert!(
+        found[0].contains("\"status\" is not in the path"),
+        "{found:?}"
+    );
     let mut bad_schema = doc.clone();
     bad_schema["components"]["schemas"]["JobView"]["type"] = json!("record");
     assert!(!openapi_problems(&bad_schema).is_empty());
@@ -255,7 +300,14 @@ async fn the_openapi_document_validates_as_openapi_3_1() {
 #[tokio::test]
 async fn every_operation_documents_its_errors_and_the_create_its_idempotency() {
     let api = Api::mem().await;
-    let doc: Value = api.get("/openapi.json").send().await.unwrap().json().await.unwrap();
+    let doc: Value = api
+        .get("/openapi.json")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let error_body = "#/components/schemas/ApiErrorBody";
     let mut operations = 0;
     for (path, item) in doc["paths"].as_object().unwrap() {
@@ -271,17 +323,33 @@ async fn every_operation_documents_its_errors_and_the_create_its_idempotency() {
                     responses[status]["content"]["application/json"]["schema"]["$ref"], error_body,
                     "{method} {path} does not document {status}"
                 );
-                assert!(responses[status]["description"].as_str().is_some_and(|d| !d.is_empty()));
+                assert!(
+                    responses[status]["description"]
+                        .as_str()
+                        .is_some_and(|d| !d.is_empty())
+                );
             }
-            assert!(!op["security"].as_array().unwrap().is_empty(), "{method} {path}");
+            assert!(
+                !op["security"].as_array().unwrap().is_empty(),
+                "{method} {path}"
+            );
         }
     }
     assert_eq!(operations, 6);
 
     let list = &doc["paths"]["/v1/jobs"]["get"]["parameters"];
     for name in ["status", "limit", "cursor"] {
-        let p = list.as_array().unwrap().iter().find(|p| p["name"] == name).unwrap();
-        assert_eq!((p["in"].as_str(), p["required"].as_bool()), (Some("query"), Some(false)), "{name}");
+        let p = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap();
+        assert_eq!(
+            (p["in"].as_str(), p["required"].as_bool()),
+            (Some("query"), Some(false)),
+            "{name}"
+        );
     }
 
     let create = &doc["paths"]["/v1/jobs"]["post"];
@@ -294,23 +362,37 @@ async fn every_operation_documents_its_errors_and_the_create_its_idempotency() {
     assert_eq!(header["in"], "header");
     for status in ["400", "413", "415", "422"] {
         assert_eq!(
-            create["responses"][status]["content"]["application/json"]["schema"]["$ref"], error_body,
+            create["responses"][status]["content"]["application/json"]["schema"]["$ref"],
+            error_body,
             "create {status}"
         );
     }
     let refused = create["responses"]["422"]["description"].as_str().unwrap();
-    for code in ["invalid_request", "invalid_storyboard", "idempotency_key_reused"] {
+    for code in [
+        "invalid_request",
+        "invalid_storyboard",
+        "idempotency_key_reused",
+    ] {
         assert!(refused.contains(code), "{refused}");
     }
     assert!(create["requestBody"]["content"]["application/json"].is_object());
 
     let error = &doc["components"]["schemas"]["ApiErrorBody"];
-    let mut required: Vec<&str> =
-        error["required"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    let mut required: Vec<&str> = error["required"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
     required.sort_unstable();
     assert_eq!(required, ["error", "fields", "message"]);
-    let events = doc["paths"]["/v1/jobs/{id}/events"]["get"]["description"].as_str().unwrap();
-    assert!(events.contains("event: done") && events.contains("never"), "{events}");
+    let events = doc["paths"]["/v1/jobs/{id}/events"]["get"]["description"]
+        .as_str()
+        .unwrap();
+    assert!(
+        events.contains("event: done") && events.contains("never"),
+        "{events}"
+    );
 }
 
 // ---- bodies ----------------------------------------------------------------------------------
@@ -318,14 +400,27 @@ async fn every_operation_documents_its_errors_and_the_create_its_idempotency() {
 #[tokio::test]
 async fn a_body_that_is_not_json_is_400_invalid_json_with_a_fields_key() {
     let api = Api::mem().await;
-    for body in ["not json", "", "{\"storyboard\": {", "{\"storyboard\": 1} trailing"] {
+    for body in [
+        "not json",
+        "",
+        "{\"storyboard\": {",
+        "{\"storyboard\": 1} trailing",
+    ] {
         let (status, e) = error_of(api.post_json(body).send().await.unwrap()).await;
-        assert_eq!((status, e["error"].as_str()), (400, Some("invalid_json")), "{body:?}: {e}");
+        assert_eq!(
+            (status, e["error"].as_str()),
+            (400, Some("invalid_json")),
+            "{body:?}: {e}"
+        );
         assert_eq!(e["fields"], json!([]), "{body:?}");
     }
     // Not UTF-8.
     let (status, e) = error_of(api.post_json(vec![b'{', 0xff, b'}']).send().await.unwrap()).await;
-    assert_eq!((status, e["error"].as_str()), (400, Some("invalid_json")), "{e}");
+    assert_eq!(
+        (status, e["error"].as_str()),
+        (400, Some("invalid_json")),
+        "{e}"
+    );
     assert_eq!(api.stored().await, 0);
 }
 
@@ -341,13 +436,20 @@ async fn json_that_is_not_a_create_request_is_422_naming_the_body_key() {
         (json!(5), "$"),
     ] {
         let (status, e) = error_of(api.post_json(body.to_string()).send().await.unwrap()).await;
-        assert_eq!((status, e["error"].as_str()), (422, Some("invalid_request")), "{body}: {e}");
+        assert_eq!(
+            (status, e["error"].as_str()),
+            (422, Some("invalid_request")),
+            "{body}: {e}"
+        );
         assert_eq!(fields(&e), [field], "{body}: {e}");
     }
     // A storyboard posted without its wrapper: its first key is named as unknown.
     let (status, e) = error_of(api.post_json(board().to_string()).send().await.unwrap()).await;
     assert_eq!((status, fields(&e)), (422, vec!["frame".to_owned()]), "{e}");
-    assert!(e["message"].as_str().unwrap().contains("{\"storyboard\""), "{e}");
+    assert!(
+        e["message"].as_str().unwrap().contains("{\"storyboard\""),
+        "{e}"
+    );
     assert_eq!(api.stored().await, 0);
 }
 
@@ -360,30 +462,70 @@ async fn wrong_types_missing_and_unknown_fields_name_their_path_in_the_storyboar
         json!({ "storyboard": b }).to_string()
     };
     let cases: Vec<(String, &str)> = vec![
-        (with(&|b| b["frame"]["width"] = json!("1280")), "frame.width"),
+        (
+            with(&|b| b["frame"]["width"] = json!("1280")),
+            "frame.width",
+        ),
         (with(&|b| b["frame"]["width"] = json!(-2)), "frame.width"),
-        (with(&|b| b["frame"]["width"] = json!(1280.5)), "frame.width"),
+        (
+            with(&|b| b["frame"]["width"] = json!(1280.5)),
+            "frame.width",
+        ),
         (with(&|b| b["segments"] = json!(null)), "segments"),
         (with(&|b| b["segments"] = json!({"0": {}})), "segments"),
-        (with(&|b| b["segments"][2]["slide"] = json!("Three")), "segments[2].slide"),
-        (with(&|b| b["segments"][1]["slide"]["bullets"] = json!(["a", 7])), "segments[1].slide.bullets[1]"),
-        (with(&|b| b["voice"] = json!({"language": ["en"]})), "voice.language"),
+        (
+            with(&|b| b["segments"][2]["slide"] = json!("Three")),
+            "segments[2].slide",
+        ),
+        (
+            with(&|b| b["segments"][1]["slide"]["bullets"] = json!(["a", 7])),
+            "segments[1].slide.bullets[1]",
+        ),
+        (
+            with(&|b| b["voice"] = json!({"language": ["en"]})),
+            "voice.language",
+        ),
         (with(&|b| b["version"] = json!("1")), "version"),
         // Missing: the field itself, not its parent.
-        (with(&|b| { b["frame"].as_object_mut().unwrap().remove("height"); }), "frame.height"),
-        (with(&|b| { b["segments"][2].as_object_mut().unwrap().remove("slide"); }), "segments[2].slide"),
-        (with(&|b| { b.as_object_mut().unwrap().remove("title"); }), "title"),
+        (
+            with(&|b| {
+                b["frame"].as_object_mut().unwrap().remove("height");
+            }),
+            "frame.height",
+        ),
+        (
+            with(&|b| {
+                b["segments"][2].as_object_mut().unwrap().remove("slide");
+            }),
+            "segments[2].slide",
+        ),
+        (
+            with(&|b| {
+                b.as_object_mut().unwrap().remove("title");
+            }),
+            "title",
+        ),
         // Unknown: the unknown field's own path.
         (with(&|b| b["frame"]["depth"] = json!(8)), "frame.depth"),
-        (with(&|b| b["segments"][0]["slide"]["colour"] = json!("red")), "segments[0].slide.colour"),
+        (
+            with(&|b| b["segments"][0]["slide"]["colour"] = json!("red")),
+            "segments[0].slide.colour",
+        ),
         (with(&|b| b["subtitle"] = json!("x")), "subtitle"),
     ];
     for (body, field) in cases {
         let (status, e) = error_of(api.post_json(body.clone()).send().await.unwrap()).await;
-        assert_eq!((status, e["error"].as_str()), (422, Some("invalid_storyboard")), "{body}: {e}");
+        assert_eq!(
+            (status, e["error"].as_str()),
+            (422, Some("invalid_storyboard")),
+            "{body}: {e}"
+        );
         assert_eq!(fields(&e), [field], "{body}: {e}");
         let message = e["message"].as_str().unwrap();
-        assert!(message.contains(field), "the message names the field too: {message}");
+        assert!(
+            message.contains(field),
+            "the message names the field too: {message}"
+        );
     }
     // Values out of their limits: every one, each with its path.
     let body = with(&|b| {
@@ -392,12 +534,24 @@ async fn wrong_types_missing_and_unknown_fields_name_their_path_in_the_storyboar
         b["segments"][2]["slide"]["heading"] = json!(" ");
     });
     let (status, e) = error_of(api.post_json(body).send().await.unwrap()).await;
-    assert_eq!((status, e["error"].as_str()), (422, Some("invalid_storyboard")), "{e}");
-    assert_eq!(fields(&e), ["title", "frame.width", "segments[2].slide.heading"], "{e}");
+    assert_eq!(
+        (status, e["error"].as_str()),
+        (422, Some("invalid_storyboard")),
+        "{e}"
+    );
+    assert_eq!(
+        fields(&e),
+        ["title", "frame.width", "segments[2].slide.heading"],
+        "{e}"
+    );
     assert_eq!(api.stored().await, 0, "nothing was stored");
 
     // The same storyboard, well-formed, is taken.
-    let ok = api.post_json(json!({ "storyboard": board() }).to_string()).send().await.unwrap();
+    let ok = api
+        .post_json(json!({ "storyboard": board() }).to_string())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(ok.status().as_u16(), 201);
 }
 
@@ -415,7 +569,11 @@ async fn a_body_over_the_limit_is_413_in_the_json_error_shape() {
         .await
         .unwrap();
     let (status, e) = error_of(response).await;
-    assert_eq!((status, e["error"].as_str()), (413, Some("body_too_large")), "{e}");
+    assert_eq!(
+        (status, e["error"].as_str()),
+        (413, Some("body_too_large")),
+        "{e}"
+    );
     assert_eq!(api.stored().await, 0);
 }
 
@@ -423,7 +581,11 @@ async fn a_body_over_the_limit_is_413_in_the_json_error_shape() {
 async fn a_body_not_declared_json_is_415_in_the_json_error_shape() {
     let api = Api::mem().await;
     let body = json!({ "storyboard": board() }).to_string();
-    for content_type in [Some("text/plain"), Some("application/x-www-form-urlencoded"), None] {
+    for content_type in [
+        Some("text/plain"),
+        Some("application/x-www-form-urlencoded"),
+        None,
+    ] {
         let mut request = api
             .client
             .post(format!("{}/v1/jobs", api.base))
@@ -433,11 +595,18 @@ async fn a_body_not_declared_json_is_415_in_the_json_error_shape() {
             request = request.header("content-type", t);
         }
         let (status, e) = error_of(request.send().await.unwrap()).await;
-        assert_eq!((status, e["error"].as_str()), (415, Some("unsupported_media_type")), "{content_type:?}");
+        assert_eq!(
+            (status, e["error"].as_str()),
+            (415, Some("unsupported_media_type")),
+            "{content_type:?}"
+        );
         assert_eq!(fields(&e), ["Content-Type"]);
     }
     assert_eq!(api.stored().await, 0);
-    for content_type in ["application/json; charset=utf-8", "application/merge-patch+json"] {
+    for content_type in [
+        "application/json; charset=utf-8",
+        "application/merge-patch+json",
+    ] {
         let r = api
             .client
             .post(format!("{}/v1/jobs", api.base))
@@ -471,11 +640,21 @@ async fn a_bad_job_id_in_the_path_is_400_invalid_id_on_every_route() {
                 .await
                 .unwrap();
             let (status, e) = error_of(r).await;
-            assert_eq!((status, e["error"].as_str()), (400, Some("invalid_id")), "{method} {id}{suffix}");
+            assert_eq!(
+                (status, e["error"].as_str()),
+                (400, Some("invalid_id")),
+                "{method} {id}{suffix}"
+            );
             assert_eq!(fields(&e), ["id"]);
         }
     }
-    let (status, e) = error_of(api.get(&format!("/v1/jobs/{}", JobId::new())).send().await.unwrap()).await;
+    let (status, e) = error_of(
+        api.get(&format!("/v1/jobs/{}", JobId::new()))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!((status, e["error"].as_str()), (404, Some("not_found")));
 }
 
@@ -490,17 +669,34 @@ async fn a_bad_list_query_is_400_invalid_query_naming_each_parameter() {
         ("limit=-1", vec!["limit"]),
         ("cursor=zzz", vec!["cursor"]),
         ("color=red", vec!["color"]),
+        ("color", vec!["color"]),
         ("limit=5&limit=6", vec!["limit"]),
-        ("status=done&limit=ten&page=2", vec!["status", "limit", "page"]),
+        (
+            "status=done&limit=ten&page=2",
+            vec!["status", "limit", "page"],
+        ),
     ] {
-        let (status, e) = error_of(api.get(&format!("/v1/jobs?{query}")).send().await.unwrap()).await;
-        assert_eq!((status, e["error"].as_str()), (400, Some("invalid_query")), "{query}: {e}");
+        let (status, e) =
+            error_of(api.get(&format!("/v1/jobs?{query}")).send().await.unwrap()).await;
+        assert_eq!(
+            (status, e["error"].as_str()),
+            (400, Some("invalid_query")),
+            "{query}: {e}"
+        );
         assert_eq!(fields(&e), named, "{query}: {e}");
     }
     // An empty value is the same as leaving the parameter out.
-    let r = api.get("/v1/jobs?status=&limit=&cursor=").send().await.unwrap();
+    let r = api
+        .get("/v1/jobs?status=&limit=&cursor=")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status().as_u16(), 200);
-    let r = api.get("/v1/jobs?status=queued&limit=500").send().await.unwrap();
+    let r = api
+        .get("/v1/jobs?status=queued&limit=500")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status().as_u16(), 200);
 }
 
@@ -520,7 +716,10 @@ async fn unknown_routes_wrong_methods_and_missing_keys_answer_json() {
     let allow = r.headers()["allow"].to_str().unwrap().to_owned();
     assert!(allow.contains("GET") && allow.contains("POST"), "{allow}");
     let (status, e) = error_of(r).await;
-    assert_eq!((status, e["error"].as_str()), (405, Some("method_not_allowed")));
+    assert_eq!(
+        (status, e["error"].as_str()),
+        (405, Some("method_not_allowed"))
+    );
 
     for key in [None, Some("not-the-key-not-the-key")] {
         let mut r = api.client.get(format!("{}/v1/jobs", api.base));
@@ -528,7 +727,10 @@ async fn unknown_routes_wrong_methods_and_missing_keys_answer_json() {
             r = r.bearer_auth(k);
         }
         let (status, e) = error_of(r.send().await.unwrap()).await;
-        assert_eq!((status, e["error"].as_str(), e["fields"].clone()), (401, Some("unauthorized"), json!([])));
+        assert_eq!(
+            (status, e["error"].as_str(), e["fields"].clone()),
+            (401, Some("unauthorized"), json!([]))
+        );
     }
 }
 
@@ -536,13 +738,19 @@ async fn unknown_routes_wrong_methods_and_missing_keys_answer_json() {
 
 /// Server-sent events read off a response, whole events at a time however the bytes are cut.
 struct Events {
-    body: std::pin::Pin<Box<dyn futures_util::Stream<Item = reqwest::Result<axum::body::Bytes>> + Send>>,
+    body: std::pin::Pin<
+        Box<dyn futures_util::Stream<Item = reqwest::Result<axum::body::Bytes>> + Send>,
+    >,
     buffer: Vec<u8>,
 }
 
 impl Events {
     async fn open(api: &Api, id: &str) -> Self {
-        let r = api.get(&format!("/v1/jobs/{id}/events")).send().await.unwrap();
+        let r = api
+            .get(&format!("/v1/jobs/{id}/events"))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status().as_u16(), 200);
         assert_eq!(r.headers()["content-type"], "text/event-stream");
         Self {
@@ -615,7 +823,9 @@ async fn the_event_stream_ends_with_the_terminal_state_and_never_repeats_an_even
     // Heartbeats change `updated_at` and nothing a client sees; a notification then makes
     // the stream read the job again. That read is no news: no event.
     for _ in 0..3 {
-        repo.heartbeat(&lease, Duration::from_secs(60)).await.unwrap();
+        repo.heartbeat(&lease, Duration::from_secs(60))
+            .await
+            .unwrap();
         sqlx::query("SELECT pg_notify('video_job_update', $1)")
             .bind(&id_text)
             .execute(&db.pool)
@@ -673,17 +883,38 @@ async fn the_event_stream_ends_with_the_terminal_state_and_never_repeats_an_even
     );
     let done = &seen[3].1;
     assert_eq!(
-        (&done["message"], &done["segment_index"], &done["artifact_url"]),
-        (&Value::Null, &Value::Null, &json!(format!("/v1/jobs/{id}/artifact"))),
+        (
+            &done["message"],
+            &done["segment_index"],
+            &done["artifact_url"]
+        ),
+        (
+            &Value::Null,
+            &Value::Null,
+            &json!(format!("/v1/jobs/{id}/artifact"))
+        ),
         "{done}"
     );
     // What GET answers is what `done` said.
-    let now: Value = api.get(&format!("/v1/jobs/{id}")).send().await.unwrap().json().await.unwrap();
-    assert_eq!((&now["status"], &now["stage"]), (&json!("succeeded"), &Value::Null));
+    let now: Value = api
+        .get(&format!("/v1/jobs/{id}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (&now["status"], &now["stage"]),
+        (&json!("succeeded"), &Value::Null)
+    );
 
     // A stream opened on the finished job sends `done` alone.
     let mut again = Events::open(&api, &id_text).await;
     let (name, job) = again.next().await.unwrap();
-    assert_eq!((name.as_str(), &job["status"]), ("done", &json!("succeeded")));
+    assert_eq!(
+        (name.as_str(), &job["status"]),
+        ("done", &json!("succeeded"))
+    );
     assert!(again.next().await.is_none());
 }

@@ -151,11 +151,17 @@ impl de::Error for DecodeError {
     }
 
     fn invalid_type(unexp: de::Unexpected<'_>, exp: &dyn de::Expected) -> Self {
-        Self::new(Kind::Invalid(format!("expected {exp}, got {}", got(&unexp))))
+        Self::new(Kind::Invalid(format!(
+            "expected {exp}, got {}",
+            got(&unexp)
+        )))
     }
 
     fn invalid_value(unexp: de::Unexpected<'_>, exp: &dyn de::Expected) -> Self {
-        Self::new(Kind::Invalid(format!("expected {exp}, got {}", got(&unexp))))
+        Self::new(Kind::Invalid(format!(
+            "expected {exp}, got {}",
+            got(&unexp)
+        )))
     }
 
     fn invalid_length(len: usize, exp: &dyn de::Expected) -> Self {
@@ -226,11 +232,10 @@ impl<'de> de::Deserializer<'de> for At<'de> {
                     .and_then(|out| seq.end().map(|()| out))
             }
             Value::Object(entries) => {
-                let mut map = MapDeserializer::new(
-                    entries
-                        .iter()
-                        .map(|(key, item)| (key.as_str(), self.child(Step::Key(key.clone()), item))),
-                );
+                let mut map =
+                    MapDeserializer::new(entries.iter().map(|(key, item)| {
+                        (key.as_str(), self.child(Step::Key(key.clone()), item))
+                    }));
                 visitor
                     .visit_map(&mut map)
                     .and_then(|out| map.end().map(|()| out))
@@ -265,17 +270,14 @@ impl<'de> de::Deserializer<'de> for At<'de> {
     ) -> Result<V::Value, DecodeError> {
         // A unit variant is written as its name; others as a one-key object.
         let result: Result<V::Value, DecodeError> = match self.value {
-            Value::String(name) => {
-                visitor.visit_enum(IntoDeserializer::<DecodeError>::into_deserializer(
-                name.as_str(),
-            ))
-            }
+            Value::String(name) => visitor.visit_enum(
+                IntoDeserializer::<DecodeError>::into_deserializer(name.as_str()),
+            ),
             Value::Object(entries) if entries.len() == 1 => {
-                let map = MapDeserializer::new(
-                    entries
-                        .iter()
-                        .map(|(key, item)| (key.as_str(), self.child(Step::Key(key.clone()), item))),
-                );
+                let map =
+                    MapDeserializer::new(entries.iter().map(|(key, item)| {
+                        (key.as_str(), self.child(Step::Key(key.clone()), item))
+                    }));
                 visitor.visit_enum(de::value::MapAccessDeserializer::new(map))
             }
             _ => return self.deserialize_any(visitor),
@@ -305,7 +307,8 @@ impl<'de> de::Deserializer<'de> for At<'de> {
             Value::String(s) => de::Unexpected::Str(s),
             Value::Array(_) | Value::Object(_) => de::Unexpected::Seq,
         };
-        Err(de::Error::invalid_type(unexpected, &visitor)).map_err(|e: DecodeError| e.at(&self.path))
+        Err(de::Error::invalid_type(unexpected, &visitor))
+            .map_err(|e: DecodeError| e.at(&self.path))
     }
 
     serde::forward_to_deserialize_any! {
@@ -363,8 +366,13 @@ mod tests {
         assert_eq!(p.field, "frame.width");
         assert_eq!(p.reason, "expected u32, got string \"1280\"");
         let p = problem(json!({"frame": {"width": 1}, "items": null}));
-        assert_eq!((p.field.as_str(), p.reason.as_str()), ("items", "expected a sequence, got null"));
-        let p = problem(json!({"frame": {"width": 1}, "items": [{"name": "a"}, {"name": "b"}, {"name": 3}]}));
+        assert_eq!(
+            (p.field.as_str(), p.reason.as_str()),
+            ("items", "expected a sequence, got null")
+        );
+        let p = problem(
+            json!({"frame": {"width": 1}, "items": [{"name": "a"}, {"name": "b"}, {"name": 3}]}),
+        );
         assert_eq!(p.field, "items[2].name");
         let p = problem(json!({"frame": {"width": -4}}));
         assert_eq!(p.field, "frame.width", "{p:?}");
@@ -374,7 +382,10 @@ mod tests {
         assert_eq!(p.field, "frame.width", "{p:?}");
         // A struct is an object, not serde's array of its fields in order.
         let p = problem(json!([{"width": 1}]));
-        assert_eq!((p.field.as_str(), p.reason.as_str()), ("$", "expected struct Outer, got an array"));
+        assert_eq!(
+            (p.field.as_str(), p.reason.as_str()),
+            ("$", "expected struct Outer, got an array")
+        );
         let p = problem(json!({"frame": [1280]}));
         assert_eq!(p.field, "frame", "{p:?}");
     }
@@ -382,7 +393,10 @@ mod tests {
     #[test]
     fn missing_and_unknown_fields_name_the_field_itself() {
         let p = problem(json!({"frame": {}}));
-        assert_eq!((p.field.as_str(), p.reason.as_str()), ("frame.width", "required, but missing"));
+        assert_eq!(
+            (p.field.as_str(), p.reason.as_str()),
+            ("frame.width", "required, but missing")
+        );
         let p = problem(json!({}));
         assert_eq!(p.field, "frame");
         let p = problem(json!({"frame": {"width": 2, "depth": 3}}));
@@ -394,7 +408,8 @@ mod tests {
 
     #[test]
     fn options_and_enums_decode_and_fail_in_place() {
-        let ok: Outer = from_value(&json!({"frame": {"width": 2}, "note": null, "mode": "fast"})).unwrap();
+        let ok: Outer =
+            from_value(&json!({"frame": {"width": 2}, "note": null, "mode": "fast"})).unwrap();
         assert_eq!((ok.note, ok.mode), (None, Some(Mode::Fast)));
         let p = problem(json!({"frame": {"width": 2}, "mode": "medium"}));
         assert_eq!(p.field, "mode", "{p:?}");

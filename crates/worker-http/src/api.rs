@@ -5,7 +5,11 @@
 //! `GET /v1/jobs/{id}`, `GET /v1/jobs` (paged), `POST /v1/jobs/{id}/cancel`,
 //! `GET /v1/jobs/{id}/events` (server-sent events fed by `NOTIFY`, ending with the terminal
 //! state) and `GET /v1/jobs/{id}/artifact` (the MP4). Bearer API keys, compared in constant
-//! time. `GET /openapi.json` describes it all; errors are JSON `{error, message, fields}`.
+//! time. `GET /openapi.json` describes it all. Every error is JSON `{error, message, fields}`
+//! — axum's own refusals too (an unreadable path id, a bad query, a body over the limit, a
+//! wrong method): each is mapped here rather than left to axum's plain-text answers — and a
+//! body that does not fit names the field (`frame.width`, `segments[2].slide`; see
+//! [`decode`]).
 //!
 //! A create may carry an `Idempotency-Key`: a client that lost the reply retries with the
 //! same key and gets the same job (200) instead of a second film. Keys are scoped to the API
@@ -17,7 +21,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{DefaultBodyLimit, Extension, Path, Query, Request, State};
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, Extension, FromRequestParts, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -39,6 +44,8 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tokio::sync::broadcast;
 use utoipa::{OpenApi, ToSchema};
+
+mod decode;
 
 /// Largest accepted request body: a storyboard at its limits fits.
 const MAX_BODY: usize = 1 << 20;
@@ -166,32 +173,56 @@ pub fn router(state: ApiState) -> Router {
         .route("/health", get(|| async { "ok" }))
         .route("/ready", get(ready))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
+        // After every route: it applies to the routes registered so far. axum keeps the
+        // `Allow` header on the answer.
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this route does not take that method; see the Allow header",
+            )
+        })
         .layer(DefaultBodyLimit::max(MAX_BODY))
-        .layer(tower_http::catch_panic::CatchPanicLayer::new())
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            |_: Box<dyn std::any::Any + Send>| {
+                tracing::error!("a request handler panicked");
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "the request failed",
+                )
+                .into_response()
+            },
+        ))
         .with_state(state)
 }
 
 // ---- errors ------------------------------------------------------------------------------
 
-/// A field of a refused storyboard.
-#[derive(Debug, Serialize, ToSchema)]
+/// One field of a refused request.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct FieldErrorView {
-    /// Where, e.g. `segments[2].slide.heading`.
+    /// Where. In a storyboard (`invalid_storyboard`), its path from the storyboard:
+    /// `frame.width`, `segments[2].slide.heading`. In the body (`invalid_request`), the body's
+    /// key (`storyboard`, an unknown key) or `$` for the body itself. Otherwise the header,
+    /// path or query parameter: `Idempotency-Key`, `id`, `limit`.
     pub field: String,
     /// What is wrong.
     pub reason: String,
 }
 
-/// Every error the API answers.
-#[derive(Debug, Serialize, ToSchema)]
+/// Every error the API answers, 4xx and 5xx alike.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct ApiErrorBody {
-    /// Machine-readable: `invalid_json`, `invalid_storyboard`, `invalid_idempotency_key`,
-    /// `idempotency_key_reused`, `not_found`, `unauthorized`, …
+    /// Machine-readable; the README lists them with their statuses: `invalid_json`,
+    /// `invalid_request`, `invalid_storyboard`, `invalid_idempotency_key`,
+    /// `idempotency_key_reused`, `invalid_id`, `invalid_query`, `unauthorized`, `not_found`,
+    /// `method_not_allowed`, `not_ready`, `artifact_missing`, `body_too_large`,
+    /// `unsupported_media_type`, `unavailable`, `internal`.
     pub error: String,
     /// For people.
     pub message: String,
-    /// Field-level problems, for `invalid_storyboard` (and the `Idempotency-Key` header's).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    /// The fields at fault, each with its path; empty when the error is not about a field.
     pub fields: Vec<FieldErrorView>,
 }
 
@@ -208,6 +239,15 @@ impl ApiError {
                 fields: Vec::new(),
             },
         )
+    }
+
+    /// The same error, naming the field at fault.
+    fn field(mut self, field: impl Into<String>, reason: impl Into<String>) -> Self {
+        self.1.fields.push(FieldErrorView {
+            field: field.into(),
+            reason: reason.into(),
+        });
+        self
     }
 
     fn storage(e: &RepoError) -> Self {
@@ -269,15 +309,18 @@ pub struct JobView {
     pub id: String,
     /// `queued`, `running`, `succeeded`, `failed` or `canceled`.
     pub status: String,
-    /// The stage in progress: `plan`, `tts`, `render`, `compose`, `publish`.
+    /// The stage in progress: `plan`, `tts`, `render`, `compose`, `publish`. For a failed or
+    /// canceled job, the stage it stopped in. Absent before the first progress report and
+    /// once the job succeeded (every stage is then done; none is in progress).
     pub stage: Option<String>,
-    /// 0–100; never goes back.
+    /// 0–100; never goes back. 100 once succeeded.
     pub percent: u8,
-    /// The segment last finished, from 0.
+    /// The segment last finished, from 0; absent when `stage` is.
     pub segment_index: Option<u32>,
-    /// Segments of the stage.
+    /// Segments of the stage; absent when `stage` is.
     pub segment_total: Option<u32>,
-    /// A line for the user.
+    /// A line for the user about the stage (`render: 3 of 10 segments`); absent when
+    /// `stage` is.
     pub message: Option<String>,
     /// Whether cancel was requested.
     pub cancel_requested: bool,
@@ -303,8 +346,10 @@ pub struct JobView {
 
 impl From<&Job> for JobView {
     fn from(job: &Job) -> Self {
-        let progress = job.progress.as_ref();
         let succeeded = job.status == JobStatus::Succeeded;
+        // The last report names the stage that was running; once the job succeeded that
+        // label is stale (a client would show "100% compose"), so it is not repeated.
+        let progress = job.progress.as_ref().filter(|_| !succeeded);
         Self {
             id: job.id.to_string(),
             status: job.status.as_str().into(),
@@ -355,14 +400,48 @@ pub struct CancelView {
     pub job: JobView,
 }
 
-fn parse_id(id: &str) -> Result<JobId, ApiError> {
-    id.parse::<JobId>().map_err(|_| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_id",
-            format!("{id:?} is not a job id (uuid)"),
-        )
-    })
+/// The `{id}` of a job route, parsed. Anything that is not a job id — including a
+/// percent-encoding that does not decode to text, which axum would refuse in plain text —
+/// is a 400 `invalid_id` naming `id`.
+#[derive(Debug)]
+struct JobIdPath(JobId);
+
+impl<S: Send + Sync> FromRequestParts<S> for JobIdPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, ApiError> {
+        let text = match Path::<String>::from_request_parts(parts, state).await {
+            Ok(Path(text)) => text,
+            // A route registered without `{id}`: this code's mistake, not the caller's.
+            Err(e) if e.status().is_server_error() => {
+                tracing::error!(error = %e, "a job route without its id");
+                return Err(ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "the route is misconfigured",
+                ));
+            }
+            Err(_) => {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_id",
+                    "the job id in the path is not text (its percent-encoding is not UTF-8)",
+                )
+                .field("id", "not a job id (uuid)"));
+            }
+        };
+        text.parse::<JobId>().map(Self).map_err(|_| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_id",
+                format!("{text:?} is not a job id (uuid)"),
+            )
+            .field("id", "not a job id (uuid)")
+        })
+    }
 }
 
 async fn load(repo: &dyn JobRepository, id: JobId) -> Result<Job, ApiError> {
@@ -379,7 +458,8 @@ async fn load(repo: &dyn JobRepository, id: JobId) -> Result<Job, ApiError> {
 /// With an `Idempotency-Key`, a retry of the same request answers the job the first call
 /// made (200, `Idempotent-Replayed: true`) and creates nothing; the key used with a different
 /// request is refused (422 `idempotency_key_reused`).
-#[utoipa::path(post, path = "/v1/jobs", request_body = CreateJob,
+#[utoipa::path(post, path = "/v1/jobs",
+    request_body(content = CreateJob, content_type = "application/json", description = "The storyboard to render. Type errors, missing and unknown fields are refused with 422 naming the field's path."),
     params(("Idempotency-Key" = Option<String>, Header, description = "Makes the create safe to retry: 1–255 visible ASCII characters, unique per intended job (e.g. a UUID). Scoped to the API key that sends it and remembered for at least 24 h. Within that time the same key with the same request (the storyboard compared as parsed JSON: whitespace and key order do not matter) answers the first call's job with 200 and creates nothing; the same key with a different request is refused with 422 `idempotency_key_reused`.")),
     responses(
         (status = 200, description = "replay: an earlier create with this Idempotency-Key and the same request made this job (shown as it is now); nothing was created. If no worker has started it yet, its delivery was enqueued again (the queue dedups by task name)", body = JobView,
@@ -387,45 +467,41 @@ async fn load(repo: &dyn JobRepository, id: JobId) -> Result<Job, ApiError> {
         (status = 201, description = "created and enqueued", body = JobView,
             headers(("Location" = String, description = "the job's URL"))),
         (status = 202, description = "created; the queue did not answer clearly, the sweeper re-enqueues it if needed", body = JobView),
-        (status = 400, description = "malformed body (`invalid_json`) or Idempotency-Key (`invalid_idempotency_key`: empty, over 255 characters, not visible ASCII, or sent twice)", body = ApiErrorBody),
-        (status = 401, body = ApiErrorBody),
-        (status = 413, description = "body over 1 MiB"),
-        (status = 422, description = "invalid storyboard, with field errors (`invalid_storyboard`); or the Idempotency-Key was first used with a different request (`idempotency_key_reused`; nothing was created)", body = ApiErrorBody),
+        (status = 400, description = "a malformed request, nothing stored: the body is not JSON (`invalid_json`), or the Idempotency-Key is malformed (`invalid_idempotency_key`, field `Idempotency-Key`: empty, over 255 characters, not visible ASCII, or sent twice)", body = ApiErrorBody),
+        (status = 401, description = "no valid API key (`unauthorized`): send `Authorization: Bearer <key>`", body = ApiErrorBody),
+        (status = 413, description = "the body is over 1 MiB (`body_too_large`)", body = ApiErrorBody),
+        (status = 415, description = "the body is not declared JSON (`unsupported_media_type`): send `Content-Type: application/json`", body = ApiErrorBody),
+        (status = 422, description = "a well-formed JSON body that cannot be accepted, nothing stored: not `{\"storyboard\": {…}}` (`invalid_request`, fields name the body's keys); a storyboard with a value of the wrong type, a missing or unknown field, or a value out of its limits (`invalid_storyboard`, fields name paths in the storyboard such as `frame.width` or `segments[2].slide`); or the Idempotency-Key was first used with a different request (`idempotency_key_reused`, field `Idempotency-Key`)", body = ApiErrorBody),
         (status = 502, description = "the queue refused: the job is failed (enqueue_failed)", body = JobView),
-        (status = 503, body = ApiErrorBody)),
+        (status = 503, description = "the job store is unavailable (`unavailable`); try again", body = ApiErrorBody)),
     security(("api_key" = [])))]
 async fn create_job(
     State(state): State<ApiState>,
     Extension(caller): Extension<Caller>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let key = idempotency_key(&headers)?;
-    let request: CreateJob = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_json",
-            format!("body must be {{\"storyboard\": {{…}}}}: {e}"),
-        )
+    require_json(&headers)?;
+    let body = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                format!("the body is over the limit of {MAX_BODY} bytes"),
+            )
+        } else {
+            // The client stopped sending, or the connection broke.
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_json",
+                "the body could not be read to its end",
+            )
+        }
     })?;
-    if let Err(e) = Storyboard::from_json(&request.storyboard) {
-        let mut error = ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_storyboard",
-            e.to_string(),
-        );
-        error.1.fields =
-            e.0.into_iter()
-                .map(|f| FieldErrorView {
-                    field: f.field,
-                    reason: f.reason,
-                })
-                .collect();
-        return Err(error);
-    }
     let new = NewJob {
         id: JobId::new(),
-        input: request.storyboard,
+        input: read_create(&body)?,
     };
     let (job, replayed) = match key {
         None => (
@@ -452,7 +528,7 @@ async fn create_job(
                 IdempotentOutcome::Created(job) => (job, false),
                 IdempotentOutcome::Existing(job) => (job, true),
                 IdempotentOutcome::KeyReused { job_id } => {
-                    let mut error = ApiError::new(
+                    return Err(ApiError::new(
                         StatusCode::UNPROCESSABLE_ENTITY,
                         "idempotency_key_reused",
                         format!(
@@ -460,12 +536,8 @@ async fn create_job(
                              use a new key for a new job",
                             idempotent.key.as_str()
                         ),
-                    );
-                    error.1.fields = vec![FieldErrorView {
-                        field: "Idempotency-Key".into(),
-                        reason: "already used for a different request".into(),
-                    }];
-                    return Err(error);
+                    )
+                    .field("Idempotency-Key", "already used for a different request"));
                 }
             }
         }
@@ -519,6 +591,106 @@ async fn create_job(
     Ok(job_response(status, &job, replayed))
 }
 
+/// A create's body must say it is JSON (`application/json`, or a `+json` type): 415
+/// otherwise, so a form post (curl's `-d` without a header) gets a clear answer instead of
+/// a guess.
+fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
+    let essence = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|v| v.trim().to_ascii_lowercase());
+    let json = essence.as_deref().is_some_and(|essence| {
+        essence
+            .strip_prefix("application/")
+            .is_some_and(|sub| sub == "json" || sub.ends_with("+json"))
+    });
+    if json {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "the body must be JSON, sent with Content-Type: application/json",
+        )
+        .field("Content-Type", "must be application/json"))
+    }
+}
+
+/// A create's body, read in three steps, each refusal naming the field at fault: JSON at all
+/// (400 `invalid_json`), the shape `{"storyboard": {…}}` (422 `invalid_request`), then the
+/// storyboard — its types and fields, then its limits (422 `invalid_storyboard`, paths from
+/// the storyboard). Returns the storyboard as sent, which is what the job stores.
+fn read_create(body: &[u8]) -> Result<serde_json::Value, ApiError> {
+    let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+            format!("the body is not JSON: {e}"),
+        )
+    })?;
+    let invalid_request = |field: &str, reason: &str| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request",
+            format!("the body must be {{\"storyboard\": {{…}}}}; {field}: {reason}"),
+        )
+        .field(field, reason)
+    };
+    let request: CreateJob =
+        decode::from_value(&value).map_err(|p| invalid_request(&p.field, &p.reason))?;
+    if !request.storyboard.is_object() {
+        return Err(invalid_request(
+            "storyboard",
+            &format!("expected an object, got {}", json_kind(&request.storyboard)),
+        ));
+    }
+    let invalid_storyboard = |fields: Vec<FieldErrorView>| {
+        let message = fields
+            .iter()
+            .map(|f| format!("{}: {}", f.field, f.reason))
+            .collect::<Vec<_>>()
+            .join("; ");
+        let mut error = ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_storyboard",
+            format!("invalid storyboard: {message}"),
+        );
+        error.1.fields = fields;
+        error
+    };
+    let board: Storyboard = decode::from_value(&request.storyboard).map_err(|p| {
+        invalid_storyboard(vec![FieldErrorView {
+            field: p.field,
+            reason: p.reason,
+        }])
+    })?;
+    board.validate().map_err(|e| {
+        invalid_storyboard(
+            e.0.into_iter()
+                .map(|f| FieldErrorView {
+                    field: f.field,
+                    reason: f.reason,
+                })
+                .collect(),
+        )
+    })?;
+    Ok(request.storyboard)
+}
+
+/// What a JSON value is, for a message.
+fn json_kind(value: &serde_json::Value) -> &'static str {
+    use serde_json::Value;
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
 /// The answer to a create: the job, its `Location`, and `Idempotent-Replayed` on a replay.
 fn job_response(status: StatusCode, job: &Job, replayed: bool) -> Response {
     let mut response = (status, Json(JobView::from(job))).into_response();
@@ -537,16 +709,12 @@ fn job_response(status: StatusCode, job: &Job, replayed: bool) -> Response {
 /// like a body that is not JSON: the key is checked before the body is read.
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<IdempotencyKey>, ApiError> {
     let invalid = |reason: &str| {
-        let mut error = ApiError::new(
+        ApiError::new(
             StatusCode::BAD_REQUEST,
             "invalid_idempotency_key",
             format!("Idempotency-Key: {reason}"),
-        );
-        error.1.fields = vec![FieldErrorView {
-            field: "Idempotency-Key".into(),
-            reason: reason.into(),
-        }];
-        error
+        )
+        .field("Idempotency-Key", reason)
     };
     let mut values = headers.get_all(IDEMPOTENCY_KEY).iter();
     let Some(value) = values.next() else {
@@ -613,27 +781,85 @@ fn write_canonical(value: &serde_json::Value, out: &mut Vec<u8>) {
 }
 
 /// One job.
-#[utoipa::path(get, path = "/v1/jobs/{id}", params(("id" = String, Path, description = "job id")),
-    responses((status = 200, body = JobView), (status = 400, body = ApiErrorBody), (status = 404, body = ApiErrorBody)),
+#[utoipa::path(get, path = "/v1/jobs/{id}", params(("id" = String, Path, description = "the job's id (a UUID)")),
+    responses((status = 200, description = "the job", body = JobView), (status = 400, description = "the id is not a job id (`invalid_id`, field `id`)", body = ApiErrorBody), (status = 401, description = "no valid API key (`unauthorized`): send `Authorization: Bearer <key>`", body = ApiErrorBody),
+        (status = 404, description = "no such job (`not_found`)", body = ApiErrorBody), (status = 503, description = "the job store is unavailable (`unavailable`); try again", body = ApiErrorBody)),
     security(("api_key" = [])))]
 async fn get_job(
     State(state): State<ApiState>,
-    Path(id): Path<String>,
+    JobIdPath(id): JobIdPath,
 ) -> Result<Json<JobView>, ApiError> {
-    let job = load(state.repo.as_ref(), parse_id(&id)?).await?;
+    let job = load(state.repo.as_ref(), id).await?;
     Ok(Json(JobView::from(&job)))
 }
 
-/// `GET /v1/jobs` query.
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
-#[serde(deny_unknown_fields)]
-pub struct ListParams {
-    /// Only jobs with this status.
-    status: Option<String>,
-    /// Page size, 1–500 (default 50).
-    limit: Option<u32>,
-    /// From a previous page's `next_cursor`.
-    cursor: Option<String>,
+/// The parameters `GET /v1/jobs` takes.
+const LIST_PARAMS: &str = "status, limit and cursor";
+
+/// The page size when `limit` is left out.
+const DEFAULT_LIMIT: u32 = 50;
+
+/// `GET /v1/jobs`'s query, read pair by pair so that each refusal names its parameter:
+/// an unknown one, one given twice, or a value that does not parse. An empty value
+/// (`?status=`) is the same as leaving the parameter out, as forms send it.
+fn list_query(pairs: &[(String, String)]) -> Result<ListQuery, ApiError> {
+    let mut problems: Vec<(String, String)> = Vec::new();
+    let (mut status, mut limit, mut after) = (None, DEFAULT_LIMIT, None);
+    for (i, (name, value)) in pairs.iter().enumerate() {
+        if pairs[..i].iter().any(|(earlier, _)| earlier == name) {
+            problems.push((name.clone(), "given more than once".into()));
+            continue;
+        }
+        match name.as_str() {
+            "status" | "limit" | "cursor" if value.is_empty() => {}
+            "status" => match value.parse::<JobStatus>() {
+                Ok(s) => status = Some(s),
+                Err(e) => problems.push((name.clone(), e.reason)),
+            },
+            "limit" => match value.parse::<u32>() {
+                Ok(n) => limit = n,
+                Err(_) => problems.push((
+                    name.clone(),
+                    format!(
+                        "{value:?} is not a whole number from 1 to {}",
+                        ListQuery::MAX_LIMIT
+                    ),
+                )),
+            },
+            "cursor" => match decode_cursor(value) {
+                Some(c) => after = Some(c),
+                None => problems.push((
+                    name.clone(),
+                    "not a cursor this API gave out: pass a page's next_cursor as it is".into(),
+                )),
+            },
+            _ => problems.push((
+                name.clone(),
+                format!("unknown parameter; this route takes {LIST_PARAMS}"),
+            )),
+        }
+    }
+    let query = match ListQuery::new(status, limit) {
+        Ok(query) => Some(query.after(after)),
+        Err(e) => {
+            problems.push((e.field.into(), e.reason));
+            None
+        }
+    };
+    match (query, problems.is_empty()) {
+        (Some(query), true) => Ok(query),
+        _ => {
+            let message = problems
+                .iter()
+                .map(|(field, reason)| format!("{field}: {reason}"))
+                .collect::<Vec<_>>()
+                .join("; ");
+            Err(problems.into_iter().fold(
+                ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", message),
+                |error, (field, reason)| error.field(field, reason),
+            ))
+        }
+    }
 }
 
 fn encode_cursor(c: &ListCursor) -> String {
@@ -653,36 +879,30 @@ fn decode_cursor(text: &str) -> Option<ListCursor> {
 }
 
 /// Jobs, newest first, a page at a time.
-#[utoipa::path(get, path = "/v1/jobs", params(ListParams),
-    responses((status = 200, body = JobList), (status = 400, body = ApiErrorBody)),
+#[utoipa::path(get, path = "/v1/jobs",
+    params(
+        ("status" = Option<String>, Query, description = "only jobs with this status: `queued`, `running`, `succeeded`, `failed` or `canceled`"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 500, description = "page size, 1–500 (default 50)"),
+        ("cursor" = Option<String>, Query, description = "a previous page's `next_cursor`, as it was given")),
+    responses((status = 200, description = "a page of jobs, newest first", body = JobList),
+        (status = 400, description = "a query parameter is unknown, given twice or not valid (`invalid_query`; each named in `fields`). An empty value is the same as leaving the parameter out", body = ApiErrorBody),
+        (status = 401, description = "no valid API key (`unauthorized`): send `Authorization: Bearer <key>`", body = ApiErrorBody), (status = 503, description = "the job store is unavailable (`unavailable`); try again", body = ApiErrorBody)),
     security(("api_key" = [])))]
 async fn list_jobs(
     State(state): State<ApiState>,
-    query: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> Result<Json<JobList>, ApiError> {
-    let Query(params) = query
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", e.body_text()))?;
-    let status = params
-        .status
-        .as_deref()
-        .map(str::parse::<JobStatus>)
-        .transpose()
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", e.to_string()))?;
-    let query = ListQuery::new(status, params.limit.unwrap_or(50))
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", e.to_string()))?;
-    let after = match params.cursor.as_deref() {
-        None => None,
-        Some(c) => Some(decode_cursor(c).ok_or_else(|| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_query",
-                "cursor: not one this API gave out",
-            )
-        })?),
-    };
+    let Query(pairs) = query.map_err(|_| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+            "the query string is not a URL-encoded form",
+        )
+    })?;
+    let query = list_query(&pairs)?;
     let page = state
         .repo
-        .list(&query.after(after))
+        .list(&query)
         .await
         .map_err(|e| ApiError::storage(&e))?;
     Ok(Json(JobList {
@@ -692,14 +912,14 @@ async fn list_jobs(
 }
 
 /// Cancel a job (idempotent).
-#[utoipa::path(post, path = "/v1/jobs/{id}/cancel", params(("id" = String, Path, description = "job id")),
-    responses((status = 200, body = CancelView), (status = 400, body = ApiErrorBody), (status = 404, body = ApiErrorBody)),
+#[utoipa::path(post, path = "/v1/jobs/{id}/cancel", params(("id" = String, Path, description = "the job's id (a UUID)")),
+    responses((status = 200, description = "the outcome and the job now; idempotent: a repeat answers `already_requested` or `already_finished`", body = CancelView),
+        (status = 400, description = "the id is not a job id (`invalid_id`, field `id`)", body = ApiErrorBody), (status = 401, description = "no valid API key (`unauthorized`): send `Authorization: Bearer <key>`", body = ApiErrorBody), (status = 404, description = "no such job (`not_found`)", body = ApiErrorBody), (status = 503, description = "the job store is unavailable (`unavailable`); try again", body = ApiErrorBody)),
     security(("api_key" = [])))]
 async fn cancel_job(
     State(state): State<ApiState>,
-    Path(id): Path<String>,
+    JobIdPath(id): JobIdPath,
 ) -> Result<Json<CancelView>, ApiError> {
-    let id = parse_id(&id)?;
     let outcome = state
         .repo
         .request_cancel(id)
@@ -727,15 +947,22 @@ async fn cancel_job(
 
 /// Live progress as server-sent events: `progress` events with the job, then one `done`
 /// event at the terminal state, then the stream ends.
-#[utoipa::path(get, path = "/v1/jobs/{id}/events", params(("id" = String, Path, description = "job id")),
-    responses((status = 200, description = "text/event-stream of `progress` and a final `done` event, each with a JobView", content_type = "text/event-stream"),
-        (status = 404, body = ApiErrorBody)),
+///
+/// Each event is `event: progress` or `event: done` with one `data:` line, the job as a
+/// `JobView` in JSON. A `progress` event is sent when what the job shows changes — never
+/// twice alike (a change of `updated_at` alone is no change). `done` comes once, with the
+/// job in its terminal state (`succeeded`, `failed` or `canceled`; once succeeded `stage`,
+/// the segment and `message` are absent and `percent` is 100), and then the stream ends. A
+/// stream opened on a finished job sends only `done`. Comment lines keep an idle
+/// connection open every 15 s.
+#[utoipa::path(get, path = "/v1/jobs/{id}/events", params(("id" = String, Path, description = "the job's id (a UUID)")),
+    responses((status = 200, description = "`text/event-stream`: `progress` events, each with the job (JobView) as it changes, then one `done` event with the job in its terminal state, then the end of the stream", content_type = "text/event-stream"),
+        (status = 400, description = "the id is not a job id (`invalid_id`, field `id`)", body = ApiErrorBody), (status = 401, description = "no valid API key (`unauthorized`): send `Authorization: Bearer <key>`", body = ApiErrorBody), (status = 404, description = "no such job (`not_found`)", body = ApiErrorBody), (status = 503, description = "the job store is unavailable (`unavailable`); try again", body = ApiErrorBody)),
     security(("api_key" = [])))]
 async fn job_events(
     State(state): State<ApiState>,
-    Path(id): Path<String>,
+    JobIdPath(id): JobIdPath,
 ) -> Result<Response, ApiError> {
-    let id = parse_id(&id)?;
     // Subscribe before the first read: a change in between is not missed.
     let mut updates = state.feed.0.subscribe();
     let first = load(state.repo.as_ref(), id).await?;
@@ -747,7 +974,10 @@ async fn job_events(
         loop {
             let view = JobView::from(&job);
             let terminal = job.status.is_terminal();
-            if last.as_ref() != Some(&view) {
+            if last
+                .as_ref()
+                .is_none_or(|last| !shows_the_same(last, &view))
+            {
                 let name = if terminal { "done" } else { "progress" };
                 let Ok(data) = serde_json::to_string(&view) else {
                     return;
@@ -798,17 +1028,30 @@ async fn job_events(
         .into_response())
 }
 
+/// Whether two views of a job show a client the same thing. `updated_at` moves with every
+/// heartbeat, and a re-read after a notification or the periodic poll finds it changed
+/// when nothing else did: no news, so no event.
+fn shows_the_same(a: &JobView, b: &JobView) -> bool {
+    let same_time = |v: &JobView| JobView {
+        updated_at: String::new(),
+        ..v.clone()
+    };
+    same_time(a) == same_time(b)
+}
+
 /// The film, streamed.
-#[utoipa::path(get, path = "/v1/jobs/{id}/artifact", params(("id" = String, Path, description = "job id")),
+#[utoipa::path(get, path = "/v1/jobs/{id}/artifact", params(("id" = String, Path, description = "the job's id (a UUID)")),
     responses((status = 200, description = "the MP4", content_type = "video/mp4"),
-        (status = 404, body = ApiErrorBody), (status = 409, description = "the job has not succeeded", body = ApiErrorBody),
-        (status = 503, body = ApiErrorBody)),
+        (status = 400, description = "the id is not a job id (`invalid_id`, field `id`)", body = ApiErrorBody), (status = 401, description = "no valid API key (`unauthorized`): send `Authorization: Bearer <key>`", body = ApiErrorBody),
+        (status = 404, description = "no such job (`not_found`), or its film is not in the store (`artifact_missing`)", body = ApiErrorBody),
+        (status = 409, description = "the job has not succeeded (`not_ready`)", body = ApiErrorBody),
+        (status = 503, description = "the job store or the artifact store is unavailable (`unavailable`)", body = ApiErrorBody)),
     security(("api_key" = [])))]
 async fn job_artifact(
     State(state): State<ApiState>,
-    Path(id): Path<String>,
+    JobIdPath(id): JobIdPath,
 ) -> Result<Response, ApiError> {
-    let job = load(state.repo.as_ref(), parse_id(&id)?).await?;
+    let job = load(state.repo.as_ref(), id).await?;
     let key = match (job.status, job.artifact_key) {
         (JobStatus::Succeeded, Some(key)) => key,
         (status, _) => {
@@ -996,6 +1239,76 @@ mod tests {
         );
         let refused = create["responses"]["422"]["description"].as_str().unwrap();
         assert!(refused.contains("idempotency_key_reused"), "{refused}");
+    }
+
+    fn job_at(status: JobStatus) -> Job {
+        let mut job = Job::new(JobId::new(), serde_json::json!({}), chrono::Utc::now());
+        job.status = status;
+        job.progress = Some(domain::ProgressReport {
+            stage: domain::Stage::Render,
+            percent: domain::Percent::new(40).unwrap(),
+            segment: Some(domain::Segment::new(3, 10).unwrap()),
+            message: Some("render: 4 of 10 segments".into()),
+        });
+        job
+    }
+
+    #[test]
+    fn a_succeeded_job_shows_no_stage_and_a_stopped_one_shows_where_it_stopped() {
+        let mut done = job_at(JobStatus::Succeeded);
+        if let Some(p) = done.progress.as_mut() {
+            p.percent = domain::Percent::FULL;
+        }
+        let view = JobView::from(&done);
+        assert_eq!(
+            (
+                view.percent,
+                view.stage,
+                view.segment_index,
+                view.segment_total,
+                view.message
+            ),
+            (100, None, None, None, None)
+        );
+        for status in [JobStatus::Running, JobStatus::Failed, JobStatus::Canceled] {
+            let view = JobView::from(&job_at(status));
+            assert_eq!(
+                (
+                    view.percent,
+                    view.stage.as_deref(),
+                    view.segment_index,
+                    view.segment_total
+                ),
+                (40, Some("render"), Some(3), Some(10)),
+                "{status}"
+            );
+        }
+    }
+
+    #[test]
+    fn views_that_differ_only_in_updated_at_show_the_same() {
+        let job = job_at(JobStatus::Running);
+        let a = JobView::from(&job);
+        let mut later = job.clone();
+        later.updated_at += chrono::Duration::seconds(5);
+        assert!(shows_the_same(&a, &JobView::from(&later)));
+        let mut moved = later;
+        moved.progress = Some(domain::ProgressReport {
+            stage: domain::Stage::Render,
+            percent: domain::Percent::new(41).unwrap(),
+            segment: Some(domain::Segment::new(4, 10).unwrap()),
+            message: None,
+        });
+        assert!(!shows_the_same(&a, &JobView::from(&moved)));
+    }
+
+    #[test]
+    fn every_error_has_a_fields_key() {
+        let body = serde_json::to_value(
+            ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", "not JSON").1,
+        )
+        .unwrap();
+        assert_eq!(body["fields"], serde_json::json!([]));
     }
 
     #[test]

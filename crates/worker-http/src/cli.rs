@@ -155,12 +155,16 @@ impl ApiClient {
 pub fn print_job(job: &JobView) {
     println!("job       {}", job.id);
     println!("status    {}", job.status);
-    if let Some(stage) = &job.stage {
-        let segment = match (job.segment_index, job.segment_total) {
-            (Some(i), Some(n)) => format!(" (segment {} of {n})", i + 1),
-            _ => String::new(),
-        };
-        println!("progress  {}% {stage}{segment}", job.percent);
+    // A finished job has no stage in progress (the API leaves it out once succeeded).
+    match &job.stage {
+        Some(stage) => {
+            let segment = match (job.segment_index, job.segment_total) {
+                (Some(i), Some(n)) => format!(" (segment {} of {n})", i + 1),
+                _ => String::new(),
+            };
+            println!("progress  {}% {stage}{segment}", job.percent);
+        }
+        None => println!("progress  {}%", job.percent),
     }
     if let Some(url) = &job.artifact_url {
         println!("artifact  {url}");

@@ -248,11 +248,11 @@ async fn bad_requests_are_4xx_with_json_errors_and_store_nothing() {
     };
     for (body, code, error) in [
         ("not json".to_owned(), 400, "invalid_json"),
-        ("{}".to_owned(), 400, "invalid_json"),
+        ("{}".to_owned(), 422, "invalid_request"),
         (
             json!({"storyboard": board(), "extra": 1}).to_string(),
-            400,
-            "invalid_json",
+            422,
+            "invalid_request",
         ),
         (
             json!({"storyboard": {"version": 1, "title": "", "segments": []}}).to_string(),
@@ -262,7 +262,7 @@ async fn bad_requests_are_4xx_with_json_errors_and_store_nothing() {
         (
             json!({"storyboard": "text"}).to_string(),
             422,
-            "invalid_storyboard",
+            "invalid_request",
         ),
     ] {
         let r = post(body.clone()).await.unwrap();

@@ -1,14 +1,105 @@
-//! Operator commands against the jobs API: `submit`, `status`, `cancel`, `list`.
-//! `VIDEO_API_URL` (default `http://127.0.0.1:8081`) and `VIDEO_API_KEY` say where and who.
+//! Operator commands against the jobs API: `submit`, `status`, `cancel`, `list`, `download`.
+//! `VIDEO_API_URL` (default [`DEFAULT_API_URL`]) and `VIDEO_API_KEY` say where and who.
+//!
+//! Every failure is a [`CliError`] whose message is one line a person can act on; an API that
+//! cannot be reached reads `cannot reach the jobs API at URL: connection refused`, whatever
+//! the command.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use eventsource_stream::Eventsource as _;
 use futures_util::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
+use tokio::io::AsyncWriteExt as _;
 
 use crate::api::{CancelView, JobList, JobView};
+
+/// Where the API is when `VIDEO_API_URL` is not set: `video-worker api` on this machine.
+pub const DEFAULT_API_URL: &str = "http://127.0.0.1:8081";
+
+/// Why an operator command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// No key to call with.
+    #[error(
+        "VIDEO_API_KEY is not set: the jobs API needs one of its VIDEO_API_KEYS (or pass --api-key)"
+    )]
+    MissingKey,
+    /// `VIDEO_API_URL` is not a URL.
+    #[error("VIDEO_API_URL: {url:?} is not an http(s) URL")]
+    BadUrl {
+        /// What was given.
+        url: String,
+    },
+    /// Nothing answered at the API's address.
+    #[error("cannot reach the jobs API at {base}: {reason}")]
+    Unreachable {
+        /// The API's base URL.
+        base: String,
+        /// The transport's reason, e.g. `connection refused`.
+        reason: String,
+    },
+    /// The connection broke while an answer was being read.
+    #[error("the connection to the jobs API at {base} failed: {reason}")]
+    Transport {
+        /// The API's base URL.
+        base: String,
+        /// The transport's reason.
+        reason: String,
+    },
+    /// The API refused the request.
+    #[error("the jobs API answered {status}: {message}{}", fields_text(.fields))]
+    Refused {
+        /// The HTTP status.
+        status: u16,
+        /// The API's error code (`not_found`, `invalid_storyboard`, …).
+        error: String,
+        /// The API's message.
+        message: String,
+        /// Field-level problems: (field, reason).
+        fields: Vec<(String, String)>,
+    },
+    /// `download` of a job that has no film (yet).
+    #[error("job {id} has no film to download: {message}")]
+    NotReady {
+        /// The job.
+        id: String,
+        /// The API's explanation (the job's status).
+        message: String,
+    },
+    /// An answer this client does not understand.
+    #[error("unexpected answer from the jobs API: {0}")]
+    Unexpected(String),
+    /// The event stream closed before the `done` event.
+    #[error("the event stream ended before the job did")]
+    StreamEnded,
+    /// A local file could not be read or written.
+    #[error("{path}: {source}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A storyboard file that is not JSON.
+    #[error("{path} is not JSON: {source}")]
+    NotJson {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+fn fields_text(fields: &[(String, String)]) -> String {
+    fields
+        .iter()
+        .map(|(field, reason)| format!("\n  {field}: {reason}"))
+        .collect()
+}
 
 /// A client of the jobs API.
 #[derive(Debug, Clone)]
@@ -19,148 +110,392 @@ pub struct ApiClient {
 }
 
 impl ApiClient {
-    /// From `VIDEO_API_URL` and `VIDEO_API_KEY`.
-    pub fn from_env() -> anyhow::Result<Self> {
-        let base =
-            std::env::var("VIDEO_API_URL").unwrap_or_else(|_| "http://127.0.0.1:8081".into());
-        let key = std::env::var("VIDEO_API_KEY")
-            .context("VIDEO_API_KEY: required (one of the API's VIDEO_API_KEYS)")?;
-        Ok(Self::new(base, key))
+    /// The API at `url` (`VIDEO_API_URL`) with `key` (`VIDEO_API_KEY`); checks both are usable.
+    pub fn configured(url: &str, key: Option<&str>) -> Result<Self, CliError> {
+        let key = key.map(str::trim).filter(|k| !k.is_empty());
+        let key = key.ok_or(CliError::MissingKey)?;
+        let parsed = reqwest::Url::parse(url.trim()).ok();
+        if !parsed.is_some_and(|u| matches!(u.scheme(), "http" | "https") && u.has_host()) {
+            return Err(CliError::BadUrl { url: url.into() });
+        }
+        Ok(Self::new(url.trim(), key))
     }
 
     /// A client of the API at `base` with `key`.
     pub fn new(base: impl Into<String>, key: impl Into<String>) -> Self {
+        // Connecting is bounded; reading is not: an event stream or a download may run long.
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .build()
+            .unwrap_or_default();
         Self {
             base: base.into().trim_end_matches('/').to_owned(),
             key: key.into(),
-            http: reqwest::Client::new(),
+            http,
+        }
+    }
+
+    /// `{base}/v1/jobs/{id}/{rest…}`, with `id` as one escaped path segment.
+    fn job_url(&self, id: &str, rest: &[&str]) -> Result<reqwest::Url, CliError> {
+        let mut url = self.url("/v1/jobs")?;
+        url.path_segments_mut()
+            .map_err(|()| CliError::BadUrl {
+                url: self.base.clone(),
+            })?
+            .push(id)
+            .extend(rest);
+        Ok(url)
+    }
+
+    fn url(&self, path: &str) -> Result<reqwest::Url, CliError> {
+        reqwest::Url::parse(&format!("{}{path}", self.base)).map_err(|_| CliError::BadUrl {
+            url: self.base.clone(),
+        })
+    }
+
+    /// Sends with the key; a transport failure becomes [`CliError::Unreachable`].
+    async fn send(&self, request: reqwest::RequestBuilder) -> Result<reqwest::Response, CliError> {
+        request
+            .bearer_auth(&self.key)
+            .send()
+            .await
+            .map_err(|e| self.transport(&e))
+    }
+
+    fn transport(&self, error: &reqwest::Error) -> CliError {
+        let base = self.base.clone();
+        let reason = reason(error);
+        if error.is_connect() || error.is_timeout() {
+            CliError::Unreachable { base, reason }
+        } else if error.is_builder() {
+            CliError::BadUrl { url: base }
+        } else {
+            CliError::Transport { base, reason }
+        }
+    }
+
+    /// The refusal in a non-2xx answer (`{error, message, fields}` when the API sent JSON).
+    async fn refusal(&self, response: reqwest::Response) -> CliError {
+        let status = response.status();
+        let text = match response.text().await {
+            Ok(text) => text,
+            Err(e) => return self.transport(&e),
+        };
+        let body: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+        let message = body["message"]
+            .as_str()
+            .map(str::to_owned)
+            .unwrap_or_else(|| first_line(&text, status));
+        let fields = body["fields"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|f| {
+                let text = |k: &str| f[k].as_str().unwrap_or_default().to_owned();
+                (text("field"), text("reason"))
+            })
+            .collect();
+        CliError::Refused {
+            status: status.as_u16(),
+            error: body["error"].as_str().unwrap_or_default().to_owned(),
+            message,
+            fields,
         }
     }
 
     async fn json<T: serde::de::DeserializeOwned>(
+        &self,
         response: reqwest::Response,
-    ) -> anyhow::Result<T> {
-        let status = response.status();
-        let text = response.text().await?;
-        if !status.is_success() && status.as_u16() != 202 {
-            let body: serde_json::Value =
-                serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text.clone()));
-            let mut message = format!("{status}: {}", body["message"].as_str().unwrap_or(&text));
-            for f in body["fields"].as_array().into_iter().flatten() {
-                message.push_str(&format!(
-                    "\n  {}: {}",
-                    f["field"].as_str().unwrap_or(""),
-                    f["reason"].as_str().unwrap_or("")
-                ));
-            }
-            bail!(message);
+    ) -> Result<T, CliError> {
+        if !response.status().is_success() {
+            return Err(self.refusal(response).await);
         }
-        serde_json::from_str(&text).with_context(|| format!("unexpected answer: {text}"))
+        let bytes = response.bytes().await.map_err(|e| self.transport(&e))?;
+        serde_json::from_slice(&bytes).map_err(|e| CliError::Unexpected(e.to_string()))
     }
 
     /// `POST /v1/jobs`.
-    pub async fn submit(&self, storyboard: serde_json::Value) -> anyhow::Result<JobView> {
-        let r = self
-            .http
-            .post(format!("{}/v1/jobs", self.base))
-            .bearer_auth(&self.key)
-            .json(&serde_json::json!({ "storyboard": storyboard }))
-            .send()
-            .await
-            .with_context(|| format!("cannot reach the API at {}", self.base))?;
-        Self::json(r).await
+    pub async fn submit(&self, storyboard: serde_json::Value) -> Result<JobView, CliError> {
+        let body = serde_json::json!({ "storyboard": storyboard });
+        let request = self.http.post(self.url("/v1/jobs")?).json(&body);
+        self.json(self.send(request).await?).await
     }
 
     /// `GET /v1/jobs/{id}`.
-    pub async fn status(&self, id: &str) -> anyhow::Result<JobView> {
-        let r = self
-            .http
-            .get(format!("{}/v1/jobs/{id}", self.base))
-            .bearer_auth(&self.key)
-            .send()
-            .await?;
-        Self::json(r).await
+    pub async fn status(&self, id: &str) -> Result<JobView, CliError> {
+        let request = self.http.get(self.job_url(id, &[])?);
+        self.json(self.send(request).await?).await
     }
 
     /// `POST /v1/jobs/{id}/cancel`.
-    pub async fn cancel(&self, id: &str) -> anyhow::Result<CancelView> {
-        let r = self
-            .http
-            .post(format!("{}/v1/jobs/{id}/cancel", self.base))
-            .bearer_auth(&self.key)
-            .send()
-            .await?;
-        Self::json(r).await
+    pub async fn cancel(&self, id: &str) -> Result<CancelView, CliError> {
+        let request = self.http.post(self.job_url(id, &["cancel"])?);
+        self.json(self.send(request).await?).await
     }
 
-    /// `GET /v1/jobs`.
-    pub async fn list(&self, status: Option<&str>, limit: u32) -> anyhow::Result<JobList> {
-        let mut request = self
-            .http
-            .get(format!("{}/v1/jobs", self.base))
-            .bearer_auth(&self.key)
-            .query(&[("limit", limit.to_string())]);
-        if let Some(s) = status {
-            request = request.query(&[("status", s)]);
+    /// `GET /v1/jobs`: one page, from `cursor` (a previous page's `next_cursor`).
+    pub async fn list(
+        &self,
+        status: Option<&str>,
+        limit: u32,
+        cursor: Option<&str>,
+    ) -> Result<JobList, CliError> {
+        let mut query = vec![("limit", limit.to_string())];
+        query.extend(status.map(|s| ("status", s.to_owned())));
+        query.extend(cursor.map(|c| ("cursor", c.to_owned())));
+        let request = self.http.get(self.url("/v1/jobs")?).query(&query);
+        self.json(self.send(request).await?).await
+    }
+
+    /// Every page from `cursor` on, following `next_cursor` to the end; `on_page` sees each
+    /// page as it arrives. Returns the number of jobs.
+    pub async fn list_all(
+        &self,
+        status: Option<&str>,
+        limit: u32,
+        cursor: Option<&str>,
+        mut on_page: impl FnMut(&[JobView]),
+    ) -> Result<usize, CliError> {
+        let mut cursor = cursor.map(str::to_owned);
+        let mut count = 0;
+        loop {
+            let page = self.list(status, limit, cursor.as_deref()).await?;
+            on_page(&page.jobs);
+            count += page.jobs.len();
+            match page.next_cursor {
+                None => return Ok(count),
+                // A cursor that does not move would page forever.
+                Some(next) if cursor.as_deref() == Some(next.as_str()) || page.jobs.is_empty() => {
+                    return Err(CliError::Unexpected(format!(
+                        "the API gave the cursor {next:?} without moving on"
+                    )));
+                }
+                Some(next) => cursor = Some(next),
+            }
         }
-        Self::json(request.send().await?).await
+    }
+
+    /// `GET /v1/jobs/{id}/artifact` into `out`: written to a temporary file beside it and
+    /// renamed into place once complete, so `out` is never a partial film. An answer that
+    /// redirects (a signed store URL) is followed; the key is not sent to another host.
+    /// Returns the bytes written.
+    pub async fn download(&self, id: &str, out: &Path) -> Result<u64, CliError> {
+        let request = self.http.get(self.job_url(id, &["artifact"])?);
+        let response = self.send(request).await?;
+        if response.status() == reqwest::StatusCode::CONFLICT {
+            return Err(match self.refusal(response).await {
+                CliError::Refused { message, .. } => CliError::NotReady {
+                    id: id.to_owned(),
+                    message,
+                },
+                other => other,
+            });
+        }
+        if !response.status().is_success() {
+            return Err(self.refusal(response).await);
+        }
+        let expected = response.content_length();
+        let mut part = PartFile::create(out).await?;
+        let mut body = response.bytes_stream();
+        let mut written = 0u64;
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|e| self.transport(&e))?;
+            part.write(&chunk).await?;
+            written += chunk.len() as u64;
+        }
+        if let Some(expected) = expected.filter(|&n| n != written) {
+            return Err(CliError::Transport {
+                base: self.base.clone(),
+                reason: format!("the film ended after {written} of {expected} bytes"),
+            });
+        }
+        part.persist().await?;
+        Ok(written)
     }
 
     /// Follows `GET /v1/jobs/{id}/events` until the `done` event; calls `on_event` with each
     /// job view. Returns the final view.
+    ///
+    /// The stream is parsed as server-sent events (fields split across lines and network
+    /// chunks, multi-byte characters split across chunks, comments, `\r\n`). `done` carries
+    /// the job's terminal state; its `stage` may be present or absent.
     pub async fn follow(
         &self,
         id: &str,
         mut on_event: impl FnMut(&JobView),
-    ) -> anyhow::Result<JobView> {
-        let response = self
+    ) -> Result<JobView, CliError> {
+        let request = self
             .http
-            .get(format!("{}/v1/jobs/{id}/events", self.base))
-            .bearer_auth(&self.key)
-            .header("accept", "text/event-stream")
-            .send()
-            .await?;
+            .get(self.job_url(id, &["events"])?)
+            .header(reqwest::header::ACCEPT, "text/event-stream");
+        let response = self.send(request).await?;
         if !response.status().is_success() {
-            let _: serde_json::Value = Self::json(response).await?;
-            bail!("the event stream was refused");
+            return Err(self.refusal(response).await);
         }
-        let mut body = response.bytes_stream();
-        let mut buffer = String::new();
-        let (mut event, mut data) = (String::new(), String::new());
-        while let Some(chunk) = body.next().await {
-            buffer.push_str(&String::from_utf8_lossy(&chunk?));
-            while let Some(end) = buffer.find('\n') {
-                let line = buffer[..end].trim_end_matches('\r').to_owned();
-                buffer.drain(..=end);
-                if let Some(v) = line.strip_prefix("event:") {
-                    event = v.trim().to_owned();
-                } else if let Some(v) = line.strip_prefix("data:") {
-                    data.push_str(v.trim_start());
-                } else if line.is_empty() && !data.is_empty() {
-                    let view: JobView = serde_json::from_str(&data)?;
+        let mut events = response.bytes_stream().eventsource();
+        while let Some(event) = events.next().await {
+            let event = event.map_err(|e| match e {
+                eventsource_stream::EventStreamError::Transport(e) => self.transport(&e),
+                other => CliError::Unexpected(format!("event stream: {other}")),
+            })?;
+            match event.event.as_str() {
+                "progress" | "message" => {
+                    let view: JobView = serde_json::from_str(&event.data)
+                        .map_err(|e| CliError::Unexpected(format!("progress event: {e}")))?;
                     on_event(&view);
-                    if event == "done" {
-                        return Ok(view);
-                    }
-                    data.clear();
-                    event.clear();
                 }
+                "done" => {
+                    let view = self.done_view(id, &event.data).await?;
+                    on_event(&view);
+                    return Ok(view);
+                }
+                _ => {} // an event kind this client does not know: skipped
             }
         }
-        bail!("the event stream ended before the job did")
+        Err(CliError::StreamEnded)
+    }
+
+    /// The job at its `done` event: the event's own view, or — if the event carries less than
+    /// a whole job — the job as the API shows it now, with the event's terminal status.
+    async fn done_view(&self, id: &str, data: &str) -> Result<JobView, CliError> {
+        let value: serde_json::Value = serde_json::from_str(data)
+            .map_err(|e| CliError::Unexpected(format!("done event: {e}")))?;
+        if let Ok(view) = serde_json::from_value::<JobView>(value.clone()) {
+            return Ok(view);
+        }
+        let status = value["status"]
+            .as_str()
+            .ok_or_else(|| CliError::Unexpected(format!("done event without a status: {data}")))?;
+        let mut view = self.status(id).await?;
+        status.clone_into(&mut view.status);
+        Ok(view)
     }
 }
 
-/// Prints a job in a few lines.
+/// The innermost cause of a transport error, in a few words (`connection refused`).
+fn reason(error: &reqwest::Error) -> String {
+    if error.is_timeout() {
+        return "timed out".into();
+    }
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    let mut last = error.to_string();
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            use std::io::ErrorKind as K;
+            // The kind reads better than the OS's text ("connection refused", not
+            // "Connection refused (os error 111)"); others (DNS) say more in their text.
+            return match io.kind() {
+                kind @ (K::ConnectionRefused
+                | K::ConnectionReset
+                | K::ConnectionAborted
+                | K::TimedOut
+                | K::HostUnreachable
+                | K::NetworkUnreachable
+                | K::AddrNotAvailable) => kind.to_string(),
+                _ => io.to_string(),
+            };
+        }
+        last = e.to_string();
+        source = e.source();
+    }
+    last
+}
+
+fn first_line(text: &str, status: reqwest::StatusCode) -> String {
+    match text.lines().next().map(str::trim) {
+        Some(line) if !line.is_empty() => line.chars().take(200).collect(),
+        _ => status.canonical_reason().unwrap_or("no message").to_owned(),
+    }
+}
+
+/// A download in progress: `.NAME.part-RANDOM` beside the target, removed unless persisted.
+struct PartFile {
+    path: PathBuf,
+    target: PathBuf,
+    file: Option<tokio::fs::File>,
+}
+
+impl PartFile {
+    async fn create(target: &Path) -> Result<Self, CliError> {
+        let name = target
+            .file_name()
+            .ok_or_else(|| CliError::File {
+                path: target.into(),
+                source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a file name"),
+            })?
+            .to_string_lossy();
+        let path = target.with_file_name(format!(".{name}.part-{:08x}", fastrand::u32(..)));
+        let file = tokio::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .await
+            .map_err(|source| CliError::File {
+                path: path.clone(),
+                source,
+            })?;
+        Ok(Self {
+            path,
+            target: target.into(),
+            file: Some(file),
+        })
+    }
+
+    fn error(&self, source: std::io::Error) -> CliError {
+        CliError::File {
+            path: self.target.clone(),
+            source,
+        }
+    }
+
+    async fn write(&mut self, bytes: &[u8]) -> Result<(), CliError> {
+        let file = self.file.as_mut().ok_or_else(|| {
+            CliError::Unexpected("the download's file is already closed".into())
+        })?;
+        let result = file.write_all(bytes).await;
+        result.map_err(|e| self.error(e))
+    }
+
+    /// Flushes to disk and renames into place.
+    async fn persist(mut self) -> Result<(), CliError> {
+        if let Some(file) = self.file.take() {
+            file.sync_all().await.map_err(|e| self.error(e))?;
+        }
+        tokio::fs::rename(&self.path, &self.target)
+            .await
+            .map_err(|e| self.error(e))?;
+        self.path = PathBuf::new(); // renamed: nothing left to remove
+        Ok(())
+    }
+}
+
+impl Drop for PartFile {
+    fn drop(&mut self) {
+        if !self.path.as_os_str().is_empty() {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Whether a job status is final.
+fn is_terminal(status: &str) -> bool {
+    matches!(status, "succeeded" | "failed" | "canceled")
+}
+
+/// Prints a job in a few lines. A finished job shows its terminal state, not the stage it
+/// last reported.
 pub fn print_job(job: &JobView) {
     println!("job       {}", job.id);
     println!("status    {}", job.status);
-    if let Some(stage) = &job.stage {
-        let segment = match (job.segment_index, job.segment_total) {
-            (Some(i), Some(n)) => format!(" (segment {} of {n})", i + 1),
-            _ => String::new(),
-        };
-        println!("progress  {}% {stage}{segment}", job.percent);
+    match &job.stage {
+        Some(stage) if !is_terminal(&job.status) => {
+            let segment = match (job.segment_index, job.segment_total) {
+                (Some(i), Some(n)) => format!(" (segment {} of {n})", i + 1),
+                _ => String::new(),
+            };
+            println!("progress  {}% {stage}{segment}", job.percent);
+        }
+        _ => {}
     }
     if let Some(url) = &job.artifact_url {
         println!("artifact  {url}");
@@ -170,8 +505,28 @@ pub fn print_job(job: &JobView) {
     }
 }
 
+/// One line of `list`.
+pub fn print_list_line(job: &JobView) {
+    println!(
+        "{}  {:<9}  {:>3}%  {}",
+        job.id, job.status, job.percent, job.created_at
+    );
+}
+
+/// The progress bar's message for a job: its stage while it runs, its state once it ended.
+pub fn progress_message(job: &JobView) -> String {
+    let what = match &job.stage {
+        Some(stage) if !is_terminal(&job.status) => stage.as_str(),
+        _ => job.status.as_str(),
+    };
+    match &job.message {
+        Some(m) if !is_terminal(&job.status) => format!("{what} {m}"),
+        _ => what.to_owned(),
+    }
+}
+
 /// Follows a job with a progress bar until it ends.
-pub async fn follow_with_bar(client: &ApiClient, id: &str) -> anyhow::Result<JobView> {
+pub async fn follow_with_bar(client: &ApiClient, id: &str) -> Result<JobView, CliError> {
     let bar = ProgressBar::new(100);
     bar.set_style(
         ProgressStyle::with_template("[{bar:40.green/white}] {pos:>3}% {msg}")
@@ -181,11 +536,7 @@ pub async fn follow_with_bar(client: &ApiClient, id: &str) -> anyhow::Result<Job
     let last = client
         .follow(id, |job| {
             bar.set_position(u64::from(job.percent));
-            bar.set_message(format!(
-                "{} {}",
-                job.status,
-                job.message.clone().unwrap_or_default()
-            ));
+            bar.set_message(progress_message(job));
         })
         .await;
     bar.finish_and_clear();
@@ -193,8 +544,75 @@ pub async fn follow_with_bar(client: &ApiClient, id: &str) -> anyhow::Result<Job
 }
 
 /// Reads a storyboard file.
-pub fn read_storyboard(path: &Path) -> anyhow::Result<serde_json::Value> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))
+pub fn read_storyboard(path: &Path) -> Result<serde_json::Value, CliError> {
+    let text = std::fs::read_to_string(path).map_err(|source| CliError::File {
+        path: path.into(),
+        source,
+    })?;
+    serde_json::from_str(&text).map_err(|source| CliError::NotJson {
+        path: path.into(),
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(status: &str, stage: Option<&str>) -> JobView {
+        JobView {
+            id: "j".into(),
+            status: status.into(),
+            stage: stage.map(str::to_owned),
+            percent: 100,
+            segment_index: None,
+            segment_total: None,
+            message: Some("muxing".into()),
+            cancel_requested: false,
+            attempts: 1,
+            artifact_key: None,
+            artifact_url: None,
+            error_code: None,
+            error_message: None,
+            created_at: String::new(),
+            started_at: None,
+            finished_at: None,
+            updated_at: String::new(),
+        }
+    }
+
+    #[test]
+    fn a_finished_job_shows_its_state_not_its_last_stage() {
+        assert_eq!(
+            progress_message(&job("succeeded", Some("compose"))),
+            "succeeded"
+        );
+        assert_eq!(progress_message(&job("failed", None)), "failed");
+        assert_eq!(
+            progress_message(&job("running", Some("compose"))),
+            "compose muxing"
+        );
+    }
+
+    #[test]
+    fn a_missing_key_or_a_bad_url_is_refused_before_any_call() {
+        assert!(matches!(
+            ApiClient::configured(DEFAULT_API_URL, None),
+            Err(CliError::MissingKey)
+        ));
+        assert!(matches!(
+            ApiClient::configured(DEFAULT_API_URL, Some("  ")),
+            Err(CliError::MissingKey)
+        ));
+        for bad in ["127.0.0.1:8081", "ftp://host/", "http://"] {
+            assert!(
+                matches!(
+                    ApiClient::configured(bad, Some("k")),
+                    Err(CliError::BadUrl { .. })
+                ),
+                "{bad}"
+            );
+        }
+        assert!(ApiClient::configured("https://api.example/", Some("k")).is_ok());
+    }
 }

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use common::{TOKEN, TestApp, quick, runner_config};
 use domain::{JobId, JobRepository};
+use futures_util::StreamExt;
 use object_store::ObjectStore;
 use queue::loopback::LoopbackQueue;
 use repo_pg::PgRepository;
@@ -359,6 +360,12 @@ async fn a_character_split_across_chunks_arrives_whole() {
     let stream = format!(
         ": keep-alive\n\nevent: progress\ndata: {progress}\n\nevent: done\ndata: {done}\n\n"
     );
+    // The split happens on the wire: the first chunk the client reads ends mid-character.
+    let base = event_server(split_mid_character(&stream)).await;
+    let raw = reqwest::get(format!("{base}/v1/jobs/{id}/events")).await.unwrap();
+    let first = raw.bytes_stream().next().await.unwrap().unwrap();
+    assert!(std::str::from_utf8(&first).is_err(), "the chunks were merged");
+
     let base = event_server(split_mid_character(&stream)).await;
     let mut seen: Vec<JobView> = Vec::new();
     let last = ApiClient::new(&base, KEY)

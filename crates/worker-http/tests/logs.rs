@@ -8,6 +8,7 @@ mod common;
 
 use std::io::Read;
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{TOKEN, free_port};
@@ -27,7 +28,6 @@ impl Logged {
         let child = command
             .env("VIDEO_WORKER_LOG_FORMAT", "json")
             .env("GOOGLE_CLOUD_PROJECT", PROJECT)
-            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -39,6 +39,19 @@ impl Logged {
     /// Stops the process; every line it wrote, parsed.
     fn lines(mut self) -> Vec<Value> {
         let _ = self.0.kill();
+        self.read()
+    }
+
+    /// Stops the process as Cloud Run does (SIGTERM) and waits for it to exit by itself;
+    /// every line it wrote, parsed.
+    fn stop(mut self) -> Vec<Value> {
+        let pid = self.0.id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        assert!(sent.success());
+        self.read()
+    }
+
+    fn read(&mut self) -> Vec<Value> {
         let _ = self.0.wait();
         let mut text = String::new();
         self.0
@@ -110,7 +123,8 @@ async fn a_push_logs_json_lines_with_severity_and_the_callers_trace() {
             .env("PORT", port.to_string())
             .env("VIDEO_WORKER_AUTH_TOKEN", TOKEN)
             .env("VIDEO_WORKER_PIPELINE", "noop")
-            .env("RUST_LOG", "info"),
+            .env("RUST_LOG", "info")
+            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT"),
     );
     let base = format!("http://127.0.0.1:{port}");
     wait_ready(&base).await;
@@ -165,7 +179,8 @@ async fn an_api_request_logs_under_the_cloud_trace_header() {
             .env("VIDEO_WORKER_URL", format!("http://127.0.0.1:{}", free_port()))
             .env("VIDEO_ARTIFACT_STORE_URL", store.path())
             // The per-request line is DEBUG: Cloud Run logs each request already.
-            .env("RUST_LOG", "info,worker_http::telemetry=debug"),
+            .env("RUST_LOG", "info,worker_http::telemetry=debug")
+            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT"),
     );
     let base = format!("http://127.0.0.1:{port}");
     wait_ready(&base).await;
@@ -190,4 +205,97 @@ async fn an_api_request_logs_under_the_cloud_trace_header() {
     assert_traced(handled[0]);
     assert_eq!(handled[0]["severity"], "DEBUG");
     assert_eq!(handled[0]["status"], 200);
+}
+
+/// What an OTLP/HTTP collector on a loopback port received: (content type, body) per export.
+type Exports = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
+
+async fn collector() -> (String, Exports) {
+    let exports: Exports = Arc::default();
+    let seen = exports.clone();
+    let app = axum::Router::new().route(
+        "/v1/traces",
+        axum::routing::post(
+            move |headers: axum::http::HeaderMap, body: axum::body::Bytes| async move {
+                let content_type = headers
+                    .get("content-type")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_owned();
+                seen.lock().unwrap().push((content_type, body.to_vec()));
+                // An empty ExportTraceServiceResponse: everything accepted.
+                ([("content-type", "application/x-protobuf")], Vec::<u8>::new())
+            },
+        ),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, exports)
+}
+
+fn hex(text: &str) -> Vec<u8> {
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_an_otlp_endpoint_the_spans_are_exported_in_the_callers_trace() {
+    let (endpoint, exports) = collector().await;
+    let (db, repo) = common::pg_database().await;
+    let id = common::new_job(repo.as_ref(), serde_json::json!({})).await;
+    let port = free_port();
+    let worker = Logged::start(
+        Command::new(env!("CARGO_BIN_EXE_video-worker"))
+            .arg("serve")
+            .env("DATABASE_URL", &db.url)
+            .env("PORT", port.to_string())
+            .env("VIDEO_WORKER_AUTH_TOKEN", TOKEN)
+            .env("VIDEO_WORKER_PIPELINE", "noop")
+            .env("RUST_LOG", "info")
+            .env("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+    );
+    let base = format!("http://127.0.0.1:{port}");
+    wait_ready(&base).await;
+    let answer = reqwest::Client::new()
+        .post(format!("{base}/jobs/run"))
+        .bearer_auth(TOKEN)
+        .header("traceparent", format!("00-{TRACE}-{SPAN}-01"))
+        .body(serde_json::json!({ "job_id": id }).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    // SIGTERM: the process drains, and the last batch is sent as it exits.
+    let lines = worker.stop();
+
+    let exports = exports.lock().unwrap().clone();
+    assert!(!exports.is_empty(), "nothing exported");
+    assert!(
+        exports
+            .iter()
+            .all(|(content_type, _)| content_type == "application/x-protobuf")
+    );
+    let body: Vec<u8> = exports.into_iter().flat_map(|(_, body)| body).collect();
+    // The exported spans are in the caller's trace, children of its span.
+    assert!(contains(&body, &hex(TRACE)), "the trace id is not in the export");
+    assert!(contains(&body, &hex(SPAN)), "the caller's span is not a parent");
+    // The job's log lines name an exported span of that trace.
+    let job_line = lines
+        .iter()
+        .find(|l| l["span"]["job.id"] == id.to_string())
+        .unwrap();
+    assert_eq!(
+        job_line["logging.googleapis.com/trace"],
+        format!("projects/{PROJECT}/traces/{TRACE}")
+    );
+    let span_id = job_line["logging.googleapis.com/spanId"].as_str().unwrap();
+    assert_ne!(span_id, SPAN, "the line should name our span, not the caller's");
+    assert!(contains(&body, &hex(span_id)), "{span_id} was not exported");
 }

@@ -233,8 +233,13 @@ impl ApiClient {
         self.json(self.send(request).await?).await
     }
 
+    /// `GET /v1/jobs`: the first page.
+    pub async fn list(&self, status: Option<&str>, limit: u32) -> Result<JobList, CliError> {
+        self.page(status, limit, None).await
+    }
+
     /// `GET /v1/jobs`: one page, from `cursor` (a previous page's `next_cursor`).
-    pub async fn list(
+    pub async fn page(
         &self,
         status: Option<&str>,
         limit: u32,
@@ -259,7 +264,7 @@ impl ApiClient {
         let mut cursor = cursor.map(str::to_owned);
         let mut count = 0;
         loop {
-            let page = self.list(status, limit, cursor.as_deref()).await?;
+            let page = self.page(status, limit, cursor.as_deref()).await?;
             on_page(&page.jobs);
             count += page.jobs.len();
             match page.next_cursor {
@@ -449,9 +454,10 @@ impl PartFile {
     }
 
     async fn write(&mut self, bytes: &[u8]) -> Result<(), CliError> {
-        let file = self.file.as_mut().ok_or_else(|| {
-            CliError::Unexpected("the download's file is already closed".into())
-        })?;
+        let file = self
+            .file
+            .as_mut()
+            .ok_or_else(|| CliError::Unexpected("the download's file is already closed".into()))?;
         let result = file.write_all(bytes).await;
         result.map_err(|e| self.error(e))
     }

@@ -38,7 +38,12 @@ struct ApiArgs {
     #[arg(long = "api-url", value_name = "URL", env = "VIDEO_API_URL", default_value = cli::DEFAULT_API_URL)]
     url: String,
     /// A key the API accepts (one of its VIDEO_API_KEYS). Required.
-    #[arg(long = "api-key", value_name = "KEY", env = "VIDEO_API_KEY", hide_env_values = true)]
+    #[arg(
+        long = "api-key",
+        value_name = "KEY",
+        env = "VIDEO_API_KEY",
+        hide_env_values = true
+    )]
     key: Option<String>,
 }
 
@@ -215,7 +220,7 @@ async fn operator(command: Operator) -> anyhow::Result<()> {
                     .await?;
             } else {
                 let page = client
-                    .list(status.as_deref(), limit, cursor.as_deref())
+                    .page(status.as_deref(), limit, cursor.as_deref())
                     .await?;
                 page.jobs.iter().for_each(cli::print_list_line);
                 if let Some(next) = page.next_cursor {
@@ -271,8 +276,8 @@ async fn api() -> anyhow::Result<()> {
             .with_context(|| format!("binding port {}", settings.port))?;
     tracing::info!(port = settings.port, "jobs API serving");
     // Every request in a span joined to the caller's trace (see telemetry).
-    let router = worker_http::api::router(state)
-        .layer(axum::middleware::from_fn(telemetry::trace_request));
+    let router =
+        worker_http::api::router(state).layer(axum::middleware::from_fn(telemetry::trace_request));
     axum::serve(listener, router)
         .with_graceful_shutdown(worker_http::app::shutdown_signal())
         .await

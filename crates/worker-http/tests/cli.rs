@@ -171,10 +171,7 @@ async fn download_of_an_unfinished_job_says_so_and_writes_nothing() {
     let rig = rig().await;
     let id = JobId::new();
     rig.repo
-        .create(domain::NewJob {
-            id,
-            input: board(),
-        })
+        .create(domain::NewJob { id, input: board() })
         .await
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -202,10 +199,7 @@ async fn list_pages_and_all_follows_every_cursor_to_the_end() {
     for _ in 0..7 {
         let id = JobId::new();
         rig.repo
-            .create(domain::NewJob {
-                id,
-                input: board(),
-            })
+            .create(domain::NewJob { id, input: board() })
             .await
             .unwrap();
         created.insert(id.to_string());
@@ -274,7 +268,12 @@ async fn an_unreachable_api_is_one_line_and_a_failure_in_every_command() {
 async fn help_names_the_environment_and_a_missing_key_says_which() {
     let top = run("http://127.0.0.1:9", None, &["--help"]).await;
     let text = stdout(&top);
-    for needle in ["VIDEO_API_URL", "VIDEO_API_KEY", "http://127.0.0.1:8081", "download"] {
+    for needle in [
+        "VIDEO_API_URL",
+        "VIDEO_API_KEY",
+        "http://127.0.0.1:8081",
+        "download",
+    ] {
         assert!(text.contains(needle), "{needle} missing from:\n{text}");
     }
     let sub = run("http://127.0.0.1:9", None, &["download", "--help"]).await;
@@ -362,9 +361,14 @@ async fn a_character_split_across_chunks_arrives_whole() {
     );
     // The split happens on the wire: the first chunk the client reads ends mid-character.
     let base = event_server(split_mid_character(&stream)).await;
-    let raw = reqwest::get(format!("{base}/v1/jobs/{id}/events")).await.unwrap();
+    let raw = reqwest::get(format!("{base}/v1/jobs/{id}/events"))
+        .await
+        .unwrap();
     let first = raw.bytes_stream().next().await.unwrap().unwrap();
-    assert!(std::str::from_utf8(&first).is_err(), "the chunks were merged");
+    assert!(
+        std::str::from_utf8(&first).is_err(),
+        "the chunks were merged"
+    );
 
     let base = event_server(split_mid_character(&stream)).await;
     let mut seen: Vec<JobView> = Vec::new();

@@ -176,7 +176,10 @@ async fn an_api_request_logs_under_the_cloud_trace_header() {
             .env("PORT", port.to_string())
             .env("VIDEO_API_KEYS", KEY)
             .env("VIDEO_QUEUE", "loopback")
-            .env("VIDEO_WORKER_URL", format!("http://127.0.0.1:{}", free_port()))
+            .env(
+                "VIDEO_WORKER_URL",
+                format!("http://127.0.0.1:{}", free_port()),
+            )
             .env("VIDEO_ARTIFACT_STORE_URL", store.path())
             // The per-request line is DEBUG: Cloud Run logs each request already.
             .env("RUST_LOG", "info,worker_http::telemetry=debug")
@@ -189,7 +192,10 @@ async fn an_api_request_logs_under_the_cloud_trace_header() {
     let answer = reqwest::Client::new()
         .get(format!("{base}/v1/jobs?limit=5"))
         .bearer_auth(KEY)
-        .header("x-cloud-trace-context", format!("{TRACE}/{span_decimal};o=1"))
+        .header(
+            "x-cloud-trace-context",
+            format!("{TRACE}/{span_decimal};o=1"),
+        )
         .send()
         .await
         .unwrap();
@@ -224,7 +230,10 @@ async fn collector() -> (String, Exports) {
                     .to_owned();
                 seen.lock().unwrap().push((content_type, body.to_vec()));
                 // An empty ExportTraceServiceResponse: everything accepted.
-                ([("content-type", "application/x-protobuf")], Vec::<u8>::new())
+                (
+                    [("content-type", "application/x-protobuf")],
+                    Vec::<u8>::new(),
+                )
             },
         ),
     );
@@ -284,8 +293,14 @@ async fn with_an_otlp_endpoint_the_spans_are_exported_in_the_callers_trace() {
     );
     let body: Vec<u8> = exports.into_iter().flat_map(|(_, body)| body).collect();
     // The exported spans are in the caller's trace, children of its span.
-    assert!(contains(&body, &hex(TRACE)), "the trace id is not in the export");
-    assert!(contains(&body, &hex(SPAN)), "the caller's span is not a parent");
+    assert!(
+        contains(&body, &hex(TRACE)),
+        "the trace id is not in the export"
+    );
+    assert!(
+        contains(&body, &hex(SPAN)),
+        "the caller's span is not a parent"
+    );
     // The job's log lines name an exported span of that trace.
     let job_line = lines
         .iter()
@@ -296,6 +311,9 @@ async fn with_an_otlp_endpoint_the_spans_are_exported_in_the_callers_trace() {
         format!("projects/{PROJECT}/traces/{TRACE}")
     );
     let span_id = job_line["logging.googleapis.com/spanId"].as_str().unwrap();
-    assert_ne!(span_id, SPAN, "the line should name our span, not the caller's");
+    assert_ne!(
+        span_id, SPAN,
+        "the line should name our span, not the caller's"
+    );
     assert!(contains(&body, &hex(span_id)), "{span_id} was not exported");
 }

@@ -132,12 +132,13 @@ impl CloudJson {
 /// The ids of an exported span (valid once the span was entered).
 fn exported_trace(data: &tracing_opentelemetry::OtelData) -> Option<Trace> {
     let (trace_id, span_id) = (data.trace_id()?, data.span_id()?);
-    (trace_id != opentelemetry::TraceId::INVALID && span_id != opentelemetry::SpanId::INVALID)
-        .then(|| Trace {
+    (trace_id != opentelemetry::TraceId::INVALID && span_id != opentelemetry::SpanId::INVALID).then(
+        || Trace {
             trace_id: trace_id.to_string(),
             span_id: Some(span_id.to_string()),
             sampled: None,
-        })
+        },
+    )
 }
 
 /// The caller's trace, as the `request` span recorded it.
@@ -157,10 +158,8 @@ struct Fields<'a>(&'a mut Map<String, Value>);
 
 impl Visit for Fields<'_> {
     fn record_f64(&mut self, field: &Field, value: f64) {
-        let value = serde_json::Number::from_f64(value).map_or_else(
-            || Value::String(value.to_string()),
-            Value::Number,
-        );
+        let value = serde_json::Number::from_f64(value)
+            .map_or_else(|| Value::String(value.to_string()), Value::Number);
         self.0.insert(field.name().into(), value);
     }
 

@@ -159,15 +159,17 @@ mod tests {
 
     #[test]
     fn traceparent_is_read_and_garbage_is_ignored() {
-        let p =
-            TraceParent::from_traceparent("00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01")
-                .unwrap();
+        let p = TraceParent::from_traceparent(
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+        )
+        .unwrap();
         assert_eq!(p.trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
         assert_eq!(p.span_id.as_deref(), Some("00f067aa0ba902b7"));
         assert!(p.sampled);
-        let unsampled =
-            TraceParent::from_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00")
-                .unwrap();
+        let unsampled = TraceParent::from_traceparent(
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00",
+        )
+        .unwrap();
         assert!(!unsampled.sampled);
         for bad in [
             "",

@@ -75,22 +75,20 @@ pub enum CliError {
     #[error("the event stream ended before the job did")]
     StreamEnded,
     /// A local file could not be read or written.
-    #[error("{path}: {source}")]
+    #[error("{}: {cause}", path.display())]
     File {
         /// The file.
         path: PathBuf,
-        /// The error.
-        #[source]
-        source: std::io::Error,
+        /// The error (not a `source`: the message already says it, once).
+        cause: std::io::Error,
     },
     /// A storyboard file that is not JSON.
-    #[error("{path} is not JSON: {source}")]
+    #[error("{} is not JSON: {cause}", path.display())]
     NotJson {
         /// The file.
         path: PathBuf,
         /// The error.
-        #[source]
-        source: serde_json::Error,
+        cause: serde_json::Error,
     },
 }
 
@@ -426,7 +424,7 @@ impl PartFile {
             .file_name()
             .ok_or_else(|| CliError::File {
                 path: target.into(),
-                source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a file name"),
+                cause: std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a file name"),
             })?
             .to_string_lossy();
         let path = target.with_file_name(format!(".{name}.part-{:08x}", fastrand::u32(..)));
@@ -435,9 +433,9 @@ impl PartFile {
             .create_new(true)
             .open(&path)
             .await
-            .map_err(|source| CliError::File {
+            .map_err(|cause| CliError::File {
                 path: path.clone(),
-                source,
+                cause,
             })?;
         Ok(Self {
             path,
@@ -446,10 +444,10 @@ impl PartFile {
         })
     }
 
-    fn error(&self, source: std::io::Error) -> CliError {
+    fn error(&self, cause: std::io::Error) -> CliError {
         CliError::File {
             path: self.target.clone(),
-            source,
+            cause,
         }
     }
 
@@ -551,13 +549,13 @@ pub async fn follow_with_bar(client: &ApiClient, id: &str) -> Result<JobView, Cl
 
 /// Reads a storyboard file.
 pub fn read_storyboard(path: &Path) -> Result<serde_json::Value, CliError> {
-    let text = std::fs::read_to_string(path).map_err(|source| CliError::File {
+    let text = std::fs::read_to_string(path).map_err(|cause| CliError::File {
         path: path.into(),
-        source,
+        cause,
     })?;
-    serde_json::from_str(&text).map_err(|source| CliError::NotJson {
+    serde_json::from_str(&text).map_err(|cause| CliError::NotJson {
         path: path.into(),
-        source,
+        cause,
     })
 }
 

@@ -252,7 +252,15 @@ fn finish(job: worker_http::api::JobView) -> anyhow::Result<()> {
 /// Logs and traces for a server command.
 fn server_telemetry(json: bool, service: &str) -> anyhow::Result<Telemetry> {
     let settings = TelemetrySettings::from_env(&env, json, service).context("configuration")?;
-    Ok(telemetry::init(&settings)?)
+    let telemetry = telemetry::init(&settings)?;
+    if let Some(endpoint) = settings
+        .otlp_endpoint
+        .as_deref()
+        .filter(|_| telemetry.exporting())
+    {
+        tracing::info!(endpoint, service.name = %settings.service_name, "exporting spans over OTLP");
+    }
+    Ok(telemetry)
 }
 
 async fn api() -> anyhow::Result<()> {

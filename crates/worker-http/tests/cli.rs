@@ -284,6 +284,18 @@ async fn help_names_the_environment_and_a_missing_key_says_which() {
     let with_key = run("http://127.0.0.1:9", Some(KEY), &["list", "--help"]).await;
     assert!(!stdout(&with_key).contains(KEY));
 
+    let gone = run(
+        "http://127.0.0.1:9",
+        Some(KEY),
+        &["submit", "/nonexistent/board.json"],
+    )
+    .await;
+    assert!(!gone.status.success());
+    assert_eq!(
+        stderr(&gone),
+        "error: /nonexistent/board.json: No such file or directory (os error 2)\n"
+    );
+
     let missing = run("http://127.0.0.1:9", None, &["list"]).await;
     assert!(!missing.status.success());
     let err = stderr(&missing);
@@ -409,6 +421,37 @@ async fn a_stream_that_ends_early_is_an_error_not_a_result() {
     .await;
     let result = ApiClient::new(&base, KEY).follow(&id, |_| {}).await;
     assert!(matches!(result, Err(CliError::StreamEnded)), "{result:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_done_event_with_only_the_status_is_completed_from_the_job() {
+    use axum::http::header;
+    let id = JobId::new().to_string();
+    // The job as GET shows it; the event's terminal status is the one that counts.
+    let job = view(&id, "canceled", Some("compose"), 60, "stopped");
+    let app = axum::Router::new()
+        .route(
+            "/v1/jobs/{id}/events",
+            axum::routing::get(|| async {
+                (
+                    [(header::CONTENT_TYPE, "text/event-stream")],
+                    "event: done\ndata: {\"status\": \"canceled\"}\n\n",
+                )
+            }),
+        )
+        .route(
+            "/v1/jobs/{id}",
+            axum::routing::get(move || async move { axum::Json(job.clone()) }),
+        );
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let last = ApiClient::new(&base, KEY)
+        .follow(&id, |_| {})
+        .await
+        .unwrap();
+    assert_eq!(last.status, "canceled");
+    assert_eq!(last.id, id);
 }
 
 // ---- a film served elsewhere ----------------------------------------------------------

@@ -96,7 +96,7 @@ impl TelemetrySettings {
 #[derive(Debug, thiserror::Error)]
 pub enum TelemetryError {
     /// The OTLP exporter could not be built.
-    #[error("OTEL_EXPORTER_OTLP_ENDPOINT: cannot build the exporter: {0}")]
+    #[error("OTEL_EXPORTER_OTLP_ENDPOINT: cannot build the exporter")]
     Exporter(#[from] opentelemetry_otlp::ExporterBuildError),
 }
 

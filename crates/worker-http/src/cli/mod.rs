@@ -237,5 +237,7 @@ mod tests {
             );
         }
         assert!(ApiClient::configured("https://api.example/", Some("k")).is_ok());
+        let client = ApiClient::new("http://api.example", "secret-api-key-123");
+        assert!(!format!("{client:?}").contains("secret-api-key-123"));
     }
 }

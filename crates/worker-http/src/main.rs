@@ -2,23 +2,55 @@
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
-use worker_http::cli::{self, ApiClient};
+use clap::{Args, Parser, Subcommand};
+use worker_http::cli::{self, ApiClient, CliError};
 use worker_http::config::{ApiSettings, PipelineKind, Settings};
-use worker_http::{AppParts, Application, Readiness, telemetry};
+use worker_http::telemetry::{self, Telemetry, TelemetrySettings};
+use worker_http::{AppParts, Application, Readiness};
+
+/// Shown under every `--help` of the top level.
+const ENVIRONMENT: &str = "\
+Operator commands (submit, status, cancel, list, download) call the jobs API:
+  VIDEO_API_URL   the API's base URL [default: http://127.0.0.1:8081]
+  VIDEO_API_KEY   one of the API's VIDEO_API_KEYS [required]
+serve, api and migrate read their settings from the environment (README, \"Settings\").";
 
 #[derive(Debug, Parser)]
 #[command(
     name = "video-worker",
     version,
-    about = "Runs video-generation jobs pushed by a task queue"
+    about = "Runs video-generation jobs pushed by a task queue, and the jobs API in front of them",
+    after_help = ENVIRONMENT
 )]
 struct Cli {
     #[command(subcommand)]
     command: Command,
+}
+
+/// Where the jobs API is and who calls it.
+#[derive(Debug, Args)]
+struct ApiArgs {
+    /// The jobs API's base URL.
+    #[arg(long = "api-url", value_name = "URL", env = "VIDEO_API_URL", default_value = cli::DEFAULT_API_URL)]
+    url: String,
+    /// A key the API accepts (one of its VIDEO_API_KEYS). Required.
+    #[arg(
+        long = "api-key",
+        value_name = "KEY",
+        env = "VIDEO_API_KEY",
+        hide_env_values = true
+    )]
+    key: Option<String>,
+}
+
+impl ApiArgs {
+    fn client(&self) -> Result<ApiClient, CliError> {
+        ApiClient::configured(&self.url, self.key.as_deref())
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -41,6 +73,13 @@ enum Command {
     /// The jobs API for the product side, on its own listener (settings from the
     /// environment; see README, "Settings").
     Api,
+    #[command(flatten)]
+    Operator(Operator),
+}
+
+/// The commands people run against the jobs API.
+#[derive(Debug, Subcommand)]
+enum Operator {
     /// Create a job from a storyboard file through the API.
     Submit {
         /// The storyboard JSON file.
@@ -48,28 +87,52 @@ enum Command {
         /// Follow its progress until it ends.
         #[arg(long)]
         follow: bool,
+        #[command(flatten)]
+        api: ApiArgs,
     },
     /// Show a job.
     Status {
         /// The job id.
         id: String,
-        /// Follow its progress until it ends.
+        /// Follow its progress until it ends (exits non-zero unless it succeeded).
         #[arg(long)]
         follow: bool,
+        #[command(flatten)]
+        api: ApiArgs,
     },
     /// Cancel a job.
     Cancel {
         /// The job id.
         id: String,
+        #[command(flatten)]
+        api: ApiArgs,
     },
-    /// List jobs, newest first.
+    /// List jobs, newest first, a page at a time.
     List {
         /// Only jobs with this status (queued, running, succeeded, failed, canceled).
         #[arg(long)]
         status: Option<String>,
-        /// How many.
-        #[arg(long, default_value_t = 20)]
+        /// Jobs per page (1–500).
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=500))]
         limit: u32,
+        /// Start after this point: the cursor a previous page printed.
+        #[arg(long)]
+        cursor: Option<String>,
+        /// Every page to the end, not just one.
+        #[arg(long)]
+        all: bool,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Download a succeeded job's film (MP4).
+    Download {
+        /// The job id.
+        id: String,
+        /// Where to write it (default: ID.mp4). Written whole or not at all.
+        #[arg(short = 'o', long = "output", value_name = "FILE")]
+        output: Option<PathBuf>,
+        #[command(flatten)]
+        api: ApiArgs,
     },
 }
 
@@ -78,27 +141,45 @@ fn env(var: &str) -> Option<String> {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
-        Command::Demo { storyboard, out } => {
-            // Warnings only: the progress bar is the demo's output.
-            if std::env::var_os("RUST_LOG").is_none() {
-                tracing_subscriber::fmt()
-                    .with_env_filter("warn")
-                    .with_writer(std::io::stderr)
-                    .init();
-            } else {
-                telemetry::init(false);
-            }
-            worker_http::demo::run(worker_http::demo::DemoOptions { storyboard, out }).await?;
-            Ok(())
-        }
+    let result = match cli.command {
+        Command::Demo { storyboard, out } => demo(storyboard, out).await,
         Command::Serve => serve().await,
         Command::Migrate => migrate().await,
         Command::Api => api().await,
-        Command::Submit { file, follow } => {
-            let client = ApiClient::from_env()?;
+        Command::Operator(command) => operator(command).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line (causes joined by ": "), not a backtrace-style chain.
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn demo(storyboard: Option<PathBuf>, out: PathBuf) -> anyhow::Result<()> {
+    // Warnings only: the progress bar is the demo's output.
+    let _telemetry = if std::env::var_os("RUST_LOG").is_none() {
+        tracing_subscriber::fmt()
+            .with_env_filter("warn")
+            .with_writer(std::io::stderr)
+            .init();
+        None
+    } else {
+        Some(telemetry::init(&TelemetrySettings::text())?)
+    };
+    worker_http::demo::run(worker_http::demo::DemoOptions { storyboard, out }).await?;
+    Ok(())
+}
+
+/// The commands people run against the jobs API.
+async fn operator(command: Operator) -> anyhow::Result<()> {
+    match command {
+        Operator::Submit { file, follow, api } => {
+            let client = api.client()?;
             let job = client.submit(cli::read_storyboard(&file)?).await?;
             if follow {
                 eprintln!("submitted {}", job.id);
@@ -108,8 +189,8 @@ async fn main() -> anyhow::Result<()> {
                 Ok(())
             }
         }
-        Command::Status { id, follow } => {
-            let client = ApiClient::from_env()?;
+        Operator::Status { id, follow, api } => {
+            let client = api.client()?;
             if follow {
                 finish(cli::follow_with_bar(&client, &id).await?)
             } else {
@@ -117,25 +198,42 @@ async fn main() -> anyhow::Result<()> {
                 Ok(())
             }
         }
-        Command::Cancel { id } => {
-            let answer = ApiClient::from_env()?.cancel(&id).await?;
+        Operator::Cancel { id, api } => {
+            let answer = api.client()?.cancel(&id).await?;
             println!("{}", answer.outcome);
             cli::print_job(&answer.job);
             Ok(())
         }
-        Command::List { status, limit } => {
-            let page = ApiClient::from_env()?
-                .list(status.as_deref(), limit)
-                .await?;
-            for job in &page.jobs {
-                println!(
-                    "{}  {:<9}  {:>3}%  {}",
-                    job.id, job.status, job.percent, job.created_at
-                );
+        Operator::List {
+            status,
+            limit,
+            cursor,
+            all,
+            api,
+        } => {
+            let client = api.client()?;
+            if all {
+                client
+                    .list_all(status.as_deref(), limit, cursor.as_deref(), |jobs| {
+                        jobs.iter().for_each(cli::print_list_line);
+                    })
+                    .await?;
+            } else {
+                let page = client
+                    .page(status.as_deref(), limit, cursor.as_deref())
+                    .await?;
+                page.jobs.iter().for_each(cli::print_list_line);
+                if let Some(next) = page.next_cursor {
+                    eprintln!("more: --cursor {next} (or --all)");
+                }
             }
-            if page.next_cursor.is_some() {
-                eprintln!("(more: raise --limit)");
-            }
+            Ok(())
+        }
+        Operator::Download { id, output, api } => {
+            let client = api.client()?;
+            let output = output.unwrap_or_else(|| PathBuf::from(format!("{id}.mp4")));
+            let bytes = client.download(&id, &output).await?;
+            eprintln!("{} ({bytes} bytes)", output.display());
             Ok(())
         }
     }
@@ -151,9 +249,23 @@ fn finish(job: worker_http::api::JobView) -> anyhow::Result<()> {
     }
 }
 
+/// Logs and traces for a server command.
+fn server_telemetry(json: bool, service: &str) -> anyhow::Result<Telemetry> {
+    let settings = TelemetrySettings::from_env(&env, json, service).context("configuration")?;
+    let telemetry = telemetry::init(&settings)?;
+    if let Some(endpoint) = settings
+        .otlp_endpoint
+        .as_deref()
+        .filter(|_| telemetry.exporting())
+    {
+        tracing::info!(endpoint, service.name = %settings.service_name, "exporting spans over OTLP");
+    }
+    Ok(telemetry)
+}
+
 async fn api() -> anyhow::Result<()> {
     let settings = ApiSettings::from_env(&env).context("configuration")?;
-    telemetry::init(settings.json_logs);
+    let _telemetry = server_telemetry(settings.json_logs, "video-worker-api")?;
     let pool = repo_pg::connect_lazy(&settings.database_url, &repo_pg::PoolConfig::default())
         .context("DATABASE_URL: not a valid Postgres URL")?;
     let repo: Arc<dyn domain::JobRepository> = Arc::new(repo_pg::PgRepository::new(pool));
@@ -171,7 +283,10 @@ async fn api() -> anyhow::Result<()> {
             .await
             .with_context(|| format!("binding port {}", settings.port))?;
     tracing::info!(port = settings.port, "jobs API serving");
-    axum::serve(listener, worker_http::api::router(state))
+    // Every request in a span joined to the caller's trace (see telemetry).
+    let router =
+        worker_http::api::router(state).layer(axum::middleware::from_fn(telemetry::trace_request));
+    axum::serve(listener, router)
         .with_graceful_shutdown(worker_http::app::shutdown_signal())
         .await
         .context("serving")?;
@@ -179,7 +294,7 @@ async fn api() -> anyhow::Result<()> {
 }
 
 async fn migrate() -> anyhow::Result<()> {
-    telemetry::init(false);
+    let _telemetry = telemetry::init(&TelemetrySettings::text())?;
     let url = env("DATABASE_URL")
         .filter(|u| !u.trim().is_empty())
         .context("DATABASE_URL: required, e.g. postgres://user@host:5432/db")?;
@@ -194,7 +309,7 @@ async fn migrate() -> anyhow::Result<()> {
 
 async fn serve() -> anyhow::Result<()> {
     let settings = Settings::from_env(&env).context("configuration")?;
-    telemetry::init(settings.json_logs);
+    let _telemetry = server_telemetry(settings.json_logs, "video-worker")?;
     let pool = repo_pg::connect_lazy(&settings.database_url, &repo_pg::PoolConfig::default())
         .context("DATABASE_URL: not a valid Postgres URL")?;
     let http = reqwest::Client::builder()

@@ -1,0 +1,332 @@
+//! [`ApiClient`]: the jobs API over HTTP, every failure a [`CliError`].
+
+use std::path::Path;
+use std::time::Duration;
+
+use eventsource_stream::Eventsource as _;
+use futures_util::StreamExt;
+
+use super::CliError;
+use super::part_file::PartFile;
+use crate::api::{CancelView, JobList, JobView};
+
+/// A client of the jobs API.
+#[derive(Clone)]
+pub struct ApiClient {
+    base: String,
+    key: String,
+    http: reqwest::Client,
+}
+
+impl std::fmt::Debug for ApiClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the key.
+        f.debug_struct("ApiClient")
+            .field("base", &self.base)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ApiClient {
+    /// The API at `url` (`VIDEO_API_URL`) with `key` (`VIDEO_API_KEY`); checks both are usable.
+    pub fn configured(url: &str, key: Option<&str>) -> Result<Self, CliError> {
+        let key = key.map(str::trim).filter(|k| !k.is_empty());
+        let key = key.ok_or(CliError::MissingKey)?;
+        let parsed = reqwest::Url::parse(url.trim()).ok();
+        if !parsed.is_some_and(|u| matches!(u.scheme(), "http" | "https") && u.has_host()) {
+            return Err(CliError::BadUrl { url: url.into() });
+        }
+        Ok(Self::new(url.trim(), key))
+    }
+
+    /// A client of the API at `base` with `key`.
+    pub fn new(base: impl Into<String>, key: impl Into<String>) -> Self {
+        // Connecting is bounded; reading is not: an event stream or a download may run long.
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .build()
+            .unwrap_or_default();
+        Self {
+            base: base.into().trim_end_matches('/').to_owned(),
+            key: key.into(),
+            http,
+        }
+    }
+
+    /// `{base}/v1/jobs/{id}/{rest…}`, with `id` as one escaped path segment.
+    fn job_url(&self, id: &str, rest: &[&str]) -> Result<reqwest::Url, CliError> {
+        let mut url = self.url("/v1/jobs")?;
+        url.path_segments_mut()
+            .map_err(|()| CliError::BadUrl {
+                url: self.base.clone(),
+            })?
+            .push(id)
+            .extend(rest);
+        Ok(url)
+    }
+
+    fn url(&self, path: &str) -> Result<reqwest::Url, CliError> {
+        reqwest::Url::parse(&format!("{}{path}", self.base)).map_err(|_| CliError::BadUrl {
+            url: self.base.clone(),
+        })
+    }
+
+    /// Sends with the key; a transport failure becomes [`CliError::Unreachable`].
+    async fn send(&self, request: reqwest::RequestBuilder) -> Result<reqwest::Response, CliError> {
+        request
+            .bearer_auth(&self.key)
+            .send()
+            .await
+            .map_err(|e| self.transport(&e))
+    }
+
+    fn transport(&self, error: &reqwest::Error) -> CliError {
+        let base = self.base.clone();
+        let reason = reason(error);
+        if error.is_connect() || error.is_timeout() {
+            CliError::Unreachable { base, reason }
+        } else if error.is_builder() {
+            CliError::BadUrl { url: base }
+        } else {
+            CliError::Transport { base, reason }
+        }
+    }
+
+    /// The refusal in a non-2xx answer (`{error, message, fields}` when the API sent JSON).
+    async fn refusal(&self, response: reqwest::Response) -> CliError {
+        let status = response.status();
+        let text = match response.text().await {
+            Ok(text) => text,
+            Err(e) => return self.transport(&e),
+        };
+        let body: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+        let message = body["message"]
+            .as_str()
+            .map(str::to_owned)
+            .unwrap_or_else(|| first_line(&text, status));
+        let fields = body["fields"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|f| {
+                let text = |k: &str| f[k].as_str().unwrap_or_default().to_owned();
+                (text("field"), text("reason"))
+            })
+            .collect();
+        CliError::Refused {
+            status: status.as_u16(),
+            error: body["error"].as_str().unwrap_or_default().to_owned(),
+            message,
+            fields,
+        }
+    }
+
+    async fn json<T: serde::de::DeserializeOwned>(
+        &self,
+        response: reqwest::Response,
+    ) -> Result<T, CliError> {
+        if !response.status().is_success() {
+            return Err(self.refusal(response).await);
+        }
+        let bytes = response.bytes().await.map_err(|e| self.transport(&e))?;
+        serde_json::from_slice(&bytes).map_err(|e| CliError::Unexpected(e.to_string()))
+    }
+
+    /// `POST /v1/jobs`.
+    pub async fn submit(&self, storyboard: serde_json::Value) -> Result<JobView, CliError> {
+        let body = serde_json::json!({ "storyboard": storyboard });
+        let request = self.http.post(self.url("/v1/jobs")?).json(&body);
+        self.json(self.send(request).await?).await
+    }
+
+    /// `GET /v1/jobs/{id}`.
+    pub async fn status(&self, id: &str) -> Result<JobView, CliError> {
+        let request = self.http.get(self.job_url(id, &[])?);
+        self.json(self.send(request).await?).await
+    }
+
+    /// `POST /v1/jobs/{id}/cancel`.
+    pub async fn cancel(&self, id: &str) -> Result<CancelView, CliError> {
+        let request = self.http.post(self.job_url(id, &["cancel"])?);
+        self.json(self.send(request).await?).await
+    }
+
+    /// `GET /v1/jobs`: the first page.
+    pub async fn list(&self, status: Option<&str>, limit: u32) -> Result<JobList, CliError> {
+        self.page(status, limit, None).await
+    }
+
+    /// `GET /v1/jobs`: one page, from `cursor` (a previous page's `next_cursor`).
+    pub async fn page(
+        &self,
+        status: Option<&str>,
+        limit: u32,
+        cursor: Option<&str>,
+    ) -> Result<JobList, CliError> {
+        let mut query = vec![("limit", limit.to_string())];
+        query.extend(status.map(|s| ("status", s.to_owned())));
+        query.extend(cursor.map(|c| ("cursor", c.to_owned())));
+        let request = self.http.get(self.url("/v1/jobs")?).query(&query);
+        self.json(self.send(request).await?).await
+    }
+
+    /// Every page from `cursor` on, following `next_cursor` to the end; `on_page` sees each
+    /// page as it arrives. Returns the number of jobs.
+    pub async fn list_all(
+        &self,
+        status: Option<&str>,
+        limit: u32,
+        cursor: Option<&str>,
+        mut on_page: impl FnMut(&[JobView]),
+    ) -> Result<usize, CliError> {
+        let mut cursor = cursor.map(str::to_owned);
+        let mut count = 0;
+        loop {
+            let page = self.page(status, limit, cursor.as_deref()).await?;
+            on_page(&page.jobs);
+            count += page.jobs.len();
+            match page.next_cursor {
+                None => return Ok(count),
+                // A cursor that does not move would page forever.
+                Some(next) if cursor.as_deref() == Some(next.as_str()) || page.jobs.is_empty() => {
+                    return Err(CliError::Unexpected(format!(
+                        "the API gave the cursor {next:?} without moving on"
+                    )));
+                }
+                Some(next) => cursor = Some(next),
+            }
+        }
+    }
+
+    /// `GET /v1/jobs/{id}/artifact` into `out`: written to a temporary file beside it and
+    /// renamed into place once complete, so `out` is never a partial film. An answer that
+    /// redirects (a signed store URL) is followed; the key is not sent to another host.
+    /// Returns the bytes written.
+    pub async fn download(&self, id: &str, out: &Path) -> Result<u64, CliError> {
+        let request = self.http.get(self.job_url(id, &["artifact"])?);
+        let response = self.send(request).await?;
+        if response.status() == reqwest::StatusCode::CONFLICT {
+            return Err(match self.refusal(response).await {
+                CliError::Refused { message, .. } => CliError::NotReady {
+                    id: id.to_owned(),
+                    message,
+                },
+                other => other,
+            });
+        }
+        if !response.status().is_success() {
+            return Err(self.refusal(response).await);
+        }
+        let expected = response.content_length();
+        let mut part = PartFile::create(out).await?;
+        let mut body = response.bytes_stream();
+        let mut written = 0u64;
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|e| self.transport(&e))?;
+            part.write(&chunk).await?;
+            written += chunk.len() as u64;
+        }
+        if let Some(expected) = expected.filter(|&n| n != written) {
+            return Err(CliError::Transport {
+                base: self.base.clone(),
+                reason: format!("the film ended after {written} of {expected} bytes"),
+            });
+        }
+        part.persist().await?;
+        Ok(written)
+    }
+
+    /// Follows `GET /v1/jobs/{id}/events` until the `done` event; calls `on_event` with each
+    /// job view. Returns the final view.
+    ///
+    /// The stream is parsed as server-sent events (fields split across lines and network
+    /// chunks, multi-byte characters split across chunks, comments, `\r\n`). `done` carries
+    /// the job's terminal state; its `stage` may be present or absent.
+    pub async fn follow(
+        &self,
+        id: &str,
+        mut on_event: impl FnMut(&JobView),
+    ) -> Result<JobView, CliError> {
+        let request = self
+            .http
+            .get(self.job_url(id, &["events"])?)
+            .header(reqwest::header::ACCEPT, "text/event-stream");
+        let response = self.send(request).await?;
+        if !response.status().is_success() {
+            return Err(self.refusal(response).await);
+        }
+        let mut events = response.bytes_stream().eventsource();
+        while let Some(event) = events.next().await {
+            let event = event.map_err(|e| match e {
+                eventsource_stream::EventStreamError::Transport(e) => self.transport(&e),
+                other => CliError::Unexpected(format!("event stream: {other}")),
+            })?;
+            match event.event.as_str() {
+                "progress" | "message" => {
+                    let view: JobView = serde_json::from_str(&event.data)
+                        .map_err(|e| CliError::Unexpected(format!("progress event: {e}")))?;
+                    on_event(&view);
+                }
+                "done" => {
+                    let view = self.done_view(id, &event.data).await?;
+                    on_event(&view);
+                    return Ok(view);
+                }
+                _ => {} // an event kind this client does not know: skipped
+            }
+        }
+        Err(CliError::StreamEnded)
+    }
+
+    /// The job at its `done` event: the event's own view, or — if the event carries less than
+    /// a whole job — the job as the API shows it now, with the event's terminal status.
+    async fn done_view(&self, id: &str, data: &str) -> Result<JobView, CliError> {
+        let value: serde_json::Value = serde_json::from_str(data)
+            .map_err(|e| CliError::Unexpected(format!("done event: {e}")))?;
+        if let Ok(view) = serde_json::from_value::<JobView>(value.clone()) {
+            return Ok(view);
+        }
+        let status = value["status"]
+            .as_str()
+            .ok_or_else(|| CliError::Unexpected(format!("done event without a status: {data}")))?;
+        let mut view = self.status(id).await?;
+        status.clone_into(&mut view.status);
+        Ok(view)
+    }
+}
+
+/// The innermost cause of a transport error, in a few words (`connection refused`).
+fn reason(error: &reqwest::Error) -> String {
+    if error.is_timeout() {
+        return "timed out".into();
+    }
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    let mut last = error.to_string();
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            use std::io::ErrorKind as K;
+            // The kind reads better than the OS's text ("connection refused", not
+            // "Connection refused (os error 111)"); others (DNS) say more in their text.
+            return match io.kind() {
+                kind @ (K::ConnectionRefused
+                | K::ConnectionReset
+                | K::ConnectionAborted
+                | K::TimedOut
+                | K::HostUnreachable
+                | K::NetworkUnreachable
+                | K::AddrNotAvailable) => kind.to_string(),
+                _ => io.to_string(),
+            };
+        }
+        last = e.to_string();
+        source = e.source();
+    }
+    last
+}
+
+fn first_line(text: &str, status: reqwest::StatusCode) -> String {
+    match text.lines().next().map(str::trim) {
+        Some(line) if !line.is_empty() => line.chars().take(200).collect(),
+        _ => status.canonical_reason().unwrap_or("no message").to_owned(),
+    }
+}

@@ -297,6 +297,7 @@ async fn sweep_without_valid_credentials_is_refused_and_changes_nothing() {
         holder: domain::InstanceId::new("dead").unwrap(),
         ttl: Duration::from_secs(3),
         max_attempts: 5,
+        session: None,
     };
     repo.acquire(&request).await.unwrap();
     let lost = new_job(repo.as_ref(), json!({})).await;
@@ -335,6 +336,7 @@ async fn sweep_without_a_queue_still_requeues_and_defers_the_delivery() {
         holder: domain::InstanceId::new("dead").unwrap(),
         ttl: Duration::from_secs(3),
         max_attempts: 5,
+        session: None,
     };
     repo.acquire(&request).await.unwrap();
     age_leases(&db).await;

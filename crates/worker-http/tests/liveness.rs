@@ -1,7 +1,8 @@
 //! The liveness rule end to end, with real worker processes on Postgres: a worker killed
 //! with SIGKILL is taken over before its lease expires (its `LISTEN` session is gone), and
 //! the sweeper requeues such a job at once; a worker paused with SIGSTOP keeps its session,
-//! so it loses its lease only by expiry — and nothing it writes after SIGCONT is accepted.
+//! so it loses its lease only by expiry — and nothing it writes after SIGCONT is accepted; a
+//! worker whose `LISTEN` connection is cut re-registers the new session on its lease.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed assertion
 
 use std::process::{Command, Stdio};
@@ -249,4 +250,63 @@ async fn a_paused_worker_loses_its_lease_only_by_expiry_and_writes_nothing_after
         "nothing the resumed worker wrote was accepted"
     );
     drop(worker);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_whose_listen_connection_is_cut_re_registers_its_new_session() {
+    let db = test_pg::fresh_database().await.unwrap();
+    repo_pg::migrate(&db.pool).await.unwrap();
+    let repo = PgRepository::new(db.pool.clone());
+    let worker = Worker::start(&db.url, "cut", 60).await;
+    let (id, held) = running_job(&repo, &worker).await;
+    let first = held.lease.as_ref().unwrap().session.unwrap();
+    // The server ends the LISTEN backend; the process lives on and reconnects.
+    sqlx::query("SELECT pg_terminate_backend($1)")
+        .bind(first.pid)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let mut tries = 0;
+    let second = loop {
+        let job = repo.get(id).await.unwrap().unwrap();
+        let session = job.lease.as_ref().and_then(|l| l.session);
+        if let Some(session) = session.filter(|s| *s != first) {
+            assert_eq!(job.lease_epoch.get(), 1, "the same lease, re-registered");
+            break session;
+        }
+        tries += 1;
+        assert!(
+            tries < 1000,
+            "the new session was not registered within 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let job = repo.get(id).await.unwrap().unwrap();
+    assert!(
+        session_exists(&db.pool, &job).await,
+        "{second:?} is the live one"
+    );
+    // A live, re-registered holder is not taken over …
+    let outcome = repo.acquire(&request(id, "successor")).await.unwrap();
+    assert!(
+        matches!(outcome, AcquireOutcome::Busy { .. }),
+        "{outcome:?}"
+    );
+    // … until its process dies, when its new session goes with it.
+    drop(worker);
+    let mut tries = 0;
+    loop {
+        match repo.acquire(&request(id, "successor")).await.unwrap() {
+            AcquireOutcome::Acquired { lease, .. } => {
+                assert_eq!(lease.epoch.get(), 2);
+                break;
+            }
+            AcquireOutcome::Busy { .. } => {
+                tries += 1;
+                assert!(tries < 500, "not taken over within 5 s of the kill");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            other => panic!("{other:?}"),
+        }
+    }
 }

@@ -1,6 +1,6 @@
 //! What the database saw: a test-only trigger records every committed UPDATE of
-//! `video_jobs` (old and new status, epoch, holder, progress, the lease's expiry, the
-//! writer's client port and the transaction's time), and [`analyse`] checks the protocol's
+//! `video_jobs` (old and new status, epoch, holder, progress, the lease's expiry, whether
+//! the old holder's session was gone, the writer's client port and the transaction's time), and [`analyse`] checks the protocol's
 //! safety properties on that record alone — nothing the workers log or answer is trusted.
 //!
 //! The trigger is installed by the harness after `video-worker migrate`; it is not a
@@ -33,17 +33,26 @@ CREATE TABLE chaos_audit (
     old_progress   smallint NOT NULL,
     new_progress   smallint NOT NULL,
     old_expires_at timestamptz,
+    old_holder_gone boolean NOT NULL,
     new_error_code text
 );
 CREATE FUNCTION chaos_audit_row() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     INSERT INTO chaos_audit (job_id, at, tx_now, client_port, old_status, new_status,
                              old_epoch, new_epoch, old_holder, new_holder,
-                             old_progress, new_progress, old_expires_at, new_error_code)
+                             old_progress, new_progress, old_expires_at, old_holder_gone,
+                             new_error_code)
     VALUES (NEW.id, clock_timestamp(), now(), inet_client_port(), OLD.status::text,
             NEW.status::text, OLD.lease_epoch, NEW.lease_epoch, OLD.lease_holder,
             NEW.lease_holder, OLD.progress_percent, NEW.progress_percent,
-            OLD.lease_expires_at, NEW.error_code);
+            OLD.lease_expires_at,
+            -- The liveness rule, read in the writer's own transaction (the same view of
+            -- pg_stat_activity its statement decided on).
+            OLD.lease_holder_pid IS NOT NULL AND NOT EXISTS (
+                SELECT 1 FROM pg_stat_activity a WHERE a.pid = OLD.lease_holder_pid
+                  AND (a.backend_start IS NULL
+                       OR a.backend_start = OLD.lease_holder_backend_start)),
+            NEW.error_code);
     RETURN NULL;
 END
 $$;
@@ -82,6 +91,8 @@ pub struct Event {
     pub new_progress: i16,
     /// The lease's expiry before the write.
     pub old_expires_at: Option<DateTime<Utc>>,
+    /// Whether the old holder's recorded session was gone when the row was written.
+    pub old_holder_gone: bool,
     /// The error code after.
     pub new_error_code: Option<String>,
 }
@@ -108,6 +119,7 @@ pub async fn read(pool: &PgPool) -> anyhow::Result<Vec<Event>> {
                 old_progress: r.try_get("old_progress")?,
                 new_progress: r.try_get("new_progress")?,
                 old_expires_at: r.try_get("old_expires_at")?,
+                old_holder_gone: r.try_get("old_holder_gone")?,
                 new_error_code: r.try_get("new_error_code")?,
             })
         })
@@ -141,11 +153,12 @@ pub struct Findings {
 /// Checks, per job and in commit order:
 /// - more than one transition into a terminal status (double finalize);
 /// - a write after the job was terminal, a write whose epoch is lower than one already
-///   seen, a progress decrease within an epoch, a lease taken over while still live, and a
-///   write to a leased row by a process other than the holder, unless the lease had expired
-///   and the write ends it as the sweeper or an acquire may (to `queued` only `expired_for`
-///   past expiry; to `canceled`, or `failed` with `attempts_exhausted`) — all "stale writes
-///   accepted".
+///   seen, a progress decrease within an epoch, a lease taken over while still live (unexpired
+///   and its holder's session not gone), and a write to a leased row by a process other than
+///   the holder, unless the lease had expired or its holder's session was gone and the write
+///   ends it as the sweeper or an acquire may (to `queued` only `expired_for` past expiry, or
+///   at once as `worker_gone`; to `canceled`, or `failed` with `attempts_exhausted`) — all
+///   "stale writes accepted".
 pub fn analyse(events: &[Event], sessions: &[Session], expired_for: Duration) -> Findings {
     let mut findings = Findings {
         writes: events.len(),
@@ -197,7 +210,7 @@ pub fn analyse(events: &[Event], sessions: &[Session], expired_for: Duration) ->
                 findings.attributed += 1;
             }
             if e.old_status == "running" {
-                let live = e.old_expires_at.is_some_and(|x| x > e.tx_now);
+                let live = e.old_expires_at.is_some_and(|x| x > e.tx_now) && !e.old_holder_gone;
                 if e.new_epoch > e.old_epoch && live {
                     stale("a live lease was taken over");
                 }
@@ -211,12 +224,16 @@ pub fn analyse(events: &[Event], sessions: &[Session], expired_for: Duration) ->
                     // `canceled` (cancel requested) or `failed` (attempts exhausted).
                     let expired_by =
                         |grace| e.old_expires_at.is_some_and(|x| x <= e.tx_now - grace);
+                    let gone = e.old_holder_gone;
                     let allowed = e.new_holder.is_none()
                         && match e.new_status.as_str() {
-                            "queued" => expired_by(expired_for),
-                            "canceled" => expired_by(chrono::Duration::zero()),
+                            "queued" => {
+                                expired_by(expired_for)
+                                    || (gone && e.new_error_code.as_deref() == Some("worker_gone"))
+                            }
+                            "canceled" => gone || expired_by(chrono::Duration::zero()),
                             "failed" => {
-                                expired_by(chrono::Duration::zero())
+                                (gone || expired_by(chrono::Duration::zero()))
                                     && e.new_error_code.as_deref() == Some("attempts_exhausted")
                             }
                             _ => false,
@@ -343,6 +360,7 @@ mod tests {
             "0001_video_jobs.sql",
             "0002_progress_message_limit.sql",
             "0003_job_updates.sql",
+            "0006_lease_holder_session.sql",
         ] {
             let path = format!("{}/../../migrations/{file}", env!("CARGO_MANIFEST_DIR"));
             let sql = std::fs::read_to_string(&path).unwrap();
@@ -476,6 +494,51 @@ mod tests {
         );
         assert!(text.contains("a live lease was taken over"), "{text}");
         assert!(text.contains("the epoch went back"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn a_live_lease_may_be_taken_over_only_when_its_holders_session_is_gone() {
+        let mut r = rig().await;
+        // The holder records its own session: it lives, so a takeover is a stale write.
+        acquire(&mut r.a, "chaos-w0-1-0000000a").await;
+        write(
+            &mut r.a,
+            "UPDATE video_jobs SET lease_holder_pid = pg_backend_pid(),
+                lease_holder_backend_start = (SELECT backend_start FROM pg_stat_activity
+                                              WHERE pid = pg_backend_pid())
+             WHERE id = $1::uuid",
+        )
+        .await;
+        acquire(&mut r.b, "chaos-w1-2-0000000b").await;
+        let f = findings(&r).await;
+        assert_eq!(f.stale_writes.len(), 1, "{:?}", f.stale_writes);
+        assert!(f.stale_writes[0].contains("a live lease was taken over"));
+        // A session that no longer exists (pid 0 is never a backend): the takeover, and the
+        // sweeper's requeue of such a lease, are the rule.
+        let mut r = rig().await;
+        acquire(&mut r.a, "chaos-w0-1-0000000a").await;
+        write(
+            &mut r.a,
+            "UPDATE video_jobs SET lease_holder_pid = 0, lease_holder_backend_start = now()
+             WHERE id = $1::uuid",
+        )
+        .await;
+        acquire(&mut r.b, "chaos-w1-2-0000000b").await;
+        write(
+            &mut r.b,
+            "UPDATE video_jobs SET lease_holder_pid = 0, lease_holder_backend_start = now()
+             WHERE id = $1::uuid",
+        )
+        .await;
+        write(
+            &mut r.a,
+            "UPDATE video_jobs SET status = 'queued', lease_holder = NULL,
+            lease_heartbeat_at = NULL, lease_expires_at = NULL, lease_holder_pid = NULL,
+            lease_holder_backend_start = NULL, error_code = 'worker_gone' WHERE id = $1::uuid",
+        )
+        .await;
+        let f = findings(&r).await;
+        assert!(f.stale_writes.is_empty(), "{:?}", f.stale_writes);
     }
 
     #[tokio::test]

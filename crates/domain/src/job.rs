@@ -238,6 +238,9 @@ impl ErrorCode {
     pub const ATTEMPTS_EXHAUSTED: &'static str = "attempts_exhausted";
     /// The job's lease expired long ago and no worker came back for it.
     pub const LEASE_EXPIRED: &'static str = "lease_expired";
+    /// The worker's database session ended (its process died) and the sweeper requeued
+    /// the job before its lease expired.
+    pub const WORKER_GONE: &'static str = "worker_gone";
     /// The stored job does not decode; no attempt can run it.
     pub const INVALID_STORED_JOB: &'static str = "invalid_stored_job";
 
@@ -319,11 +322,31 @@ impl JobError {
     }
 }
 
+/// A lease holder's liveness handle: the database session of the worker's long-lived
+/// connection (its `LISTEN` connection), as the database names it.
+///
+/// Both parts together: a backend pid is reused once its session ends, so a session is the
+/// same only if its start time is the same too. When the database no longer has this
+/// session, the holder's process is gone (its sockets were closed), and its lease may be
+/// taken over before it expires. Safety never depends on it: a takeover bumps the epoch,
+/// which fences everything the old holder might still write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct HolderSession {
+    /// The backend process id (`pg_backend_pid()`).
+    pub pid: i32,
+    /// When that backend started (`pg_stat_activity.backend_start`).
+    pub backend_start: Timestamp,
+}
+
 /// The live lease of a running job, as stored on it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LeaseState {
     /// The instance that holds it.
     pub holder: InstanceId,
+    /// The holder's liveness handle, if it gave one; without it the lease ends only by
+    /// expiry (or release).
+    #[serde(default)]
+    pub session: Option<HolderSession>,
     /// The last time the holder proved it is alive. Only heartbeats and acquisition write
     /// it: progress writes and cancel requests never do (the seed's bug).
     pub heartbeat_at: Timestamp,

@@ -22,11 +22,12 @@ pub use error::{FencedError, RepoError, ValidationError};
 pub use idempotency::{IdempotencyKey, IdempotentOutcome, IdempotentRequest};
 pub use ids::{InstanceId, JobId, LeaseEpoch, Percent};
 pub use job::{
-    ErrorCode, FinalOutcome, Job, JobError, JobStatus, Lease, LeaseState, ProgressReport, Segment,
-    Stage,
+    ErrorCode, FinalOutcome, HolderSession, Job, JobError, JobStatus, Lease, LeaseState,
+    ProgressReport, Segment, Stage,
 };
 pub use repository::{
-    AcquireOutcome, AcquireRequest, CancelOutcome, CancelStream, HeartbeatAck, JobIdStream,
-    JobPage, JobRepository, ListCursor, ListQuery, NewJob, ProgressOutcome, SweepPolicy, SweptJob,
+    AcquireOutcome, AcquireRequest, CancelEvent, CancelOutcome, CancelStream, CancelSubscription,
+    HeartbeatAck, JobIdStream, JobPage, JobRepository, ListCursor, ListQuery, NewJob,
+    ProgressOutcome, SweepPolicy, SweptJob,
 };
 pub use transition::Decision;

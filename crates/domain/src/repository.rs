@@ -11,8 +11,9 @@ use async_trait::async_trait;
 use futures_core::Stream;
 
 use crate::{
-    FencedError, FinalOutcome, IdempotentOutcome, IdempotentRequest, InstanceId, Job, JobError,
-    JobId, JobStatus, Lease, Percent, ProgressReport, RepoError, Timestamp, ValidationError,
+    FencedError, FinalOutcome, HolderSession, IdempotentOutcome, IdempotentRequest, InstanceId,
+    Job, JobError, JobId, JobStatus, Lease, Percent, ProgressReport, RepoError, Timestamp,
+    ValidationError,
 };
 
 /// A request to create a job.
@@ -35,6 +36,10 @@ pub struct AcquireRequest {
     pub ttl: Duration,
     /// Acquisitions allowed before the job fails with `attempts_exhausted`.
     pub max_attempts: u32,
+    /// The asker's liveness handle (its cancel subscription's session), recorded on the
+    /// lease: once the database no longer has it, the lease may be taken over before it
+    /// expires. `None`: the lease ends only by expiry.
+    pub session: Option<HolderSession>,
 }
 
 /// The answer to an acquire.
@@ -200,8 +205,36 @@ pub struct SweptJob {
 /// A stream of job ids, as events about them happen.
 pub type JobIdStream = Pin<Box<dyn Stream<Item = JobId> + Send>>;
 
-/// Job ids whose cancel was requested while they were running, as they happen.
-pub type CancelStream = JobIdStream;
+/// What a cancel subscription reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CancelEvent {
+    /// Cancel was requested for this running job.
+    Cancel(JobId),
+    /// The subscription's connection was re-established after a drop: this is its new
+    /// session, and the old one is gone. A worker re-registers it on every lease it holds
+    /// ([`JobRepository::register_session`]) before its next heartbeat.
+    Session(HolderSession),
+}
+
+/// Cancel events, as they happen.
+pub type CancelStream = Pin<Box<dyn Stream<Item = CancelEvent> + Send>>;
+
+/// A subscription to cancel requests, and the liveness handle of the connection it holds.
+pub struct CancelSubscription {
+    /// The session of the subscription's connection when it was made; `None` where the
+    /// store has no sessions to report.
+    pub session: Option<HolderSession>,
+    /// Cancel requests and session changes from now on.
+    pub events: CancelStream,
+}
+
+impl std::fmt::Debug for CancelSubscription {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CancelSubscription")
+            .field("session", &self.session)
+            .finish_non_exhaustive()
+    }
+}
 
 /// Storage of video jobs, with the lease protocol.
 ///
@@ -228,8 +261,19 @@ pub trait JobRepository: Send + Sync + std::fmt::Debug {
     /// Jobs newest first, a page at a time.
     async fn list(&self, query: &ListQuery) -> Result<JobPage, RepoError>;
 
-    /// Takes a lease: on a queued job, or a running one whose lease expired (takeover).
+    /// Takes a lease: on a queued job, or a running one whose lease expired or whose
+    /// holder's session no longer exists in the store (takeover). Whether that session
+    /// exists is the store's view, decided in the same atomic step.
     async fn acquire(&self, request: &AcquireRequest) -> Result<AcquireOutcome, RepoError>;
+
+    /// Records `session` as the holder's liveness handle on the lease it holds (after its
+    /// subscription reconnected), fenced like every write: `LeaseLost` and no change once
+    /// the lease moved on. Touches neither the expiry nor anything a watcher sees.
+    async fn register_session(
+        &self,
+        lease: &Lease,
+        session: HolderSession,
+    ) -> Result<(), FencedError>;
 
     /// Extends the lease by `ttl` from now and tells whether cancel was requested.
     async fn heartbeat(&self, lease: &Lease, ttl: Duration) -> Result<HeartbeatAck, FencedError>;
@@ -260,11 +304,14 @@ pub trait JobRepository: Send + Sync + std::fmt::Debug {
     /// Asks for a job to be canceled.
     async fn request_cancel(&self, id: JobId) -> Result<CancelOutcome, RepoError>;
 
-    /// Cancel requests of running jobs from now on. Subscribe *before* reading the state you
-    /// act on, so a request in between is not missed; the heartbeat is the fallback.
-    async fn cancel_notifications(&self) -> Result<CancelStream, RepoError>;
+    /// Cancel requests of running jobs from now on, on a long-lived connection whose session
+    /// is this process's liveness handle. Subscribe *before* reading the state you act on,
+    /// so a request in between is not missed; the heartbeat is the fallback. Dropping the
+    /// subscription closes its connection, which ends its session.
+    async fn cancel_notifications(&self) -> Result<CancelSubscription, RepoError>;
 
-    /// Moves running jobs whose lease expired long ago back to `queued` (or to `failed` past
+    /// Moves running jobs whose lease expired long ago, or whose holder's session no longer
+    /// exists, back to `queued` (or to `failed` past
     /// the attempt limit, or `canceled` when cancel was requested), and reports queued jobs
     /// untouched for `policy.queued_for`. One sweeper at a time: a concurrent call finds
     /// nothing.

@@ -6,7 +6,8 @@
 //!
 //! The rules, by operation:
 //! - **acquire** — terminal → `Terminal`; a live lease → `Busy` (also for our own duplicate
-//!   delivery); cancel requested → `canceled`; attempts used up → `failed`
+//!   delivery) — live meaning unexpired *and* its holder's session not known to be gone
+//!   (`holder_gone`, the store's view); cancel requested → `canceled`; attempts used up → `failed`
 //!   (`attempts_exhausted`); otherwise `running` under a new lease, epoch + 1.
 //! - **fenced writes** (heartbeat, progress, release, finalize) — apply only while the job is
 //!   `running` at the writer's epoch and holder; otherwise `LeaseLost` and no change.
@@ -18,7 +19,9 @@
 //!   once; a pending cancel request turns any outcome into `canceled`.
 //! - **cancel** — queued → `canceled`; running → flag set once, lease untouched;
 //!   terminal → no-op.
-//! - **sweep** — a running job whose lease expired long ago is requeued, failed or canceled.
+//! - **sweep** — a running job whose lease expired long ago, or whose holder's session is
+//!   gone, is requeued, failed or canceled.
+//! - **register session** — fenced like a write; replaces the lease's liveness handle.
 
 use std::time::Duration;
 
@@ -27,8 +30,8 @@ use crate::repository::{
     AcquireOutcome, AcquireRequest, CancelOutcome, HeartbeatAck, ProgressOutcome, SweepPolicy,
 };
 use crate::{
-    ErrorCode, FencedError, FinalOutcome, Job, JobError, JobStatus, Lease, LeaseState, Percent,
-    ProgressReport, Timestamp,
+    ErrorCode, FencedError, FinalOutcome, HolderSession, Job, JobError, JobStatus, Lease,
+    LeaseState, Percent, ProgressReport, Timestamp,
 };
 
 /// The result of a transition: the job's next state, if it changes, and the answer.
@@ -61,21 +64,44 @@ pub fn retry_after(expires_at: Timestamp, now: Timestamp) -> Duration {
 }
 
 impl Job {
-    /// Acquire (or take over) the job for `request.holder`.
-    pub fn acquire(&self, request: &AcquireRequest, now: Timestamp) -> Decision<AcquireOutcome> {
+    /// The running lease's liveness handle, if its holder gave one.
+    pub fn holder_session(&self) -> Option<HolderSession> {
+        self.lease
+            .as_ref()
+            .filter(|_| self.status == JobStatus::Running)
+            .and_then(|l| l.session)
+    }
+
+    /// Whether the running lease's holder is known to be gone: it gave a session and
+    /// `alive` (the store's view of sessions) says that session no longer exists. A lease
+    /// without a session is never known gone; only its expiry ends it.
+    pub fn holder_gone(&self, alive: impl FnOnce(&HolderSession) -> bool) -> bool {
+        self.holder_session().is_some_and(|s| !alive(&s))
+    }
+
+    /// Acquire (or take over) the job for `request.holder`. `holder_gone`: the current
+    /// holder's session no longer exists (see [`Job::holder_gone`]), so its lease may be
+    /// taken over before it expires — safe, because the takeover bumps the epoch.
+    pub fn acquire(
+        &self,
+        request: &AcquireRequest,
+        now: Timestamp,
+        holder_gone: bool,
+    ) -> Decision<AcquireOutcome> {
         if self.status.is_terminal() {
             return Decision::keep(AcquireOutcome::Terminal(self.status));
         }
         if let (JobStatus::Running, Some(lease)) = (self.status, &self.lease)
             && lease.expires_at > now
+            && !holder_gone
         {
             return Decision::keep(AcquireOutcome::Busy {
                 holder: lease.holder.clone(),
                 retry_after: retry_after(lease.expires_at, now),
             });
         }
-        // Queued, or running under a stale lease: this attempt may start unless the job
-        // must end first.
+        // Queued, or running under a stale lease or a gone holder: this attempt may start
+        // unless the job must end first.
         if self.cancel_requested_at.is_some() {
             return Decision::write(self.end(JobStatus::Canceled, now), AcquireOutcome::Canceled);
         }
@@ -98,6 +124,7 @@ impl Job {
         next.attempts = self.attempts.saturating_add(1);
         next.lease = Some(LeaseState {
             holder: request.holder.clone(),
+            session: request.session,
             heartbeat_at: now,
             expires_at,
         });
@@ -139,6 +166,7 @@ impl Job {
         let mut next = self.clone();
         next.lease = Some(LeaseState {
             holder: state.holder.clone(),
+            session: state.session,
             heartbeat_at: now,
             expires_at,
         });
@@ -148,6 +176,29 @@ impl Job {
             expires_at,
         };
         Decision::write(next, Ok(ack))
+    }
+
+    /// Record `session` as the holder's liveness handle (its subscription reconnected).
+    /// Fenced; the expiry stays, and nothing a watcher sees changes.
+    pub fn register_session(
+        &self,
+        lease: &Lease,
+        session: HolderSession,
+        now: Timestamp,
+    ) -> Decision<Result<(), FencedError>> {
+        let Some(state) = self.lease.as_ref().filter(|_| self.is_fenced_by(lease)) else {
+            return Decision::keep(Err(FencedError::LeaseLost));
+        };
+        if state.session == Some(session) {
+            return Decision::keep(Ok(()));
+        }
+        let mut next = self.clone();
+        next.lease = Some(LeaseState {
+            session: Some(session),
+            ..state.clone()
+        });
+        next.updated_at = now;
+        Decision::write(next, Ok(()))
     }
 
     /// Write a progress report from the lease holder; never backwards.
@@ -289,9 +340,15 @@ impl Job {
             || self.cancel_requested_at != next.cancel_requested_at
     }
 
-    /// Move a running job whose lease expired at least `policy.expired_for` ago; report a
-    /// queued job untouched for `policy.queued_for`.
-    pub fn sweep(&self, policy: &SweepPolicy, now: Timestamp) -> Decision<Option<JobStatus>> {
+    /// Move a running job whose lease expired at least `policy.expired_for` ago, or whose
+    /// holder is gone (`holder_gone`, see [`Job::holder_gone`]) at once; report a queued
+    /// job untouched for `policy.queued_for`.
+    pub fn sweep(
+        &self,
+        policy: &SweepPolicy,
+        now: Timestamp,
+        holder_gone: bool,
+    ) -> Decision<Option<JobStatus>> {
         if let (JobStatus::Queued, Some(after)) = (self.status, policy.queued_for)
             && self.updated_at + to_delta(after) <= now
         {
@@ -299,12 +356,13 @@ impl Job {
             next.updated_at = now;
             return Decision::write(next, Some(JobStatus::Queued));
         }
-        let stuck = self.status == JobStatus::Running
+        let expired = self.status == JobStatus::Running
             && self
                 .lease
                 .as_ref()
                 .is_some_and(|l| l.expires_at + to_delta(policy.expired_for) <= now);
-        if !stuck {
+        let gone = self.status == JobStatus::Running && holder_gone;
+        if !expired && !gone {
             return Decision::keep(None);
         }
         let next = if self.cancel_requested_at.is_some() {
@@ -313,14 +371,28 @@ impl Job {
             let mut next = self.end(JobStatus::Failed, now);
             next.error = Some(JobError::known(
                 ErrorCode::ATTEMPTS_EXHAUSTED,
-                format!("lease expired after the last of {} attempts", self.attempts),
+                if expired {
+                    format!("lease expired after the last of {} attempts", self.attempts)
+                } else {
+                    format!(
+                        "the worker's session ended in the last of {} attempts",
+                        self.attempts
+                    )
+                },
+            ));
+            next
+        } else if expired {
+            let mut next = self.requeued(now);
+            next.error = Some(JobError::known(
+                ErrorCode::LEASE_EXPIRED,
+                "the worker stopped heartbeating; requeued by the sweeper",
             ));
             next
         } else {
             let mut next = self.requeued(now);
             next.error = Some(JobError::known(
-                ErrorCode::LEASE_EXPIRED,
-                "the worker stopped heartbeating; requeued by the sweeper",
+                ErrorCode::WORKER_GONE,
+                "the worker's database session ended; requeued by the sweeper",
             ));
             next
         };
@@ -364,11 +436,12 @@ mod tests {
             holder: InstanceId::new(holder).unwrap(),
             ttl: Duration::from_secs(60),
             max_attempts: 3,
+            session: None,
         }
     }
 
     fn acquired(job: &Job, holder: &str, now: Timestamp) -> (Job, Lease) {
-        let d = job.acquire(&req(holder), now);
+        let d = job.acquire(&req(holder), now, false);
         match d.answer {
             AcquireOutcome::Acquired { lease, .. } => (d.next.unwrap(), lease),
             other => panic!("expected Acquired, got {other:?}"),

@@ -22,6 +22,14 @@
 //!   and enqueues a task for a queued job only when the queue holds none.
 //! - The API may request cancel; the clock ticks.
 //!
+//! **Sessions.** Each worker holds one long-lived database connection (its `LISTEN`
+//! connection), whose session is its liveness handle: recorded on every lease it takes.
+//! The session dies with the worker (a crash), or drops alone (a network blip, a fault) while
+//! the worker lives on; the connection then comes back under a new session, which the
+//! worker re-registers on the lease it holds (fenced) before its next heartbeat. Acquire and
+//! the sweeper may take over a lease whose recorded session is gone before it expires —
+//! through the real `Job::acquire` and `Job::sweep`, told whether the holder is gone.
+//!
 //! **Faults**, from one budget shared by all kinds (so every pair of faults meets): a worker
 //! crash at any point (it comes back as a new instance), a closing write that commits but
 //! whose reply is lost (the runner retries, is refused, and reads the row back — or cannot,
@@ -32,9 +40,9 @@
 use std::time::Duration;
 
 use domain::{
-    AcquireOutcome, AcquireRequest, ErrorCode, FinalOutcome, InstanceId, Job, JobError, JobId,
-    JobStatus, Lease, LeaseEpoch, LeaseState, Percent, ProgressOutcome, ProgressReport, Stage,
-    SweepPolicy, Timestamp,
+    AcquireOutcome, AcquireRequest, ErrorCode, FinalOutcome, HolderSession, InstanceId, Job,
+    JobError, JobId, JobStatus, Lease, LeaseEpoch, LeaseState, Percent, ProgressOutcome,
+    ProgressReport, Stage, SweepPolicy, Timestamp,
 };
 
 use crate::checker::{Invariant, Model};
@@ -87,6 +95,9 @@ pub enum Mutation {
     /// A worker that finds its lease gone answers `superseded` (2xx) without looking at the
     /// job, even when the sweeper requeued it and nobody holds it.
     SupersededWithoutLooking,
+    /// Acquire counts a session it cannot see as gone (as Postgres shows another role's
+    /// session with `backend_start` NULL): a live holder is taken over before expiry.
+    HiddenSessionCountsAsGone,
 }
 
 /// The size of the world and its fault budget.
@@ -148,6 +159,16 @@ impl Holder {
             .unwrap_or_else(|_| unreachable!("a short ascii id is valid"))
     }
 
+    /// This incarnation's session of generation `generation` (a reconnect is a new one).
+    fn session(self, generation: u8) -> HolderSession {
+        HolderSession {
+            pid: i32::from(self.worker) * 10_000
+                + i32::from(self.incarnation) * 100
+                + i32::from(generation),
+            backend_start: t0(),
+        }
+    }
+
     fn parse(id: &InstanceId) -> Option<Self> {
         let (worker, incarnation) = id.as_str().strip_prefix('w')?.split_once('.')?;
         Some(Self {
@@ -168,6 +189,8 @@ pub enum ErrorKind {
     Permanent,
     /// The pipeline's retryable failure (on a released job).
     Retryable,
+    /// `worker_gone`: the sweeper requeued a job whose holder's session was gone.
+    WorkerGone,
 }
 
 impl ErrorKind {
@@ -175,6 +198,7 @@ impl ErrorKind {
         match error.code.as_str() {
             ErrorCode::ATTEMPTS_EXHAUSTED => Self::AttemptsExhausted,
             ErrorCode::LEASE_EXPIRED => Self::LeaseExpired,
+            ErrorCode::WORKER_GONE => Self::WorkerGone,
             "render_failed" => Self::Permanent,
             _ => Self::Retryable,
         }
@@ -184,6 +208,7 @@ impl ErrorKind {
         let c = match self {
             Self::AttemptsExhausted => ErrorCode::ATTEMPTS_EXHAUSTED,
             Self::LeaseExpired => ErrorCode::LEASE_EXPIRED,
+            Self::WorkerGone => ErrorCode::WORKER_GONE,
             Self::Permanent => "render_failed",
             Self::Retryable => "tts_unavailable",
         };
@@ -200,6 +225,8 @@ pub struct Row {
     pub epoch: u8,
     /// `lease_holder`, while running.
     pub holder: Option<Holder>,
+    /// The generation of the holder's session recorded on the lease, if it gave one.
+    pub session: Option<u8>,
     /// `lease_expires_at − now` in ticks, floored.
     pub expires: i8,
     /// Whether cancel was requested.
@@ -220,6 +247,7 @@ impl Row {
             status: JobStatus::Queued,
             epoch: 0,
             holder: None,
+            session: None,
             expires: 0,
             cancel: false,
             attempts: 0,
@@ -238,6 +266,7 @@ impl Row {
             .unwrap_or_else(|_| unreachable!("a small epoch is valid"));
         job.lease = self.holder.map(|h| LeaseState {
             holder: h.instance_id(),
+            session: self.session.map(|g| h.session(g)),
             heartbeat_at: now,
             expires_at: now + secs(self.expires),
         });
@@ -262,6 +291,11 @@ impl Row {
             status: job.status,
             epoch: u8::try_from(job.lease_epoch.get()).unwrap_or(u8::MAX),
             holder: job.lease.as_ref().and_then(|l| Holder::parse(&l.holder)),
+            session: job
+                .lease
+                .as_ref()
+                .and_then(|l| l.session)
+                .and_then(|s| u8::try_from(s.pid % 100).ok()),
             expires,
             cancel: job.cancel_requested_at.is_some(),
             attempts: u8::try_from(job.attempts).unwrap_or(u8::MAX),
@@ -308,6 +342,8 @@ pub enum Phase {
         cancel_seen: bool,
         /// A heartbeat that reached the database but whose reply is still on its way.
         beat: Option<Beat>,
+        /// The generation of its session recorded on the lease, if any.
+        registered: Option<u8>,
     },
     /// A closing write committed, but its reply was lost; the runner will retry it.
     Closing {
@@ -328,11 +364,29 @@ pub struct Beat {
     pub answer: Option<bool>,
 }
 
+/// A worker's long-lived connection: its session is the liveness handle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Conn {
+    /// Which session of this incarnation (each reconnect makes a new one).
+    pub generation: u8,
+    /// Whether the connection is up (its session exists).
+    pub up: bool,
+}
+
+impl Conn {
+    const FRESH: Self = Self {
+        generation: 0,
+        up: true,
+    };
+}
+
 /// A worker process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Worker {
     /// Its current incarnation.
     pub incarnation: u8,
+    /// Its `LISTEN` connection.
+    pub conn: Conn,
     /// Whether it serves the queue's latest dispatch of the task (only that answer counts).
     pub current: bool,
     /// What it is doing.
@@ -418,8 +472,14 @@ pub enum Action {
     ReadBackFails(u8),
     /// A holder that stopped trusting its lease gives the delivery up: 503.
     Abandon(u8),
-    /// A worker process dies.
+    /// A worker process dies (and its session with it).
     Crash(u8),
+    /// A worker's connection drops; the process lives on.
+    DropSession(u8),
+    /// The dropped connection comes back under a new session.
+    Reconnect(u8),
+    /// A holder re-registers its new session on its lease.
+    Register(u8),
     /// The API asks for cancel.
     Cancel,
     /// The sweeper runs once.
@@ -453,6 +513,40 @@ impl LeaseModel {
                 .unwrap_or_else(|_| unreachable!("a small epoch is valid")),
             expires_at: t0(),
             attempt: 0,
+        }
+    }
+
+    /// Whether the session of generation `generation` of `holder` exists.
+    fn session_alive(s: &State, holder: Holder, generation: u8) -> bool {
+        s.workers.get(usize::from(holder.worker)).is_some_and(|w| {
+            w.incarnation == holder.incarnation && w.conn.up && w.conn.generation == generation
+        })
+    }
+
+    /// Whether the running lease's holder is gone in the database's view: it recorded a
+    /// session, and that session no longer exists.
+    fn holder_gone(&self, s: &State) -> bool {
+        let (Some(holder), Some(generation)) = (s.row.holder, s.row.session) else {
+            return false;
+        };
+        s.row.status == JobStatus::Running
+            && (self.config.mutation == Mutation::HiddenSessionCountsAsGone
+                || !Self::session_alive(s, holder, generation))
+    }
+
+    /// The session a worker gives now: its connection's, if up.
+    fn current_session(s: &State, w: u8) -> Option<u8> {
+        let conn = s.workers[usize::from(w)].conn;
+        conn.up.then_some(conn.generation)
+    }
+
+    /// Whether a holder must re-register before its next heartbeat.
+    fn must_register(s: &State, w: u8) -> bool {
+        match s.workers[usize::from(w)].phase {
+            Phase::Holding { registered, .. } => {
+                Self::current_session(s, w).is_some_and(|g| registered != Some(g))
+            }
+            _ => false,
         }
     }
 
@@ -508,18 +602,23 @@ impl LeaseModel {
             other.current = false;
         }
         s.workers[usize::from(w)].current = true;
+        let holder = Self::holder(s, w);
+        let session = Self::current_session(s, w);
         let request = AcquireRequest {
             job_id: job_id(),
-            holder: Self::holder(s, w).instance_id(),
+            holder: holder.instance_id(),
             ttl: Self::ttl(),
             max_attempts: u32::from(self.config.max_attempts),
+            session: session.map(|g| holder.session(g)),
         };
+        let gone = self.holder_gone(s);
         let now = match self.config.mutation {
             // Every lease looks expired: the live one too.
             Mutation::AcquireIgnoresLiveLease => t0() + secs(TTL + 1),
             _ => t0(),
         };
-        let mut decision = s.row.to_job().acquire(&request, now);
+        let mut decision = s.row.to_job().acquire(&request, now, gone);
+
         if self.config.mutation == Mutation::AcquireIgnoresLiveLease
             && let Some(next) = decision.next.as_mut()
             && let Some(lease) = next.lease.as_mut()
@@ -536,6 +635,7 @@ impl LeaseModel {
                     step: 0,
                     cancel_seen: false,
                     beat: None,
+                    registered: session,
                 };
             }
             // 409: the queue retries later.
@@ -664,6 +764,7 @@ impl Model for LeaseModel {
             row: Row::new(),
             workers: [Worker {
                 incarnation: 0,
+                conn: Conn::FRESH,
                 current: false,
                 phase: Phase::Idle,
             }; MAX_WORKERS],
@@ -691,6 +792,9 @@ impl Model for LeaseModel {
         let active = usize::from(self.config.workers).min(MAX_WORKERS);
         for (i, worker) in s.workers[..active].iter().enumerate() {
             let w = u8::try_from(i).unwrap_or(u8::MAX);
+            if !worker.conn.up {
+                out.push(Action::Reconnect(w));
+            }
             match worker.phase {
                 Phase::Idle => {
                     if s.task {
@@ -706,10 +810,16 @@ impl Model for LeaseModel {
                 } => {
                     if s.faults > 0 {
                         out.push(Action::Crash(w));
+                        if worker.conn.up {
+                            out.push(Action::DropSession(w));
+                        }
                     }
                     if beat.is_some() {
                         // The loop goes on serving cancel and its deadline meanwhile.
                         out.push(Action::HeartbeatReply(w));
+                    } else if Self::must_register(s, w) {
+                        // A new session is registered before the next heartbeat.
+                        out.push(Action::Register(w));
                     } else {
                         out.push(Action::Heartbeat(w));
                         if s.faults > 0 {
@@ -867,8 +977,43 @@ impl Model for LeaseModel {
                 s.faults -= 1;
                 let worker = &mut s.workers[usize::from(w)];
                 worker.incarnation += 1;
+                // The kernel closed its sockets: its session is gone; the new process
+                // opens its own.
+                worker.conn = Conn::FRESH;
                 worker.current = false;
                 worker.phase = Phase::Idle;
+            }
+            Action::DropSession(w) => {
+                s.faults -= 1;
+                s.workers[usize::from(w)].conn.up = false;
+            }
+            Action::Reconnect(w) => {
+                let conn = &mut s.workers[usize::from(w)].conn;
+                conn.generation += 1;
+                conn.up = true;
+            }
+            Action::Register(w) => {
+                let Phase::Holding { epoch, .. } = s.workers[usize::from(w)].phase else {
+                    return None;
+                };
+                let generation = Self::current_session(&s, w)?;
+                let holder = Self::holder(&s, w);
+                let lease = Self::lease(holder, epoch);
+                let decision =
+                    s.row
+                        .to_job()
+                        .register_session(&lease, holder.session(generation), t0());
+                Self::commit(&mut s, decision.next.as_ref(), Some(epoch));
+                match decision.answer {
+                    Ok(()) => {
+                        if let Phase::Holding { registered, .. } =
+                            &mut s.workers[usize::from(w)].phase
+                        {
+                            *registered = Some(generation);
+                        }
+                    }
+                    Err(_) => self.lease_lost(&mut s, w),
+                }
             }
             Action::Cancel => {
                 s.cancel_left = false;
@@ -881,7 +1026,8 @@ impl Model for LeaseModel {
                     max_attempts: u32::from(self.config.max_attempts),
                     queued_for: None,
                 };
-                let decision = s.row.to_job().sweep(&policy, t0());
+                let gone = self.holder_gone(&s);
+                let decision = s.row.to_job().sweep(&policy, t0(), gone);
                 Self::commit(&mut s, decision.next.as_ref(), None);
                 // Re-enqueue only when the queue holds no task for the job.
                 if s.row.status == JobStatus::Queued
@@ -903,10 +1049,20 @@ impl Model for LeaseModel {
         let max_attempts = self.config.max_attempts;
         let mut list = vec![
             Invariant::new(
-                "at most one live holder, and no worker trusts a lease it lost",
+                "at most one live holder, and no worker whose session lives trusts a lease it lost",
                 |s: &State| {
                     s.workers.iter().enumerate().all(|(i, w)| match w.phase {
-                        Phase::Holding { epoch, trust, .. } if trust > 0 => {
+                        // A live worker whose recorded session dropped may be taken over
+                        // while it still trusts its lease: what holds for it is that nothing
+                        // it writes is accepted ("no write accepted from a stale epoch").
+                        Phase::Holding {
+                            epoch,
+                            trust,
+                            registered,
+                            ..
+                        } if trust > 0
+                            && registered.is_none_or(|g| w.conn.up && w.conn.generation == g) =>
+                        {
                             s.row.status == JobStatus::Running
                                 && s.row.epoch == epoch
                                 && s.row.holder.map(|h| usize::from(h.worker)) == Some(i)
@@ -961,12 +1117,15 @@ impl Model for LeaseModel {
             | Action::Finish(..)
             | Action::RetryClosing(_)
             | Action::Abandon(_)
+            | Action::Reconnect(_)
+            | Action::Register(_)
             | Action::Sweep => true,
             Action::SlowHeartbeat(_)
             | Action::DelayProgress(_)
             | Action::FinishReplyLost(..)
             | Action::ReadBackFails(_)
             | Action::Crash(_)
+            | Action::DropSession(_)
             | Action::Cancel
             | Action::LoseTask => false,
         }
@@ -986,6 +1145,7 @@ mod tests {
                 worker: 1,
                 incarnation: 3,
             }),
+            session: Some(2),
             expires: -2,
             cancel: true,
             attempts: 2,

@@ -79,7 +79,7 @@ fn finalize_blind_to_cancel_loses_the_cancel() {
 fn acquire_over_a_live_lease_makes_two_holders() {
     assert_caught(
         Mutation::AcquireIgnoresLiveLease,
-        "at most one live holder, and no worker trusts a lease it lost",
+        "at most one live holder, and no worker whose session lives trusts a lease it lost",
     );
 }
 
@@ -87,7 +87,7 @@ fn acquire_over_a_live_lease_makes_two_holders() {
 fn trusting_a_lease_from_the_heartbeat_reply_outlives_it() {
     assert_caught(
         Mutation::TrustFromReply,
-        "at most one live holder, and no worker trusts a lease it lost",
+        "at most one live holder, and no worker whose session lives trusts a lease it lost",
     );
 }
 
@@ -104,5 +104,13 @@ fn superseded_without_looking_strands_a_job_the_sweeper_requeued() {
     assert_caught(
         Mutation::SupersededWithoutLooking,
         "a 2xx never leaves a queued job without a task",
+    );
+}
+
+#[test]
+fn counting_a_hidden_session_as_gone_takes_over_a_live_holder() {
+    assert_caught(
+        Mutation::HiddenSessionCountsAsGone,
+        "at most one live holder, and no worker whose session lives trusts a lease it lost",
     );
 }

@@ -4,9 +4,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use domain::{
-    AcquireOutcome, CancelOutcome, ErrorCode, FencedError, FinalOutcome, JobError, JobStatus,
-    LeaseEpoch, ListQuery, Percent, ProgressOutcome, ProgressReport, RepoError, Segment, Stage,
-    SweepPolicy,
+    AcquireOutcome, CancelEvent, CancelOutcome, ErrorCode, FencedError, FinalOutcome, JobError,
+    JobStatus, LeaseEpoch, ListQuery, Percent, ProgressOutcome, ProgressReport, RepoError, Segment,
+    Stage, SweepPolicy,
 };
 use futures_util::StreamExt;
 
@@ -14,6 +14,8 @@ use crate::{Harness, MAX_ATTEMPTS, TTL};
 
 // The idempotent-create cases live in their own module; the suite finds every case here.
 pub use crate::idempotency::*;
+// So do the liveness cases.
+pub use crate::liveness::*;
 
 fn secs(s: u64) -> Duration {
     Duration::from_secs(s)
@@ -693,7 +695,7 @@ pub async fn cancel_notification_reaches_an_earlier_subscriber(h: &Harness) {
     let other = h.new_job().await;
     h.acquire(id, "a").await;
     h.acquire(other, "a").await;
-    let mut stream = h.repo.cancel_notifications().await.unwrap();
+    let mut stream = h.repo.cancel_notifications().await.unwrap().events;
     h.repo.request_cancel(other).await.unwrap();
     h.repo.request_cancel(id).await.unwrap();
     let mut got = Vec::new();
@@ -701,7 +703,10 @@ pub async fn cancel_notification_reaches_an_earlier_subscriber(h: &Harness) {
         let next = tokio::time::timeout(secs(5), stream.next()).await;
         got.push(next.expect("notification within 5 s").expect("stream open"));
     }
-    assert_eq!(got, vec![other, id]);
+    assert_eq!(
+        got,
+        vec![CancelEvent::Cancel(other), CancelEvent::Cancel(id)]
+    );
     // A repeated request for the same job does not notify again.
     h.repo.request_cancel(id).await.unwrap();
     let quiet = tokio::time::timeout(Duration::from_millis(300), stream.next()).await;
@@ -712,7 +717,7 @@ pub async fn late_subscriber_learns_of_cancel_from_its_next_heartbeat(h: &Harnes
     let id = h.new_job().await;
     let lease = h.acquire(id, "a").await;
     h.repo.request_cancel(id).await.unwrap();
-    let mut stream = h.repo.cancel_notifications().await.unwrap();
+    let mut stream = h.repo.cancel_notifications().await.unwrap().events;
     let missed = tokio::time::timeout(Duration::from_millis(300), stream.next()).await;
     assert!(
         missed.is_err(),

@@ -9,6 +9,7 @@
 
 pub mod cases;
 pub mod idempotency;
+pub mod liveness;
 pub mod model;
 
 use std::sync::Arc;
@@ -16,8 +17,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use domain::{
-    AcquireOutcome, AcquireRequest, InstanceId, Job, JobId, JobRepository, Lease, ManualClock,
-    NewJob,
+    AcquireOutcome, AcquireRequest, HolderSession, InstanceId, Job, JobId, JobRepository, Lease,
+    ManualClock, NewJob,
 };
 
 /// Moves a repository's clock forward.
@@ -34,6 +35,17 @@ impl TimeTravel for ManualClock {
     }
 }
 
+/// Opens and ends the store's sessions, as workers' connections would.
+#[async_trait]
+pub trait SessionControl: Send + Sync {
+    /// Opens a session that lives until [`SessionControl::end`] (a worker's connection).
+    async fn open(&self) -> HolderSession;
+    /// Ends `session` — its process died, or its connection dropped — and returns once the
+    /// store no longer has it. A cancel subscription whose session it was reconnects under
+    /// a new one and reports it.
+    async fn end(&self, session: HolderSession);
+}
+
 /// A repository under test and its clock.
 #[derive(Clone)]
 pub struct Harness {
@@ -41,6 +53,8 @@ pub struct Harness {
     pub repo: Arc<dyn JobRepository>,
     /// Its clock.
     pub time: Arc<dyn TimeTravel>,
+    /// Its sessions.
+    pub sessions: Arc<dyn SessionControl>,
     /// Whatever must live as long as the test (a test database that is dropped after it).
     pub guard: Option<Arc<dyn std::any::Any + Send + Sync>>,
 }
@@ -79,6 +93,22 @@ impl Harness {
             holder: InstanceId::new(holder).unwrap(),
             ttl: TTL,
             max_attempts: MAX_ATTEMPTS,
+            session: None,
+        }
+    }
+
+    /// Acquires `job_id` for `holder` under `session`, which must succeed.
+    pub async fn acquire_in(
+        &self,
+        job_id: JobId,
+        holder: &str,
+        session: Option<HolderSession>,
+    ) -> Lease {
+        let mut request = Self::request(job_id, holder);
+        request.session = session;
+        match self.repo.acquire(&request).await.unwrap() {
+            AcquireOutcome::Acquired { lease, .. } => lease,
+            other => panic!("expected Acquired for {holder}, got {other:?}"),
         }
     }
 
@@ -156,6 +186,15 @@ macro_rules! conformance_suite {
             sweep_reports_a_long_queued_job_once_per_period,
             concurrent_sweeps_move_each_job_once,
             an_equal_percent_at_an_earlier_stage_is_refused
+        );
+        $crate::conformance_suite!(@cases $make;
+            a_gone_holders_lease_is_taken_over_before_it_expires,
+            a_live_holders_lease_is_not_taken_over_before_it_expires,
+            a_reused_pid_with_another_start_counts_as_gone,
+            a_holder_whose_session_dropped_is_fenced_at_its_next_write,
+            a_reconnected_listener_re_registers_its_session,
+            register_session_is_fenced,
+            sweep_requeues_a_gone_holders_job_at_once
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {

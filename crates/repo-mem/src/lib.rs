@@ -3,21 +3,30 @@
 //! Plain state behind a `std::sync::Mutex`: every operation locks, applies one pure
 //! transition from `domain::transition` and unlocks, so each is atomic. Time comes from an
 //! injectable [`Clock`], so tests can step it across lease expiries.
+//!
+//! Database sessions are modelled too, so the liveness rule (a lease whose holder's session
+//! is gone may be taken over before it expires) runs here as it does on Postgres: each
+//! cancel subscription opens a session, and a test can open more, end one (the holder's
+//! process "died" or its connection dropped) or make every subscription reconnect under a
+//! new session ([`MemRepository::reconnect_listeners`]).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use domain::{
-    AcquireOutcome, AcquireRequest, CancelOutcome, CancelStream, Clock, Decision, FencedError,
-    FinalOutcome, HeartbeatAck, IdempotentOutcome, IdempotentRequest, Job, JobError, JobId,
-    JobIdStream, JobPage, JobRepository, JobStatus, Lease, ListCursor, ListQuery, NewJob,
-    ProgressOutcome, ProgressReport, RepoError, SweepPolicy, SweptJob, SystemClock, Timestamp,
+    AcquireOutcome, AcquireRequest, CancelEvent, CancelOutcome, CancelSubscription, Clock,
+    Decision, FencedError, FinalOutcome, HeartbeatAck, HolderSession, IdempotentOutcome,
+    IdempotentRequest, Job, JobError, JobId, JobIdStream, JobPage, JobRepository, JobStatus, Lease,
+    ListCursor, ListQuery, NewJob, ProgressOutcome, ProgressReport, RepoError, SweepPolicy,
+    SweptJob, SystemClock, Timestamp,
 };
-use tokio::sync::broadcast;
-use tokio_stream::StreamExt;
-use tokio_stream::wrappers::BroadcastStream;
+use tokio::sync::{broadcast, mpsc};
+use tokio_stream::wrappers::{BroadcastStream, UnboundedReceiverStream};
+use tokio_stream::{Stream, StreamExt};
 
 /// How many cancel notifications a slow subscriber may fall behind before it misses some
 /// (it then still learns of the cancel from its next heartbeat).
@@ -39,6 +48,64 @@ pub struct MemRepository {
     cancels: broadcast::Sender<JobId>,
     /// Ids of jobs whose status, progress or cancel flag just changed.
     updates: broadcast::Sender<JobId>,
+    /// The sessions that exist, and the cancel subscriptions holding one. Locked after
+    /// `jobs` when both are needed (acquire and sweep ask it inside a transition).
+    sessions: Arc<Mutex<Sessions>>,
+}
+
+/// The modelled database sessions.
+#[derive(Debug, Default)]
+struct Sessions {
+    /// The last pid handed out.
+    last_pid: i32,
+    /// Sessions that exist.
+    live: HashSet<HolderSession>,
+    /// Open cancel subscriptions by key: their session (`None` while disconnected) and
+    /// where to report a new one.
+    listeners: HashMap<u64, (Option<HolderSession>, mpsc::UnboundedSender<HolderSession>)>,
+    /// The last listener key handed out.
+    last_listener: u64,
+}
+
+impl Sessions {
+    fn open(&mut self, now: Timestamp) -> HolderSession {
+        self.last_pid = self.last_pid.wrapping_add(1);
+        let session = HolderSession {
+            pid: self.last_pid,
+            backend_start: now,
+        };
+        self.live.insert(session);
+        session
+    }
+}
+
+fn lock_sessions(sessions: &Mutex<Sessions>) -> MutexGuard<'_, Sessions> {
+    // Every change is a single insert or remove: a panic cannot leave it half made.
+    sessions.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A cancel subscription's events; dropping it closes its "connection", which ends its
+/// session.
+struct Subscription {
+    events: Pin<Box<dyn Stream<Item = CancelEvent> + Send>>,
+    sessions: Arc<Mutex<Sessions>>,
+    key: u64,
+}
+
+impl Stream for Subscription {
+    type Item = CancelEvent;
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<CancelEvent>> {
+        self.events.as_mut().poll_next(cx)
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        let mut sessions = lock_sessions(&self.sessions);
+        if let Some((Some(session), _)) = sessions.listeners.remove(&self.key) {
+            sessions.live.remove(&session);
+        }
+    }
 }
 
 /// What an idempotency key remembers.
@@ -71,7 +138,70 @@ impl MemRepository {
             clock,
             cancels,
             updates,
+            sessions: Arc::default(),
         }
+    }
+
+    /// Opens a database session, as a connection would.
+    pub fn open_session(&self) -> HolderSession {
+        lock_sessions(&self.sessions).open(self.clock.now())
+    }
+
+    /// Ends `session`, as when its process dies or its connection drops. A cancel
+    /// subscription that held it stays disconnected until [`Self::reconnect_listeners`].
+    pub fn end_session(&self, session: HolderSession) {
+        let mut sessions = lock_sessions(&self.sessions);
+        sessions.live.remove(&session);
+        for (held, _) in sessions.listeners.values_mut() {
+            if *held == Some(session) {
+                *held = None;
+            }
+        }
+    }
+
+    /// Whether `session` exists.
+    pub fn session_alive(&self, session: &HolderSession) -> bool {
+        lock_sessions(&self.sessions).live.contains(session)
+    }
+
+    /// The sessions of the open cancel subscriptions that are connected.
+    pub fn listener_sessions(&self) -> Vec<HolderSession> {
+        lock_sessions(&self.sessions)
+            .listeners
+            .values()
+            .filter_map(|(session, _)| *session)
+            .collect()
+    }
+
+    /// Every open cancel subscription drops its connection (ending its session, if it
+    /// still had one) and reconnects under a new session, which it reports as
+    /// [`CancelEvent::Session`]. Returns the new sessions.
+    pub fn reconnect_listeners(&self) -> Vec<HolderSession> {
+        let now = self.clock.now();
+        let mut guard = lock_sessions(&self.sessions);
+        let sessions = &mut *guard;
+        let mut opened = Vec::new();
+        for (held, tx) in sessions.listeners.values_mut() {
+            if let Some(old) = held.take() {
+                sessions.live.remove(&old);
+            }
+            sessions.last_pid = sessions.last_pid.wrapping_add(1);
+            let session = HolderSession {
+                pid: sessions.last_pid,
+                backend_start: now,
+            };
+            sessions.live.insert(session);
+            *held = Some(session);
+            // A receiver gone is a subscription being dropped; its drop cleans up.
+            let _ = tx.send(session);
+            opened.push(session);
+        }
+        opened
+    }
+
+    /// Whether the holder of `job`'s running lease is known gone, in this store's view.
+    fn holder_gone(&self, job: &Job) -> bool {
+        job.holder_gone(|session| self.session_alive(session))
     }
 
     fn jobs(&self) -> MutexGuard<'_, HashMap<JobId, Job>> {
@@ -205,12 +335,22 @@ impl JobRepository for MemRepository {
     /// row that could fail to decode (the runner's handling of it is tested with a wrapper).
     async fn acquire(&self, request: &AcquireRequest) -> Result<AcquireOutcome, RepoError> {
         Ok(self
-            .apply(request.job_id, |job, now| job.acquire(request, now))
+            .apply(request.job_id, |job, now| {
+                job.acquire(request, now, self.holder_gone(job))
+            })
             .unwrap_or(AcquireOutcome::NotFound))
     }
 
     async fn heartbeat(&self, lease: &Lease, ttl: Duration) -> Result<HeartbeatAck, FencedError> {
         self.fenced(lease, |job, now| job.heartbeat(lease, ttl, now))
+    }
+
+    async fn register_session(
+        &self,
+        lease: &Lease,
+        session: HolderSession,
+    ) -> Result<(), FencedError> {
+        self.fenced(lease, |job, now| job.register_session(lease, session, now))
     }
 
     async fn report_progress(
@@ -249,10 +389,30 @@ impl JobRepository for MemRepository {
         Ok(outcome)
     }
 
-    async fn cancel_notifications(&self) -> Result<CancelStream, RepoError> {
+    async fn cancel_notifications(&self) -> Result<CancelSubscription, RepoError> {
         // A lagged receiver skips what it missed; the heartbeat still reports the cancel.
-        let stream = BroadcastStream::new(self.cancels.subscribe()).filter_map(Result::ok);
-        Ok(Box::pin(stream))
+        let cancels = BroadcastStream::new(self.cancels.subscribe())
+            .filter_map(Result::ok)
+            .map(CancelEvent::Cancel);
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (session, key) = {
+            let mut sessions = lock_sessions(&self.sessions);
+            let session = sessions.open(self.clock.now());
+            sessions.last_listener += 1;
+            let key = sessions.last_listener;
+            sessions.listeners.insert(key, (Some(session), tx));
+            (session, key)
+        };
+        let reconnects = UnboundedReceiverStream::new(rx).map(CancelEvent::Session);
+        let events = Subscription {
+            events: Box::pin(cancels.merge(reconnects)),
+            sessions: self.sessions.clone(),
+            key,
+        };
+        Ok(CancelSubscription {
+            session: Some(session),
+            events: Box::pin(events),
+        })
     }
 
     async fn job_updates(&self) -> Result<JobIdStream, RepoError> {
@@ -280,7 +440,8 @@ impl JobRepository for MemRepository {
         let now = self.clock.now();
         let mut swept = Vec::new();
         for job in self.jobs().values_mut() {
-            let Decision { next, answer } = job.sweep(policy, now);
+            let gone = self.holder_gone(job);
+            let Decision { next, answer } = job.sweep(policy, now, gone);
             if let (Some(next), Some(status)) = (next, answer) {
                 if job.visibly_differs(&next) {
                     let _ = self.updates.send(job.id);

@@ -3,15 +3,35 @@
 
 use std::sync::Arc;
 
-use domain::ManualClock;
-use repo_conformance::Harness;
+use domain::{HolderSession, ManualClock};
+use repo_conformance::{Harness, SessionControl};
 use repo_mem::MemRepository;
+
+/// Sessions of the in-memory store: ending a cancel subscription's session makes it
+/// reconnect, as sqlx's listener does.
+struct MemSessions(Arc<MemRepository>);
+
+#[async_trait::async_trait]
+impl SessionControl for MemSessions {
+    async fn open(&self) -> HolderSession {
+        self.0.open_session()
+    }
+    async fn end(&self, session: HolderSession) {
+        let listener = self.0.listener_sessions().contains(&session);
+        self.0.end_session(session);
+        if listener {
+            self.0.reconnect_listeners();
+        }
+    }
+}
 
 fn harness() -> Harness {
     let clock = Arc::new(ManualClock::default());
+    let repo = Arc::new(MemRepository::with_clock(clock.clone()));
     Harness {
-        repo: Arc::new(MemRepository::with_clock(clock.clone())),
+        repo: repo.clone(),
         time: clock,
+        sessions: Arc::new(MemSessions(repo)),
         guard: None,
     }
 }

@@ -36,6 +36,7 @@ async fn cycle(repo: &PgRepository, holder: &InstanceId) {
         holder: holder.clone(),
         ttl: Duration::from_secs(TTL_S),
         max_attempts: MAX_ATTEMPTS,
+        session: None,
     };
     let AcquireOutcome::Acquired { lease, .. } = repo.acquire(&request).await.unwrap() else {
         panic!("a fresh job must be acquired");

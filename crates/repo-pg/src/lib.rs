@@ -14,10 +14,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use domain::{
-    AcquireOutcome, AcquireRequest, CancelOutcome, CancelStream, FencedError, FinalOutcome,
-    HeartbeatAck, IdempotentOutcome, IdempotentRequest, InstanceId, Job, JobError, JobId,
-    JobIdStream, JobPage, JobRepository, JobStatus, Lease, ListCursor, ListQuery, NewJob, Percent,
-    ProgressOutcome, ProgressReport, RepoError, SweepPolicy, SweptJob,
+    AcquireOutcome, AcquireRequest, CancelEvent, CancelOutcome, CancelSubscription, FencedError,
+    FinalOutcome, HeartbeatAck, HolderSession, IdempotentOutcome, IdempotentRequest, InstanceId,
+    Job, JobError, JobId, JobIdStream, JobPage, JobRepository, JobStatus, Lease, ListCursor,
+    ListQuery, NewJob, Percent, ProgressOutcome, ProgressReport, RepoError, SweepPolicy, SweptJob,
 };
 use futures_util::StreamExt;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions, PgRow};
@@ -120,9 +120,114 @@ impl PgRepository {
         self.pool.close().await;
     }
 
+    /// Cancel events on a dedicated `LISTEN` connection, whose session is this process's
+    /// liveness handle. The session is read on that very connection before this returns.
+    /// When the connection drops, `try_recv` answers `Ok(None)` (sqlx reconnects and
+    /// re-`LISTEN`s); the new session is then read on the new connection and reported as
+    /// [`CancelEvent::Session`], so the worker can re-register it on the leases it holds.
+    /// Notifications sent while it was down are lost (the heartbeat reports the cancel).
+    async fn listen_for_cancels(&self) -> Result<CancelSubscription, RepoError> {
+        let mut listener = PgListener::connect_with(&self.pool)
+            .await
+            .map_err(storage)?;
+        listener
+            .listen(sql::CANCEL_CHANNEL)
+            .await
+            .map_err(storage)?;
+        let session = own_session(&mut listener).await.map_err(storage)?;
+        let state = CancelListen {
+            listener,
+            session: Some(session),
+            retry_in: Duration::ZERO,
+        };
+        let events = futures_util::stream::unfold(state, |mut state| async move {
+            let event = state.next_event().await;
+            Some((event, state))
+        });
+        Ok(CancelSubscription {
+            session: Some(session),
+            events: Box::pin(events),
+        })
+    }
+
     /// The pool, for readiness checks.
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+}
+
+/// The session of the connection `executor` runs on (for a listener: reconnecting first if
+/// its connection was lost).
+async fn own_session<'c, E>(executor: E) -> Result<HolderSession, sqlx::Error>
+where
+    E: sqlx::Executor<'c, Database = sqlx::Postgres>,
+{
+    let row = sqlx::query(sql::OWN_SESSION).fetch_one(executor).await?;
+    Ok(HolderSession {
+        pid: row.try_get("pid")?,
+        backend_start: row.try_get("backend_start")?,
+    })
+}
+
+/// A cancel subscription's listener, and what it knows of its own session.
+struct CancelListen {
+    listener: PgListener,
+    /// The session last reported; `None` after the connection was lost, until the new
+    /// one is read.
+    session: Option<HolderSession>,
+    /// How long to wait before the next try after a failure.
+    retry_in: Duration,
+}
+
+impl CancelListen {
+    /// The next cancel or session event; never ends (it retries with backoff while the
+    /// database is unreachable).
+    async fn next_event(&mut self) -> CancelEvent {
+        loop {
+            if !self.retry_in.is_zero() {
+                tokio::time::sleep(self.retry_in).await;
+            }
+            if self.session.is_none() {
+                // Runs on the listener's connection, re-establishing it if needed.
+                match own_session(&mut self.listener).await {
+                    Ok(session) => {
+                        self.retry_in = Duration::ZERO;
+                        self.session = Some(session);
+                        tracing::info!(
+                            pid = session.pid,
+                            "cancel listener reconnected under a new session"
+                        );
+                        return CancelEvent::Session(session);
+                    }
+                    Err(error) => {
+                        self.backoff();
+                        tracing::warn!(%error, "cancel listener cannot reconnect; retrying");
+                        continue;
+                    }
+                }
+            }
+            match self.listener.try_recv().await {
+                Ok(Some(note)) => {
+                    self.retry_in = Duration::ZERO;
+                    if let Ok(id) = note.payload().parse::<JobId>() {
+                        return CancelEvent::Cancel(id);
+                    }
+                }
+                // The connection was lost (sqlx has already reconnected, or will on the
+                // next use): whichever it is now, its session is new.
+                Ok(None) => self.session = None,
+                Err(error) => {
+                    tracing::warn!(%error, "cancel listener failed; reconnecting");
+                    self.session = None;
+                    self.backoff();
+                }
+            }
+        }
+    }
+
+    fn backoff(&mut self) {
+        self.retry_in =
+            (self.retry_in * 2).clamp(Duration::from_millis(100), Duration::from_secs(10));
     }
 }
 
@@ -294,7 +399,9 @@ impl JobRepository for PgRepository {
                     .bind(request.job_id.as_uuid())
                     .bind(request.holder.as_str())
                     .bind(i32_of(request.max_attempts, "max_attempts")?)
-                    .bind(secs_f64(request.ttl)),
+                    .bind(secs_f64(request.ttl))
+                    .bind(request.session.map(|s| s.pid))
+                    .bind(request.session.map(|s| s.backend_start)),
             )
             .await
             .map_err(storage)?;
@@ -366,6 +473,26 @@ impl JobRepository for PgRepository {
             cancel_requested: row.try_get("cancel_requested").map_err(storage)?,
             expires_at: row.try_get("lease_expires_at").map_err(storage)?,
         })
+    }
+
+    async fn register_session(
+        &self,
+        lease: &Lease,
+        session: HolderSession,
+    ) -> Result<(), FencedError> {
+        self.conns
+            .fetch_optional(
+                sqlx::query(sql::REGISTER_SESSION)
+                    .bind(lease.job_id.as_uuid())
+                    .bind(epoch_of(lease))
+                    .bind(lease.holder.as_str())
+                    .bind(session.pid)
+                    .bind(session.backend_start),
+            )
+            .await
+            .map_err(storage)?
+            .ok_or(FencedError::LeaseLost)?;
+        Ok(())
     }
 
     async fn report_progress(
@@ -487,8 +614,8 @@ impl JobRepository for PgRepository {
         })
     }
 
-    async fn cancel_notifications(&self) -> Result<CancelStream, RepoError> {
-        self.listen(sql::CANCEL_CHANNEL).await
+    async fn cancel_notifications(&self) -> Result<CancelSubscription, RepoError> {
+        self.listen_for_cancels().await
     }
 
     async fn job_updates(&self) -> Result<JobIdStream, RepoError> {

@@ -2,8 +2,8 @@
 
 use chrono::{DateTime, Utc};
 use domain::{
-    ErrorCode, InstanceId, Job, JobError, JobId, JobStatus, LeaseEpoch, LeaseState, Percent,
-    ProgressReport, RepoError, Segment, Stage,
+    ErrorCode, HolderSession, InstanceId, Job, JobError, JobId, JobStatus, LeaseEpoch, LeaseState,
+    Percent, ProgressReport, RepoError, Segment, Stage,
 };
 
 /// One `video_jobs` row, read by the columns of `sql::job_columns!`.
@@ -22,6 +22,8 @@ pub(crate) struct JobRow {
     lease_epoch: i64,
     lease_heartbeat_at: Option<DateTime<Utc>>,
     lease_expires_at: Option<DateTime<Utc>>,
+    lease_holder_pid: Option<i32>,
+    lease_holder_backend_start: Option<DateTime<Utc>>,
     cancel_requested_at: Option<DateTime<Utc>>,
     attempts: i32,
     artifact_key: Option<String>,
@@ -65,6 +67,11 @@ impl TryFrom<JobRow> for Job {
                 )
             }
         };
+        let session = match (row.lease_holder_pid, row.lease_holder_backend_start) {
+            (Some(pid), Some(backend_start)) => Some(HolderSession { pid, backend_start }),
+            (None, None) => None,
+            _ => return Err(corrupt(id, "lease session columns partly set")),
+        };
         let lease = match (
             row.lease_holder,
             row.lease_heartbeat_at,
@@ -72,6 +79,7 @@ impl TryFrom<JobRow> for Job {
         ) {
             (Some(holder), Some(heartbeat_at), Some(expires_at)) => Some(LeaseState {
                 holder: InstanceId::new(holder).map_err(|e| corrupt(id, e))?,
+                session,
                 heartbeat_at,
                 expires_at,
             }),

@@ -10,11 +10,31 @@ macro_rules! job_columns {
     () => {
         "id, input, status::text AS status, stage, progress_percent, segment_index, \
          segment_total, progress_message, progress_updated_at, lease_holder, lease_epoch, \
-         lease_heartbeat_at, lease_expires_at, cancel_requested_at, attempts, artifact_key, \
-         error_code, error_message, created_at, started_at, finished_at, updated_at, \
-         delivery_generation"
+         lease_heartbeat_at, lease_expires_at, lease_holder_pid, lease_holder_backend_start, \
+         cancel_requested_at, attempts, artifact_key, error_code, error_message, created_at, \
+         started_at, finished_at, updated_at, delivery_generation"
     };
 }
+
+/// Whether the lease holder of the `video_jobs` row in scope is known gone: it recorded a
+/// session and `pg_stat_activity` has no backend with that pid and that `backend_start`.
+///
+/// A backend whose `backend_start` reads NULL counts as *alive*: that is how a role without
+/// `pg_read_all_stats` sees another role's sessions, and a session we cannot see the start
+/// of must never be taken for dead — the TTL then applies, as without a session. A pid with
+/// a different `backend_start` is a reused pid: the holder's session is gone.
+macro_rules! holder_gone {
+    () => {
+        "(video_jobs.lease_holder_pid IS NOT NULL AND NOT EXISTS (
+            SELECT 1 FROM pg_stat_activity a
+            WHERE a.pid = video_jobs.lease_holder_pid
+              AND (a.backend_start IS NULL
+                   OR a.backend_start = video_jobs.lease_holder_backend_start)))"
+    };
+}
+
+/// [`holder_gone!`] as text, for tests that evaluate it on their own.
+pub const HOLDER_GONE: &str = holder_gone!();
 
 /// `$1` id, `$2` input.
 pub const CREATE: &str = concat!(
@@ -36,18 +56,24 @@ pub const LIST: &str = concat!(
      LIMIT $4"
 );
 
-/// `$1` id, `$2` holder, `$3` max attempts, `$4` TTL in seconds.
+/// `$1` id, `$2` holder, `$3` max attempts, `$4` TTL in seconds, `$5`/`$6` the asker's
+/// session (pid, backend_start) or NULL.
 ///
 /// Locks the row, decides a verdict exactly as `Job::acquire` does, and applies it. A
 /// concurrent acquirer waits on the row lock and then decides on the row the winner wrote,
-/// so exactly one of them gets `acquired`.
+/// so exactly one of them gets `acquired`. A live lease is one that has not expired and
+/// whose holder is not gone ([`holder_gone!`]): the database's own view of its sessions,
+/// read in this statement on the locked row.
 pub const ACQUIRE: &str = concat!(
     "WITH cur AS (
         SELECT id AS cur_id, status AS cur_status, lease_holder AS cur_holder,
                lease_expires_at AS cur_expires_at, attempts AS cur_attempts,
                CASE
                    WHEN status IN ('succeeded', 'failed', 'canceled') THEN 'terminal'
-                   WHEN status = 'running' AND lease_expires_at > now() THEN 'busy'
+                   WHEN status = 'running' AND lease_expires_at > now()
+                        AND NOT ",
+    holder_gone!(),
+    " THEN 'busy'
                    WHEN cancel_requested_at IS NOT NULL THEN 'canceled'
                    WHEN attempts >= $3 THEN 'exhausted'
                    ELSE 'acquired'
@@ -64,6 +90,9 @@ pub const ACQUIRE: &str = concat!(
             lease_heartbeat_at = CASE WHEN c.verdict = 'acquired' THEN now() END,
             lease_expires_at = CASE WHEN c.verdict = 'acquired'
                                     THEN now() + make_interval(secs => $4) END,
+            lease_holder_pid = CASE WHEN c.verdict = 'acquired' THEN $5::int END,
+            lease_holder_backend_start = CASE WHEN c.verdict = 'acquired'
+                                              THEN $6::timestamptz END,
             started_at = CASE WHEN c.verdict = 'acquired'
                               THEN coalesce(j.started_at, now()) ELSE j.started_at END,
             finished_at = CASE WHEN c.verdict = 'acquired' THEN j.finished_at ELSE now() END,
@@ -93,6 +122,24 @@ pub const HEARTBEAT: &str = "
         updated_at = now()
     WHERE id = $1 AND lease_epoch = $2 AND lease_holder = $3 AND status = 'running'
     RETURNING cancel_requested_at IS NOT NULL AS cancel_requested, lease_expires_at";
+
+/// `$1` id, `$2` epoch, `$3` holder, `$4`/`$5` the holder's new session (pid,
+/// backend_start).
+///
+/// Fenced like every write; the expiry stays. `updated_at` moves only if the session changed.
+pub const REGISTER_SESSION: &str = "
+    UPDATE video_jobs SET
+        updated_at = CASE WHEN (lease_holder_pid, lease_holder_backend_start)
+                               IS NOT DISTINCT FROM ($4::int, $5::timestamptz)
+                          THEN updated_at ELSE now() END,
+        lease_holder_pid = $4, lease_holder_backend_start = $5
+    WHERE id = $1 AND lease_epoch = $2 AND lease_holder = $3 AND status = 'running'
+    RETURNING 1";
+
+/// The session of the connection that runs it: its pid and `backend_start` (a session
+/// always sees its own row of `pg_stat_activity` in full).
+pub const OWN_SESSION: &str = "
+    SELECT pid, backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid()";
 
 /// `$1` id, `$2` epoch, `$3` holder, `$4` stage, `$5` percent, `$6` segment index,
 /// `$7` segment total, `$8` message.
@@ -139,6 +186,7 @@ pub const RELEASE: &str = "
         status = (CASE WHEN cancel_requested_at IS NOT NULL THEN 'canceled'
                        ELSE 'queued' END)::video_job_status,
         lease_holder = NULL, lease_heartbeat_at = NULL, lease_expires_at = NULL,
+        lease_holder_pid = NULL, lease_holder_backend_start = NULL,
         finished_at = CASE WHEN cancel_requested_at IS NOT NULL THEN now() END,
         error_code = coalesce($4, error_code),
         error_message = CASE WHEN $4::text IS NULL THEN error_message ELSE $5 END,
@@ -169,6 +217,7 @@ pub const FINALIZE: &str = "
                                      AND stage IS NOT NULL
                                 THEN 100 ELSE progress_percent END,
         lease_holder = NULL, lease_heartbeat_at = NULL, lease_expires_at = NULL,
+        lease_holder_pid = NULL, lease_holder_backend_start = NULL,
         finished_at = now(), updated_at = now()
     WHERE id = $1 AND lease_epoch = $2 AND lease_holder = $3 AND status = 'running'
     RETURNING status::text AS status";
@@ -200,17 +249,25 @@ pub const REQUEST_CANCEL: &str = "
 /// `$1` seconds past expiry, `$2` max attempts, `$3` seconds a queued job may sit untouched
 /// (NULL: never report queued jobs).
 ///
-/// Running jobs whose lease expired long ago move to `queued` (`lease_expired`), `failed`
-/// (`attempts_exhausted`) or `canceled`; queued jobs untouched for `$3` are reported and
+/// Running jobs whose lease expired long ago, or whose holder is gone ([`holder_gone!`]),
+/// move to `queued` (`lease_expired` or `worker_gone`), `failed` (`attempts_exhausted`) or
+/// `canceled`; queued jobs untouched for `$3` are reported and
 /// touched; each row also says what it was before (`from_status`), which the `SELECT … FOR
 /// UPDATE` in `found` reads under the row lock. A transaction-level advisory lock taken in the same statement makes it one
 /// sweeper at a time: a concurrent sweep finds the lock taken and changes nothing.
-pub const SWEEP: &str = "
+pub const SWEEP: &str = concat!(
+    "
     WITH sweeper AS (SELECT pg_try_advisory_xact_lock(hashtext('video_jobs_sweep')) AS leader),
     found AS (
-        SELECT id AS found_id, status::text AS found_status FROM video_jobs
+        SELECT id AS found_id, status::text AS found_status,
+               (status = 'running' AND lease_expires_at <= now() - make_interval(secs => $1))
+               AS found_expired
+        FROM video_jobs
         WHERE (SELECT leader FROM sweeper)
           AND ((status = 'running' AND lease_expires_at <= now() - make_interval(secs => $1))
+               OR (status = 'running' AND ",
+    holder_gone!(),
+    ")
                OR ($3::float8 IS NOT NULL AND status = 'queued'
                    AND updated_at <= now() - make_interval(secs => $3)))
         FOR UPDATE
@@ -222,18 +279,25 @@ pub const SWEEP: &str = "
                        ELSE 'queued' END)::video_job_status,
         error_code = CASE WHEN status = 'queued' OR cancel_requested_at IS NOT NULL THEN error_code
                           WHEN attempts >= $2 THEN 'attempts_exhausted'
-                          ELSE 'lease_expired' END,
+                          WHEN found_expired THEN 'lease_expired'
+                          ELSE 'worker_gone' END,
         error_message = CASE WHEN status = 'queued' OR cancel_requested_at IS NOT NULL THEN error_message
-                             WHEN attempts >= $2
+                             WHEN attempts >= $2 AND found_expired
                              THEN format('lease expired after the last of %s attempts', attempts)
-                             ELSE 'the worker stopped heartbeating; requeued by the sweeper' END,
+                             WHEN attempts >= $2
+                             THEN format('the worker''s session ended in the last of %s attempts', attempts)
+                             WHEN found_expired
+                             THEN 'the worker stopped heartbeating; requeued by the sweeper'
+                             ELSE 'the worker''s database session ended; requeued by the sweeper' END,
         finished_at = CASE WHEN status = 'running' AND (cancel_requested_at IS NOT NULL OR attempts >= $2)
                            THEN now() ELSE finished_at END,
         lease_holder = NULL, lease_heartbeat_at = NULL, lease_expires_at = NULL,
+        lease_holder_pid = NULL, lease_holder_backend_start = NULL,
         updated_at = now()
     FROM found
     WHERE id = found_id
-    RETURNING id, status::text AS status, found_status AS from_status";
+    RETURNING id, status::text AS status, found_status AS from_status"
+);
 
 /// `$1` id, `$2` the generation the caller saw.
 ///

@@ -8,9 +8,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use repo_conformance::{Harness, TimeTravel};
+use domain::HolderSession;
+use repo_conformance::{Harness, SessionControl, TimeTravel};
 use repo_pg::PgRepository;
-use sqlx::PgPool;
+use sqlx::{Connection, PgConnection, PgPool};
 
 struct PgTime(PgPool);
 
@@ -38,12 +39,65 @@ impl TimeTravel for PgTime {
     }
 }
 
+/// Real sessions: a connection each, ended by `pg_terminate_backend` — which is also what
+/// ends a cancel subscription's connection, so its listener really reconnects.
+struct PgSessions {
+    url: String,
+    pool: PgPool,
+    open: tokio::sync::Mutex<Vec<PgConnection>>,
+}
+
+#[async_trait::async_trait]
+impl SessionControl for PgSessions {
+    async fn open(&self) -> HolderSession {
+        let mut conn = PgConnection::connect(&self.url).await.unwrap();
+        let (pid, backend_start) = sqlx::query_as::<_, (i32, chrono::DateTime<chrono::Utc>)>(
+            "SELECT pid, backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid()",
+        )
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+        self.open.lock().await.push(conn);
+        HolderSession { pid, backend_start }
+    }
+
+    async fn end(&self, session: HolderSession) {
+        sqlx::query("SELECT pg_terminate_backend($1)")
+            .bind(session.pid)
+            .execute(&self.pool)
+            .await
+            .unwrap();
+        // The backend leaves pg_stat_activity a moment after the signal.
+        for _ in 0..500 {
+            let there: bool = sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM pg_stat_activity
+                                WHERE pid = $1 AND backend_start = $2)",
+            )
+            .bind(session.pid)
+            .bind(session.backend_start)
+            .fetch_one(&self.pool)
+            .await
+            .unwrap();
+            if !there {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("session {session:?} still exists 5 s after pg_terminate_backend");
+    }
+}
+
 async fn harness() -> Harness {
     let db = test_pg::fresh_database().await.unwrap();
     repo_pg::migrate(&db.pool).await.unwrap();
     Harness {
         repo: Arc::new(PgRepository::new(db.pool.clone())),
         time: Arc::new(PgTime(db.pool.clone())),
+        sessions: Arc::new(PgSessions {
+            url: db.url.clone(),
+            pool: db.pool.clone(),
+            open: tokio::sync::Mutex::default(),
+        }),
         guard: Some(Arc::new(db)),
     }
 }

@@ -23,6 +23,7 @@ fn request(id: JobId) -> AcquireRequest {
         holder: InstanceId::new("w1").unwrap(),
         max_attempts: 5,
         ttl: Duration::from_secs(60),
+        session: None,
     }
 }
 

@@ -28,6 +28,7 @@ async fn running_job(repo: &PgRepository) -> Lease {
         holder: InstanceId::new("a").unwrap(),
         ttl: Duration::from_secs(60),
         max_attempts: 5,
+        session: None,
     };
     let AcquireOutcome::Acquired { lease, .. } = repo.acquire(&request).await.unwrap() else {
         panic!("not acquired");

@@ -26,6 +26,7 @@ async fn unreachable_database_is_a_retryable_error() {
         holder: InstanceId::new("w").unwrap(),
         ttl: Duration::from_secs(60),
         max_attempts: 5,
+        session: None,
     };
     let error = repo.acquire(&request).await.unwrap_err();
     assert!(error.is_retryable(), "{error:?}");

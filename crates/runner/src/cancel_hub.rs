@@ -5,24 +5,41 @@
 //! *before* it acquires the job, so a cancel that lands between acquire and the first
 //! heartbeat is not lost; one that lands before the hub is listening is reported by the next
 //! heartbeat.
+//!
+//! The subscription's connection is also this process's liveness handle: the hub keeps its
+//! current session ([`CancelHub::sessions`]), which a runner records on every lease it
+//! takes and re-registers when the connection comes back under a new session.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use domain::{JobId, JobRepository};
+use domain::{CancelEvent, HolderSession, JobId, JobRepository};
+use tokio::sync::watch;
 use tokio_stream::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 type Watchers = HashMap<JobId, Vec<(u64, CancellationToken)>>;
 
-/// Cancel notifications, by job.
-#[derive(Debug, Clone, Default)]
+/// Cancel notifications, by job, and the session of the connection they arrive on.
+#[derive(Debug, Clone)]
 pub struct CancelHub {
     /// Tokens per job. Locked only to add, remove or fire, never across an `.await`.
     watchers: Arc<Mutex<Watchers>>,
     next_key: Arc<AtomicU64>,
+    /// The subscription's current session; `None` before the first one.
+    session: Arc<watch::Sender<Option<HolderSession>>>,
+}
+
+impl Default for CancelHub {
+    fn default() -> Self {
+        Self {
+            watchers: Arc::default(),
+            next_key: Arc::default(),
+            session: Arc::new(watch::Sender::new(None)),
+        }
+    }
 }
 
 /// A registration for one job's cancel; deregisters when dropped.
@@ -88,6 +105,23 @@ impl CancelHub {
         }
     }
 
+    /// The current session of the cancel subscription, and every change of it: what a
+    /// runner records on a lease it takes and re-registers when it changes.
+    pub fn sessions(&self) -> watch::Receiver<Option<HolderSession>> {
+        self.session.subscribe()
+    }
+
+    /// Records the subscription's session (a new subscription, or a reconnect).
+    pub fn set_session(&self, session: Option<HolderSession>) {
+        self.session.send_if_modified(|current| {
+            let changed = *current != session && session.is_some();
+            if changed {
+                *current = session;
+            }
+            changed
+        });
+    }
+
     /// Subscribes to `repo`'s cancel notifications and forwards them until `shutdown`,
     /// resubscribing with backoff when the subscription fails or ends. The first
     /// subscription is made before this returns (if the database answers), so jobs started
@@ -98,12 +132,15 @@ impl CancelHub {
         shutdown: CancellationToken,
     ) -> tokio::task::JoinHandle<()> {
         let first = repo.cancel_notifications().await;
-        if let Err(error) = &first {
-            tracing::warn!(%error, "cancel notifications unavailable; heartbeats will report cancels");
+        match &first {
+            Ok(subscription) => self.set_session(subscription.session),
+            Err(error) => {
+                tracing::warn!(%error, "cancel notifications unavailable; heartbeats will report cancels");
+            }
         }
         let hub = self.clone();
         tokio::spawn(async move {
-            let mut stream = first.ok();
+            let mut stream = first.ok().map(|s| s.events);
             let mut backoff = Duration::from_millis(500);
             loop {
                 if let Some(mut notes) = stream.take() {
@@ -112,7 +149,10 @@ impl CancelHub {
                         tokio::select! {
                             () = shutdown.cancelled() => return,
                             next = notes.next() => match next {
-                                Some(job_id) => hub.notify(job_id),
+                                Some(CancelEvent::Cancel(job_id)) => hub.notify(job_id),
+                                Some(CancelEvent::Session(session)) => {
+                                    hub.set_session(Some(session));
+                                }
                                 None => break,
                             },
                         }
@@ -125,7 +165,10 @@ impl CancelHub {
                 }
                 backoff = (backoff * 2).min(Duration::from_secs(30));
                 match repo.cancel_notifications().await {
-                    Ok(notes) => stream = Some(notes),
+                    Ok(subscription) => {
+                        hub.set_session(subscription.session);
+                        stream = Some(subscription.events);
+                    }
                     Err(error) => {
                         tracing::warn!(%error, "resubscribing to cancel notifications failed")
                     }

@@ -5,12 +5,14 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use domain::{
-    AcquireOutcome, AcquireRequest, ErrorCode, FencedError, FinalOutcome, HeartbeatAck, Job,
-    JobError, JobId, JobRepository, JobStatus, Lease, ProgressOutcome, ProgressReport, RepoError,
+    AcquireOutcome, AcquireRequest, ErrorCode, FencedError, FinalOutcome, HeartbeatAck,
+    HolderSession, Job, JobError, JobId, JobRepository, JobStatus, Lease, ProgressOutcome,
+    ProgressReport, RepoError,
 };
 use pipeline::{
     Pipeline, ProgressEvent, ProgressSink, ProgressTracker, Published, StageContext, StageError,
 };
+use tokio::sync::watch;
 use tokio::task::JoinError;
 use tokio::time::{Duration, Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
@@ -75,6 +77,13 @@ async fn beat_answer(beat: &mut Option<Beat<'_>>) -> (Instant, Result<HeartbeatA
     }
 }
 
+/// What an attempt knows of its liveness handle: the cancel connection's session as it
+/// changes, and the one last recorded on the lease.
+struct Liveness {
+    sessions: watch::Receiver<Option<HolderSession>>,
+    registered: Option<HolderSession>,
+}
+
 /// Time for the closing write, retries included.
 const CLOSING_BUDGET: Duration = Duration::from_secs(5);
 /// The same on shutdown, kept out of the drain so the whole stop fits the grace period.
@@ -128,11 +137,15 @@ impl Runner {
         }
         // Before acquire: a cancel from here on reaches this attempt.
         let watch = self.hub.watch(job_id);
+        // Likewise a new session of the cancel connection: re-registered on the lease.
+        let mut sessions = self.hub.sessions();
+        let session = *sessions.borrow_and_update();
         let request = AcquireRequest {
             job_id,
             holder: self.config.instance_id.clone(),
             ttl: self.config.lease_ttl,
             max_attempts: self.config.max_attempts,
+            session,
         };
         // Before the call: the lease's expiry is at most TTL after this instant.
         let asked_at = Instant::now();
@@ -186,7 +199,13 @@ impl Runner {
         );
         async move {
             tracing::info!("lease acquired");
-            let outcome = self.attempt(&lease, *job, asked_at, &watch, shutdown).await;
+            let liveness = Liveness {
+                sessions,
+                registered: session,
+            };
+            let outcome = self
+                .attempt(&lease, *job, asked_at, &watch, liveness, shutdown)
+                .await;
             tracing::info!(outcome = outcome.label(), "attempt ended");
             outcome
         }
@@ -233,6 +252,7 @@ impl Runner {
         job: Job,
         asked_at: Instant,
         watch: &CancelWatch,
+        mut liveness: Liveness,
         shutdown: &CancellationToken,
     ) -> RunOutcome {
         let cfg = &self.config;
@@ -336,8 +356,17 @@ impl Runner {
                         }
                     }
                 }
+                Ok(()) = liveness.sessions.changed(), if beating => {
+                    // The cancel connection came back under a new session: the lease must
+                    // name it, or this live worker looks dead and may be taken over.
+                    reason = self.register_session(lease, &mut liveness).await;
+                }
                 () = sleep_until(next_beat), if beating && beat.is_none() => {
-                    beat = Some(self.start_beat(lease));
+                    // A re-registration that failed is tried again before the heartbeat.
+                    reason = self.register_session(lease, &mut liveness).await;
+                    if reason.is_none() {
+                        beat = Some(self.start_beat(lease));
+                    }
                 }
                 Some(event) = events.recv() => {
                     record_stage_duration(&event);
@@ -412,6 +441,37 @@ impl Runner {
             grace.saturating_sub(CLOSING_BUDGET_ON_SHUTDOWN)
         } else {
             grace
+        }
+    }
+
+    /// Records the cancel connection's current session on the lease if it is not the one
+    /// registered; `Some(Stop::LeaseLost)` if the lease is gone (another worker took the job
+    /// over, possibly because the old session looked dead). Bounded like a heartbeat call;
+    /// a failure leaves it for the next heartbeat to try again.
+    async fn register_session(&self, lease: &Lease, liveness: &mut Liveness) -> Option<Stop> {
+        let current = *liveness.sessions.borrow_and_update();
+        let session = current.filter(|s| Some(*s) != liveness.registered)?;
+        let bound = self.config.heartbeat_call_timeout();
+        match tokio::time::timeout(bound, self.repo.register_session(lease, session)).await {
+            Ok(Ok(())) => {
+                tracing::info!(
+                    pid = session.pid,
+                    "re-registered the lease under the new session"
+                );
+                liveness.registered = Some(session);
+                None
+            }
+            Ok(Err(FencedError::LeaseLost)) => Some(Stop::LeaseLost),
+            Ok(Err(FencedError::Repo(error))) => {
+                tracing::warn!(%error, "re-registering the session failed; retrying before the next heartbeat");
+                None
+            }
+            Err(_) => {
+                tracing::warn!(
+                    "re-registering the session timed out; retrying before the next heartbeat"
+                );
+                None
+            }
         }
     }
 

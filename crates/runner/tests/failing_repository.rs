@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use domain::{
-    AcquireOutcome, AcquireRequest, CancelOutcome, CancelStream, FencedError, FinalOutcome,
-    HeartbeatAck, IdempotentOutcome, IdempotentRequest, InstanceId, Job, JobError, JobId, JobPage,
-    JobRepository, JobStatus, Lease, LeaseEpoch, ListQuery, NewJob, ProgressOutcome,
-    ProgressReport, RepoError, Stage, SweepPolicy, SweptJob,
+    AcquireOutcome, AcquireRequest, CancelOutcome, CancelSubscription, FencedError, FinalOutcome,
+    HeartbeatAck, HolderSession, IdempotentOutcome, IdempotentRequest, InstanceId, Job, JobError,
+    JobId, JobIdStream, JobPage, JobRepository, JobStatus, Lease, LeaseEpoch, ListQuery, NewJob,
+    ProgressOutcome, ProgressReport, RepoError, Stage, SweepPolicy, SweptJob,
 };
 use pipeline::{Pipeline, Published, StageContext, StageData, StageError};
 use runner::{CancelHub, RunOutcome, Runner, RunnerConfig};
@@ -29,13 +29,14 @@ mockall::mock! {
         async fn list(&self, query: &ListQuery) -> Result<JobPage, RepoError>;
         async fn acquire(&self, request: &AcquireRequest) -> Result<AcquireOutcome, RepoError>;
         async fn heartbeat(&self, lease: &Lease, ttl: Duration) -> Result<HeartbeatAck, FencedError>;
+        async fn register_session(&self, lease: &Lease, session: HolderSession) -> Result<(), FencedError>;
         async fn report_progress(&self, lease: &Lease, report: &ProgressReport) -> Result<ProgressOutcome, FencedError>;
         async fn release(&self, lease: &Lease, error: Option<JobError>) -> Result<JobStatus, FencedError>;
         async fn finalize(&self, lease: &Lease, outcome: &FinalOutcome) -> Result<JobStatus, FencedError>;
         async fn request_cancel(&self, id: JobId) -> Result<CancelOutcome, RepoError>;
-        async fn cancel_notifications(&self) -> Result<CancelStream, RepoError>;
+        async fn cancel_notifications(&self) -> Result<CancelSubscription, RepoError>;
         async fn sweep(&self, policy: &SweepPolicy) -> Result<Vec<SweptJob>, RepoError>;
-        async fn job_updates(&self) -> Result<CancelStream, RepoError>;
+        async fn job_updates(&self) -> Result<JobIdStream, RepoError>;
         async fn fail_unstarted(&self, id: JobId, error: JobError) -> Result<bool, RepoError>;
         async fn create_idempotent(&self, job: NewJob, request: &IdempotentRequest) -> Result<IdempotentOutcome, RepoError>;
         async fn advance_delivery_generation(&self, id: JobId, from: u32) -> Result<Option<u32>, RepoError>;
@@ -319,6 +320,13 @@ impl JobRepository for HangingHeartbeats {
     async fn heartbeat(&self, _: &Lease, _: Duration) -> Result<HeartbeatAck, FencedError> {
         std::future::pending().await
     }
+    async fn register_session(
+        &self,
+        lease: &Lease,
+        session: HolderSession,
+    ) -> Result<(), FencedError> {
+        self.0.register_session(lease, session).await
+    }
     async fn report_progress(
         &self,
         lease: &Lease,
@@ -343,13 +351,13 @@ impl JobRepository for HangingHeartbeats {
     async fn request_cancel(&self, id: JobId) -> Result<CancelOutcome, RepoError> {
         self.0.request_cancel(id).await
     }
-    async fn cancel_notifications(&self) -> Result<CancelStream, RepoError> {
+    async fn cancel_notifications(&self) -> Result<CancelSubscription, RepoError> {
         self.0.cancel_notifications().await
     }
     async fn sweep(&self, policy: &SweepPolicy) -> Result<Vec<SweptJob>, RepoError> {
         self.0.sweep(policy).await
     }
-    async fn job_updates(&self) -> Result<CancelStream, RepoError> {
+    async fn job_updates(&self) -> Result<JobIdStream, RepoError> {
         self.0.job_updates().await
     }
     async fn fail_unstarted(&self, id: JobId, error: JobError) -> Result<bool, RepoError> {

@@ -9,10 +9,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use domain::{
-    AcquireOutcome, AcquireRequest, CancelOutcome, CancelStream, Clock, ErrorCode, FencedError,
-    FinalOutcome, HeartbeatAck, IdempotentOutcome, IdempotentRequest, InstanceId, Job, JobError,
-    JobId, JobPage, JobRepository, JobStatus, Lease, ListQuery, ManualClock, NewJob,
-    ProgressOutcome, ProgressReport, RepoError, Stage, SweepPolicy, SweptJob, Timestamp,
+    AcquireOutcome, AcquireRequest, CancelOutcome, CancelSubscription, Clock, ErrorCode,
+    FencedError, FinalOutcome, HeartbeatAck, HolderSession, IdempotentOutcome, IdempotentRequest,
+    InstanceId, Job, JobError, JobId, JobIdStream, JobPage, JobRepository, JobStatus, Lease,
+    ListQuery, ManualClock, NewJob, ProgressOutcome, ProgressReport, RepoError, Stage, SweepPolicy,
+    SweptJob, Timestamp,
 };
 use pipeline::Pipeline;
 use pipeline::testing::{Publish, Segments};
@@ -100,6 +101,13 @@ impl JobRepository for Faulty {
         }
         self.inner.heartbeat(lease, ttl).await
     }
+    async fn register_session(
+        &self,
+        lease: &Lease,
+        session: HolderSession,
+    ) -> Result<(), FencedError> {
+        self.inner.register_session(lease, session).await
+    }
     async fn report_progress(
         &self,
         lease: &Lease,
@@ -127,13 +135,13 @@ impl JobRepository for Faulty {
     async fn request_cancel(&self, id: JobId) -> Result<CancelOutcome, RepoError> {
         self.inner.request_cancel(id).await
     }
-    async fn cancel_notifications(&self) -> Result<CancelStream, RepoError> {
+    async fn cancel_notifications(&self) -> Result<CancelSubscription, RepoError> {
         self.inner.cancel_notifications().await
     }
     async fn sweep(&self, policy: &SweepPolicy) -> Result<Vec<SweptJob>, RepoError> {
         self.inner.sweep(policy).await
     }
-    async fn job_updates(&self) -> Result<CancelStream, RepoError> {
+    async fn job_updates(&self) -> Result<JobIdStream, RepoError> {
         self.inner.job_updates().await
     }
     async fn fail_unstarted(&self, id: JobId, error: JobError) -> Result<bool, RepoError> {
@@ -345,6 +353,7 @@ async fn paused_past_the_ttl(take_over: bool) -> (RunOutcome, Job) {
             holder: InstanceId::new("b").unwrap(),
             ttl: TTL,
             max_attempts: 5,
+            session: None,
         };
         let got = w.repo.acquire(&request).await.unwrap();
         assert!(matches!(got, AcquireOutcome::Acquired { .. }), "{got:?}");

@@ -256,6 +256,7 @@ async fn acquire_new(w: &World, id: JobId) -> AcquireNew {
         holder: InstanceId::new("new").unwrap(),
         ttl: TTL,
         max_attempts: 5,
+        session: None,
     };
     match w.repo.acquire(&request).await.unwrap() {
         domain::AcquireOutcome::Acquired { lease, .. } => AcquireNew {
@@ -523,4 +524,112 @@ async fn a_failed_attempt_leaves_its_last_progress_on_the_job() {
     // held back when the stage failed; it is written before the release.
     let progress = w.row(id).await.progress.unwrap();
     assert_eq!(progress.stage, Stage::Render, "{progress:?}");
+}
+
+/// A runner holding `id` in a publish stage that waits for `go`; returns once it holds it.
+async fn holding(w: &World, id: JobId) -> (tokio::task::JoinHandle<RunOutcome>, Arc<Notify>) {
+    let started = Arc::new(Notify::new());
+    let go = Arc::new(Notify::new());
+    let publish = Publish {
+        started: Some(started.clone()),
+        go: Some(go.clone()),
+    };
+    let old = w.runner("old", stages(vec![Arc::new(publish)]));
+    let handle = w.spawn(&old, id);
+    started.notified().await;
+    (handle, go)
+}
+
+/// The session the runner's cancel subscription holds, as recorded on the job's lease.
+async fn recorded_session(w: &World, id: JobId) -> domain::HolderSession {
+    let listening = w.repo.listener_sessions();
+    assert_eq!(listening.len(), 1, "one cancel subscription");
+    let recorded = w.row(id).await.lease.unwrap().session;
+    assert_eq!(
+        recorded,
+        Some(listening[0]),
+        "the lease names the listener's session"
+    );
+    listening[0]
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_live_runner_whose_session_dropped_is_taken_over_and_answers_superseded() {
+    // The repository clock stands still: the lease never expires.
+    let clock = Arc::new(ManualClock::default());
+    let w = World::new(clock).await;
+    let id = w.job().await;
+    let (handle, _go) = holding(&w, id).await;
+    let session = recorded_session(&w, id).await;
+    // The cancel connection drops and stays down; the process lives on.
+    w.repo.end_session(session);
+    let AcquireNew { epoch } = acquire_new(&w, id).await;
+    assert_eq!(epoch, 2, "taken over before the lease expired");
+    let after_takeover = w.row(id).await;
+    // The old runner learns at its next heartbeat, and writes nothing.
+    let outcome = handle.await.unwrap();
+    assert_eq!(outcome, RunOutcome::Superseded);
+    assert_eq!(w.row(id).await, after_takeover);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_runner_whose_session_dropped_and_whose_job_the_sweeper_requeued_asks_for_a_retry() {
+    let clock = Arc::new(ManualClock::default());
+    let w = World::new(clock).await;
+    let id = w.job().await;
+    let (handle, _go) = holding(&w, id).await;
+    let session = recorded_session(&w, id).await;
+    w.repo.end_session(session);
+    let policy = domain::SweepPolicy {
+        expired_for: Duration::from_secs(300),
+        max_attempts: 5,
+        queued_for: None,
+    };
+    let swept = w.repo.sweep(&policy).await.unwrap();
+    assert_eq!(swept.len(), 1, "requeued at once, not 300 s after expiry");
+    assert_eq!(w.row(id).await.status, JobStatus::Queued);
+    // Nobody holds the job and this delivery may be its only task: not a 2xx.
+    let outcome = handle.await.unwrap();
+    assert!(matches!(outcome, RunOutcome::Retry { .. }), "{outcome:?}");
+    assert_eq!(w.row(id).await.status, JobStatus::Queued);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_runner_re_registers_its_new_session_after_the_listener_reconnects() {
+    let clock = Arc::new(ManualClock::default());
+    let w = World::new(clock).await;
+    let id = w.job().await;
+    let (handle, go) = holding(&w, id).await;
+    let first = recorded_session(&w, id).await;
+    let reconnected = w.repo.reconnect_listeners();
+    assert_eq!(reconnected.len(), 1);
+    let second = reconnected[0];
+    assert!(!w.repo.session_alive(&first));
+    // Re-registered as soon as the hub hears of it, well before the next heartbeat.
+    let before = tokio::time::Instant::now();
+    while w.row(id).await.lease.unwrap().session != Some(second) {
+        assert!(
+            before.elapsed() < BEAT,
+            "not re-registered before the next heartbeat"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let request = domain::AcquireRequest {
+        job_id: id,
+        holder: InstanceId::new("new").unwrap(),
+        ttl: TTL,
+        max_attempts: 5,
+        session: None,
+    };
+    let outcome = w.repo.acquire(&request).await.unwrap();
+    assert!(
+        matches!(outcome, domain::AcquireOutcome::Busy { .. }),
+        "the re-registered holder is alive: {outcome:?}"
+    );
+    go.notify_one();
+    let outcome = handle.await.unwrap();
+    assert!(
+        matches!(outcome, RunOutcome::Succeeded { .. }),
+        "{outcome:?}"
+    );
 }

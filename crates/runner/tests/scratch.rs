@@ -95,6 +95,7 @@ impl World {
             holder: InstanceId::new("other").unwrap(),
             ttl: TTL,
             max_attempts: 5,
+            session: None,
         };
         let outcome = self.repo.acquire(&request).await.unwrap();
         assert!(

@@ -1,6 +1,7 @@
 //! The sweeper: the backstop that keeps every non-terminal job owned by a live holder or a
 //! pending task. One pass ([`sweep_once`]) moves running jobs whose lease expired long ago
-//! (the queue's retries gave up on them) back to `queued`, or to `failed` past the attempt
+//! (the queue's retries gave up on them), or whose holder's database session is gone (its
+//! process died: no need to wait for the lease), back to `queued`, or to `failed` past the attempt
 //! limit, or `canceled`; then, for each job it requeued and each queued job untouched for
 //! `queued_for`, it asks the queue whether the task of the job's delivery generation still
 //! exists. Pending → the job is left alone (a backlog must not gain duplicates); gone → the

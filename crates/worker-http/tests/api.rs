@@ -680,6 +680,7 @@ async fn a_create_retried_with_its_idempotency_key_answers_the_same_job_and_stor
             holder: domain::InstanceId::new("w-test").unwrap(),
             ttl: Duration::from_secs(60),
             max_attempts: 5,
+            session: None,
         })
         .await
         .unwrap();

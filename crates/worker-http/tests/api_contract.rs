@@ -812,6 +812,7 @@ async fn the_event_stream_ends_with_the_terminal_state_and_never_repeats_an_even
             holder: InstanceId::new("contract-worker").unwrap(),
             ttl: Duration::from_secs(60),
             max_attempts: 5,
+            session: None,
         })
         .await
         .unwrap()

@@ -156,6 +156,7 @@ async fn live_lease_held_elsewhere_is_409_with_retry_after() {
         holder: InstanceId::new("other-worker").unwrap(),
         ttl: Duration::from_secs(40),
         max_attempts: 5,
+        session: None,
     };
     assert!(matches!(
         repo.acquire(&other).await.unwrap(),
@@ -290,6 +291,7 @@ async fn lease_lost_mid_run_is_200_superseded_and_the_old_worker_writes_nothing(
         holder: InstanceId::new("new-worker").unwrap(),
         ttl: Duration::from_secs(60),
         max_attempts: 5,
+        session: None,
     };
     assert!(matches!(
         repo.acquire(&takeover).await.unwrap(),

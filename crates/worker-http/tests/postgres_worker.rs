@@ -125,7 +125,7 @@ async fn cancel_reaches_a_running_job_within_one_heartbeat_without_listen() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_sigkilled_worker_is_taken_over_after_the_ttl_and_the_job_finishes_at_epoch_2() {
+async fn a_sigkilled_worker_is_taken_over_at_once_by_its_gone_session_and_finishes_at_epoch_2() {
     let (db, repo) = pg_database().await;
     let id = new_job(
         repo.as_ref(),
@@ -134,14 +134,18 @@ async fn a_sigkilled_worker_is_taken_over_after_the_ttl_and_the_job_finishes_at_
     .await;
     let mut first = ServeProcess::start(&db.url, "first", free_port(), &[]).await;
     let doomed = tokio::spawn(first.push(id).send());
-    loop {
+    let session = loop {
         let job = repo.get(id).await.unwrap().unwrap();
         if job.progress.as_ref().is_some_and(|p| p.percent.get() > 0) {
             assert_eq!((job.status, job.lease_epoch.get()), (JobStatus::Running, 1));
-            break;
+            break job
+                .lease
+                .unwrap()
+                .session
+                .expect("the lease names the LISTEN session");
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    };
     first.child.kill().unwrap(); // SIGKILL: no release, no finalize
     first.child.wait().unwrap();
     let killed_at = Instant::now();
@@ -149,6 +153,26 @@ async fn a_sigkilled_worker_is_taken_over_after_the_ttl_and_the_job_finishes_at_
         doomed.await.unwrap().is_err(),
         "the killed worker never answered"
     );
+
+    // The server ends the killed worker's backend (the kernel closed its socket).
+    loop {
+        let there: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = $1 AND backend_start = $2)",
+        )
+        .bind(session.pid)
+        .bind(session.backend_start)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+        if !there {
+            break;
+        }
+        assert!(
+            killed_at.elapsed() < Duration::from_secs(10),
+            "the session outlived its process"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 
     let second = ServeProcess::start(&db.url, "second", free_port(), &[]).await;
     let mut busy = 0;
@@ -171,9 +195,9 @@ async fn a_sigkilled_worker_is_taken_over_after_the_ttl_and_the_job_finishes_at_
         (200, Some("succeeded")),
         "{body}"
     );
-    assert!(
-        busy >= 1,
-        "the dead worker's lease was honoured until it expired"
+    assert_eq!(
+        busy, 0,
+        "the dead worker's lease (3 s TTL) was not waited for: its session was gone"
     );
     let job = repo.get(id).await.unwrap().unwrap();
     assert_eq!(

@@ -156,6 +156,7 @@ async fn push_paused_past_the_ttl(take_over: bool) -> (u16, serde_json::Value, S
                     holder: InstanceId::new("b").unwrap(),
                     ttl: Duration::from_secs(60),
                     max_attempts: 5,
+                    session: None,
                 };
                 let got = PgRepository::new(pool).acquire(&request).await.unwrap();
                 assert!(matches!(got, AcquireOutcome::Acquired { .. }), "{got:?}");

@@ -1,7 +1,8 @@
 //! `POST /sweep` on a real Postgres, through the real router, with the loopback queue: the
 //! backstop that runs when Cloud Scheduler calls it, not on a timer — so it works with the
-//! service scaled to zero. A lost delivery is delivered, a SIGKILLed holder's job requeued,
-//! a backlog never gains a second task per job, and nobody but an allowed caller sweeps.
+//! service scaled to zero. A lost delivery is delivered, a SIGKILLed holder's job requeued
+//! (at once: its session is gone), a backlog never gains a second task per job, and nobody
+//! but an allowed caller sweeps.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed assertion
 
 mod common;
@@ -219,6 +220,90 @@ async fn a_sigkilled_holders_job_is_requeued_and_redelivered_by_one_post_sweep()
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigkilled_holders_job_is_requeued_by_one_post_sweep_long_before_its_lease_expires() {
+    let (db, repo) = pg_database().await;
+    let id = new_job(
+        repo.as_ref(),
+        json!({"noop": {"segments": 30, "segment_ms": 100}}),
+    )
+    .await;
+    // The default TTL: without the session rule, the sweep would wait a minute and more.
+    let mut first = serve(
+        &db.url,
+        "first",
+        free_port(),
+        &[("VIDEO_JOB_LEASE_TTL_SECONDS", "60")],
+    )
+    .await;
+    let doomed = tokio::spawn(
+        reqwest::Client::new()
+            .post(format!("{}/jobs/run", first.base))
+            .bearer_auth(TOKEN)
+            .body(json!({ "job_id": id }).to_string())
+            .send(),
+    );
+    let session = loop {
+        let job = repo.get(id).await.unwrap().unwrap();
+        if job.progress.as_ref().is_some_and(|p| p.percent.get() > 0) {
+            break job
+                .lease
+                .unwrap()
+                .session
+                .expect("the lease names a session");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    first.child.kill().unwrap();
+    first.child.wait().unwrap();
+    assert!(doomed.await.unwrap().is_err());
+    // No push retry comes; the lease has ~60 s left, but its holder's session is gone.
+    loop {
+        let there: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = $1 AND backend_start = $2)",
+        )
+        .bind(session.pid)
+        .bind(session.backend_start)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+        if !there {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let expires_at = repo
+        .get(id)
+        .await
+        .unwrap()
+        .unwrap()
+        .lease
+        .unwrap()
+        .expires_at;
+
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let second = serve(
+        &db.url,
+        "second",
+        port,
+        &[("VIDEO_QUEUE", "loopback"), ("VIDEO_WORKER_URL", &url)],
+    )
+    .await;
+    let (code, body, _) = sweep(&second.base, Some(TOKEN)).await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(counts(&body), [1, 0, 0, 1, 0, 0], "{body}");
+    let job = wait_for(repo.as_ref(), id, JobStatus::Succeeded).await;
+    assert_eq!(
+        (job.attempts, job.lease_epoch.get(), job.delivery_generation),
+        (2, 2, 1)
+    );
+    assert!(
+        job.finished_at.unwrap() < expires_at,
+        "requeued and finished before the dead holder's lease would have expired"
+    );
+}
+
 /// Answers every push with 409 and `Retry-After: 1`, as a worker whose instances are all
 /// busy: the queue's tasks stay pending, a backlog.
 async fn busy_worker() -> String {
@@ -297,6 +382,7 @@ async fn sweep_without_valid_credentials_is_refused_and_changes_nothing() {
         holder: domain::InstanceId::new("dead").unwrap(),
         ttl: Duration::from_secs(3),
         max_attempts: 5,
+        session: None,
     };
     repo.acquire(&request).await.unwrap();
     let lost = new_job(repo.as_ref(), json!({})).await;
@@ -335,6 +421,7 @@ async fn sweep_without_a_queue_still_requeues_and_defers_the_delivery() {
         holder: domain::InstanceId::new("dead").unwrap(),
         ttl: Duration::from_secs(3),
         max_attempts: 5,
+        session: None,
     };
     repo.acquire(&request).await.unwrap();
     age_leases(&db).await;

@@ -11,10 +11,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use domain::{
-    AcquireOutcome, AcquireRequest, CancelOutcome, CancelStream, FencedError, FinalOutcome,
-    HeartbeatAck, IdempotentOutcome, IdempotentRequest, InstanceId, Job, JobError, JobId, JobPage,
-    JobRepository, JobStatus, Lease, ListQuery, NewJob, ProgressOutcome, ProgressReport, RepoError,
-    SweepPolicy, SweptJob,
+    AcquireOutcome, AcquireRequest, CancelOutcome, CancelSubscription, FencedError, FinalOutcome,
+    HeartbeatAck, HolderSession, IdempotentOutcome, IdempotentRequest, InstanceId, Job, JobError,
+    JobId, JobIdStream, JobPage, JobRepository, JobStatus, Lease, ListQuery, NewJob,
+    ProgressOutcome, ProgressReport, RepoError, SweepPolicy, SweptJob,
 };
 use pipeline::Pipeline;
 use runner::RunnerConfig;
@@ -306,6 +306,14 @@ impl JobRepository for Counting {
         self.tick();
         self.inner.heartbeat(lease, ttl).await
     }
+    async fn register_session(
+        &self,
+        lease: &Lease,
+        session: HolderSession,
+    ) -> Result<(), FencedError> {
+        self.tick();
+        self.inner.register_session(lease, session).await
+    }
     async fn report_progress(
         &self,
         lease: &Lease,
@@ -334,7 +342,7 @@ impl JobRepository for Counting {
         self.tick();
         self.inner.request_cancel(id).await
     }
-    async fn cancel_notifications(&self) -> Result<CancelStream, RepoError> {
+    async fn cancel_notifications(&self) -> Result<CancelSubscription, RepoError> {
         // The subscription made at start is not a request's doing; not counted.
         self.inner.cancel_notifications().await
     }
@@ -350,7 +358,7 @@ impl JobRepository for Counting {
         self.tick();
         self.inner.advance_delivery_generation(id, from).await
     }
-    async fn job_updates(&self) -> Result<CancelStream, RepoError> {
+    async fn job_updates(&self) -> Result<JobIdStream, RepoError> {
         self.inner.job_updates().await
     }
     async fn fail_unstarted(&self, id: JobId, error: JobError) -> Result<bool, RepoError> {

@@ -1,0 +1,208 @@
+//! The liveness rule where the project runs: workers that connect as a role without
+//! superuser or `pg_read_all_stats` see other roles' sessions in `pg_stat_activity` with
+//! `backend_start` NULL. Such a session must count as alive (the TTL then applies), never
+//! as gone; a session of the worker's own role is seen in full, so the rule works there.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed assertion
+
+use std::time::Duration;
+
+use domain::{
+    AcquireOutcome, AcquireRequest, HolderSession, InstanceId, JobId, JobRepository, NewJob,
+};
+use repo_pg::PgRepository;
+use sqlx::postgres::PgPoolOptions;
+use sqlx::{Connection, PgConnection, PgPool};
+
+async fn session_of(conn: &mut PgConnection) -> HolderSession {
+    let (pid, backend_start) = sqlx::query_as::<_, (i32, chrono::DateTime<chrono::Utc>)>(
+        "SELECT pid, backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid()",
+    )
+    .fetch_one(conn)
+    .await
+    .unwrap();
+    HolderSession { pid, backend_start }
+}
+
+async fn end(pool: &PgPool, session: HolderSession) {
+    sqlx::query("SELECT pg_terminate_backend($1)")
+        .bind(session.pid)
+        .execute(pool)
+        .await
+        .unwrap();
+    for _ in 0..500 {
+        let there: bool =
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = $1)")
+                .bind(session.pid)
+                .fetch_one(pool)
+                .await
+                .unwrap();
+        if !there {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("{session:?} outlived pg_terminate_backend");
+}
+
+fn request(job_id: JobId, holder: &str, session: Option<HolderSession>) -> AcquireRequest {
+    AcquireRequest {
+        job_id,
+        holder: InstanceId::new(holder).unwrap(),
+        ttl: Duration::from_secs(60),
+        max_attempts: 5,
+        session,
+    }
+}
+
+async fn new_job(repo: &PgRepository) -> JobId {
+    let id = JobId::new();
+    repo.create(NewJob {
+        id,
+        input: serde_json::json!({}),
+    })
+    .await
+    .unwrap();
+    id
+}
+
+/// `url` with its user replaced by `role`.
+fn as_role(url: &str, role: &str) -> String {
+    let rest = url.split_once('@').map_or(url, |(_, rest)| rest);
+    format!("postgres://{role}@{rest}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_hidden_from_the_workers_role_counts_as_alive() {
+    let db = test_pg::fresh_database().await.unwrap();
+    repo_pg::migrate(&db.pool).await.unwrap();
+    let role = format!(
+        "vw_worker_{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    );
+    for statement in [
+        format!("CREATE ROLE {role} LOGIN NOSUPERUSER"),
+        format!("GRANT SELECT, INSERT, UPDATE, DELETE ON video_jobs TO {role}"),
+    ] {
+        sqlx::query(&statement).execute(&db.pool).await.unwrap();
+    }
+    let role_pool = PgPoolOptions::new()
+        .max_connections(4)
+        .connect(&as_role(&db.url, &role))
+        .await
+        .unwrap();
+    let admin = PgRepository::new(db.pool.clone());
+    let worker = PgRepository::new(role_pool.clone());
+
+    // A holder connected as another role (the superuser here).
+    let mut other_conn = PgConnection::connect(&db.url).await.unwrap();
+    let other = session_of(&mut other_conn).await;
+    let hidden: Option<chrono::DateTime<chrono::Utc>> =
+        sqlx::query_scalar("SELECT backend_start FROM pg_stat_activity WHERE pid = $1")
+            .bind(other.pid)
+            .fetch_one(&role_pool)
+            .await
+            .unwrap();
+    assert_eq!(hidden, None, "the worker's role cannot see the start of it");
+
+    let id = new_job(&admin).await;
+    let held = admin.acquire(&request(id, "a", Some(other))).await.unwrap();
+    assert!(matches!(held, AcquireOutcome::Acquired { .. }), "{held:?}");
+    let outcome = worker.acquire(&request(id, "b", None)).await.unwrap();
+    assert!(
+        matches!(outcome, AcquireOutcome::Busy { .. }),
+        "a session whose start is hidden is alive, not gone: {outcome:?}"
+    );
+    // Even a pid that looks reused cannot be told from a live one: alive, the TTL applies.
+    let reused = HolderSession {
+        pid: other.pid,
+        backend_start: other.backend_start - chrono::TimeDelta::hours(1),
+    };
+    let id2 = new_job(&admin).await;
+    admin
+        .acquire(&request(id2, "a", Some(reused)))
+        .await
+        .unwrap();
+    let outcome = worker.acquire(&request(id2, "b", None)).await.unwrap();
+    assert!(
+        matches!(outcome, AcquireOutcome::Busy { .. }),
+        "{outcome:?}"
+    );
+    let swept = worker
+        .sweep(&domain::SweepPolicy {
+            expired_for: Duration::from_secs(300),
+            max_attempts: 5,
+            queued_for: None,
+        })
+        .await
+        .unwrap();
+    assert!(
+        swept.is_empty(),
+        "nor does the sweeper move them: {swept:?}"
+    );
+
+    // Once the pid is gone altogether, the hidden session is gone too.
+    end(&db.pool, other).await;
+    let outcome = worker.acquire(&request(id, "b", None)).await.unwrap();
+    assert!(
+        matches!(outcome, AcquireOutcome::Acquired { .. }),
+        "{outcome:?}"
+    );
+
+    // A session of the worker's own role is seen in full: the rule works between workers
+    // that share a role.
+    let mut own_conn = PgConnection::connect(&as_role(&db.url, &role))
+        .await
+        .unwrap();
+    let own = session_of(&mut own_conn).await;
+    let id3 = new_job(&admin).await;
+    worker.acquire(&request(id3, "c", Some(own))).await.unwrap();
+    let outcome = worker.acquire(&request(id3, "d", None)).await.unwrap();
+    assert!(
+        matches!(outcome, AcquireOutcome::Busy { .. }),
+        "{outcome:?}"
+    );
+    end(&db.pool, own).await;
+    let outcome = worker.acquire(&request(id3, "d", None)).await.unwrap();
+    assert!(
+        matches!(outcome, AcquireOutcome::Acquired { .. }),
+        "a gone session of the same role is taken over before expiry: {outcome:?}"
+    );
+
+    // With pg_read_all_stats, a role sees other roles' sessions in full.
+    sqlx::query(&format!("GRANT pg_read_all_stats TO {role}"))
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let mut seen_conn = PgConnection::connect(&as_role(&db.url, &role))
+        .await
+        .unwrap();
+    let mut other_conn2 = PgConnection::connect(&db.url).await.unwrap();
+    let other2 = session_of(&mut other_conn2).await;
+    let seen: Option<chrono::DateTime<chrono::Utc>> =
+        sqlx::query_scalar("SELECT backend_start FROM pg_stat_activity WHERE pid = $1")
+            .bind(other2.pid)
+            .fetch_one(&mut seen_conn)
+            .await
+            .unwrap();
+    assert_eq!(seen, Some(other2.backend_start));
+
+    drop((own_conn, other_conn, other_conn2));
+    seen_conn.close().await.unwrap();
+    role_pool.close().await;
+    sqlx::query(&format!("DROP OWNED BY {role}"))
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    // The role is the cluster's: dropped from another database than the one it has rights in.
+    let current: String = sqlx::query_scalar("SELECT current_database()")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    let mut maintenance = PgConnection::connect(&db.url.replace(&current, "postgres"))
+        .await
+        .unwrap();
+    sqlx::query(&format!("DROP ROLE {role}"))
+        .execute(&mut maintenance)
+        .await
+        .unwrap();
+}

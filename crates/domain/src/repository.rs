@@ -188,6 +188,10 @@ pub struct SweepPolicy {
     /// A queued job untouched this long is reported for re-enqueueing (its task may have
     /// been lost); reporting it touches it, so it comes back once per period. `None`: never.
     pub queued_for: Option<Duration>,
+    /// At most this many queued jobs are reported per sweep, the longest untouched first,
+    /// so a pass over a deep backlog stays short (each report costs the caller a question
+    /// to the queue); the rest come in later passes. Stuck running jobs are never limited.
+    pub queued_limit: u32,
 }
 
 /// A job the sweeper moved, and where to.

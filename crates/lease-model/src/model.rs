@@ -1025,6 +1025,7 @@ impl Model for LeaseModel {
                     expired_for: Duration::from_secs(EXPIRED_FOR.unsigned_abs().into()),
                     max_attempts: u32::from(self.config.max_attempts),
                     queued_for: None,
+                    queued_limit: u32::MAX,
                 };
                 let gone = self.holder_gone(&s);
                 let decision = s.row.to_job().sweep(&policy, t0(), gone);

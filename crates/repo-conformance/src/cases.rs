@@ -454,6 +454,7 @@ pub async fn terminal_state_is_absorbing(h: &Harness) {
             expired_for: secs(1),
             max_attempts: MAX_ATTEMPTS,
             queued_for: None,
+            queued_limit: u32::MAX,
         };
         assert!(
             h.repo
@@ -536,6 +537,7 @@ pub async fn sweep_requeues_fails_or_cancels_stuck_jobs_only(h: &Harness) {
         expired_for: secs(300),
         max_attempts: 2,
         queued_for: None,
+        queued_limit: u32::MAX,
     };
     let exhausted = h.new_job().await;
     h.acquire(exhausted, "dead-1").await;
@@ -867,6 +869,7 @@ pub async fn sweep_reports_a_long_queued_job_once_per_period(h: &Harness) {
         expired_for: secs(300),
         max_attempts: MAX_ATTEMPTS,
         queued_for: Some(secs(600)),
+        queued_limit: u32::MAX,
     };
     let stale = h.new_job().await;
     h.advance(secs(601)).await;
@@ -900,11 +903,50 @@ pub async fn sweep_reports_a_long_queued_job_once_per_period(h: &Harness) {
     assert_eq!(again, both);
 }
 
+pub async fn sweep_reports_at_most_the_limit_of_queued_jobs_longest_untouched_first(h: &Harness) {
+    let policy = SweepPolicy {
+        expired_for: secs(300),
+        max_attempts: MAX_ATTEMPTS,
+        queued_for: Some(secs(600)),
+        queued_limit: 2,
+    };
+    let mut backlog = Vec::new();
+    for _ in 0..5 {
+        backlog.push(h.new_job().await);
+        h.advance(secs(1)).await;
+    }
+    // A dead holder's job is never held back by the limit.
+    let stuck = h.new_job().await;
+    h.acquire(stuck, "w1").await;
+    h.advance(secs(601)).await;
+
+    let ids = |swept: Vec<domain::SweptJob>| -> Vec<domain::JobId> {
+        swept.into_iter().map(|s| s.id).collect::<Vec<_>>()
+    };
+    let first = ids(h.repo.sweep(&policy).await.unwrap());
+    assert_eq!(first.len(), 3, "{first:?}");
+    assert!(first.contains(&stuck), "the stuck job is always taken");
+    assert!(
+        first.contains(&backlog[0]) && first.contains(&backlog[1]),
+        "oldest first"
+    );
+    assert_eq!(h.job(stuck).await.status, JobStatus::Queued);
+
+    // Reported jobs were touched: the next pass takes the next two of the backlog.
+    let second = ids(h.repo.sweep(&policy).await.unwrap());
+    assert_eq!(second.len(), 2, "{second:?}");
+    assert!(second.contains(&backlog[2]) && second.contains(&backlog[3]));
+    let third = ids(h.repo.sweep(&policy).await.unwrap());
+    assert_eq!(third, vec![backlog[4]]);
+    assert!(h.repo.sweep(&policy).await.unwrap().is_empty());
+}
+
 pub async fn concurrent_sweeps_move_each_job_once(h: &Harness) {
     let policy = SweepPolicy {
         expired_for: secs(10),
         max_attempts: MAX_ATTEMPTS,
         queued_for: None,
+        queued_limit: u32::MAX,
     };
     let mut ids = Vec::new();
     for _ in 0..5 {

@@ -184,6 +184,7 @@ macro_rules! conformance_suite {
             fail_unstarted_only_fails_a_job_no_worker_took,
             delivery_generation_advances_once_per_generation_and_only_while_queued,
             sweep_reports_a_long_queued_job_once_per_period,
+            sweep_reports_at_most_the_limit_of_queued_jobs_longest_untouched_first,
             concurrent_sweeps_move_each_job_once,
             an_equal_percent_at_an_earlier_stage_is_refused
         );

@@ -22,6 +22,7 @@ fn patient_sweep() -> SweepPolicy {
         expired_for: secs(300),
         max_attempts: MAX_ATTEMPTS,
         queued_for: None,
+        queued_limit: u32::MAX,
     }
 }
 

@@ -271,6 +271,7 @@ async fn run_scenario(h: &Harness, ops: &[Op]) -> Result<(), TestCaseError> {
                     expired_for: Duration::from_secs(SWEEP_AFTER_S.unsigned_abs()),
                     max_attempts: MAX_ATTEMPTS,
                     queued_for: None,
+                    queued_limit: u32::MAX,
                 };
                 let got = h.repo.sweep(&policy).await.unwrap();
                 let got: Vec<_> = got

@@ -438,22 +438,43 @@ impl JobRepository for MemRepository {
 
     async fn sweep(&self, policy: &SweepPolicy) -> Result<Vec<SweptJob>, RepoError> {
         let now = self.clock.now();
-        let mut swept = Vec::new();
-        for job in self.jobs().values_mut() {
+        let mut jobs = self.jobs();
+        // Decide for every job first: queued reports are limited to the longest untouched.
+        let mut decided: Vec<(JobId, Job, JobStatus)> = Vec::new();
+        for job in jobs.values() {
             let gone = self.holder_gone(job);
-            let Decision { next, answer } = job.sweep(policy, now, gone);
-            if let (Some(next), Some(status)) = (next, answer) {
-                if job.visibly_differs(&next) {
-                    let _ = self.updates.send(job.id);
-                }
-                let from = job.status;
-                *job = next;
-                swept.push(SweptJob {
-                    id: job.id,
-                    status,
-                    from,
-                });
+            if let Decision {
+                next: Some(next),
+                answer: Some(status),
+            } = job.sweep(policy, now, gone)
+            {
+                decided.push((job.id, next, status));
             }
+        }
+        let limit = usize::try_from(policy.queued_limit).unwrap_or(usize::MAX);
+        let mut waiting: Vec<(domain::Timestamp, JobId)> = decided
+            .iter()
+            .filter_map(|(id, _, _)| {
+                let job = jobs.get(id)?;
+                (job.status == JobStatus::Queued).then_some((job.updated_at, *id))
+            })
+            .collect();
+        waiting.sort();
+        let skipped: HashSet<JobId> = waiting.into_iter().skip(limit).map(|(_, id)| id).collect();
+        let mut swept = Vec::new();
+        for (id, next, status) in decided {
+            if skipped.contains(&id) {
+                continue;
+            }
+            let Some(job) = jobs.get_mut(&id) else {
+                continue;
+            };
+            if job.visibly_differs(&next) {
+                let _ = self.updates.send(job.id);
+            }
+            let from = job.status;
+            *job = next;
+            swept.push(SweptJob { id, status, from });
         }
         Ok(swept)
     }

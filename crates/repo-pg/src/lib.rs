@@ -665,7 +665,8 @@ impl JobRepository for PgRepository {
                 sqlx::query(sql::SWEEP)
                     .bind(secs_f64(policy.expired_for))
                     .bind(i32_of(policy.max_attempts, "max_attempts")?)
-                    .bind(policy.queued_for.map(secs_f64)),
+                    .bind(policy.queued_for.map(secs_f64))
+                    .bind(i64::from(policy.queued_limit)),
             )
             .await
             .map_err(storage)?;

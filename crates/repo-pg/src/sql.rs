@@ -247,31 +247,40 @@ pub const REQUEST_CANCEL: &str = "
     FROM cur c";
 
 /// `$1` seconds past expiry, `$2` max attempts, `$3` seconds a queued job may sit untouched
-/// (NULL: never report queued jobs).
+/// (NULL: never report queued jobs), `$4` at most this many queued jobs, longest untouched
+/// first.
 ///
 /// Running jobs whose lease expired long ago, or whose holder is gone ([`holder_gone!`]),
 /// move to `queued` (`lease_expired` or `worker_gone`), `failed` (`attempts_exhausted`) or
 /// `canceled`; queued jobs untouched for `$3` are reported and
 /// touched; each row also says what it was before (`from_status`), which the `SELECT … FOR
-/// UPDATE` in `found` reads under the row lock. A transaction-level advisory lock taken in the same statement makes it one
+/// UPDATE`s in `stuck` and `waiting` read under the row lock. A transaction-level advisory lock taken in the same statement makes it one
 /// sweeper at a time: a concurrent sweep finds the lock taken and changes nothing.
 pub const SWEEP: &str = concat!(
     "
     WITH sweeper AS (SELECT pg_try_advisory_xact_lock(hashtext('video_jobs_sweep')) AS leader),
-    found AS (
+    stuck AS (
         SELECT id AS found_id, status::text AS found_status,
-               (status = 'running' AND lease_expires_at <= now() - make_interval(secs => $1))
-               AS found_expired
+               (lease_expires_at <= now() - make_interval(secs => $1)) AS found_expired
         FROM video_jobs
         WHERE (SELECT leader FROM sweeper)
-          AND ((status = 'running' AND lease_expires_at <= now() - make_interval(secs => $1))
-               OR (status = 'running' AND ",
+          AND status = 'running'
+          AND (lease_expires_at <= now() - make_interval(secs => $1) OR ",
     holder_gone!(),
     ")
-               OR ($3::float8 IS NOT NULL AND status = 'queued'
-                   AND updated_at <= now() - make_interval(secs => $3)))
         FOR UPDATE
-    )
+    ),
+    waiting AS (
+        SELECT id AS found_id, status::text AS found_status, false AS found_expired
+        FROM video_jobs
+        WHERE (SELECT leader FROM sweeper)
+          AND $3::float8 IS NOT NULL AND status = 'queued'
+          AND updated_at <= now() - make_interval(secs => $3)
+        ORDER BY updated_at, id
+        LIMIT $4
+        FOR UPDATE
+    ),
+    found AS (SELECT * FROM stuck UNION ALL SELECT * FROM waiting)
     UPDATE video_jobs SET
         status = (CASE WHEN status = 'queued' THEN 'queued'
                        WHEN cancel_requested_at IS NOT NULL THEN 'canceled'

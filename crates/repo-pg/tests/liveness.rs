@@ -132,6 +132,7 @@ async fn a_session_hidden_from_the_workers_role_counts_as_alive() {
             expired_for: Duration::from_secs(300),
             max_attempts: 5,
             queued_for: None,
+            queued_limit: u32::MAX,
         })
         .await
         .unwrap();

@@ -584,6 +584,7 @@ async fn a_runner_whose_session_dropped_and_whose_job_the_sweeper_requeued_asks_
         expired_for: Duration::from_secs(300),
         max_attempts: 5,
         queued_for: None,
+        queued_limit: u32::MAX,
     };
     let swept = w.repo.sweep(&policy).await.unwrap();
     assert_eq!(swept.len(), 1, "requeued at once, not 300 s after expiry");

@@ -511,6 +511,8 @@ pub struct SweepSettings {
     pub expired_for: Duration,
     /// `VIDEO_SWEEP_QUEUED_FOR_SECONDS`.
     pub queued_for: Duration,
+    /// `VIDEO_SWEEP_QUEUED_BATCH`: queued jobs checked per pass at most.
+    pub queued_batch: u32,
 }
 
 impl Default for SweepSettings {
@@ -520,6 +522,7 @@ impl Default for SweepSettings {
             interval: Duration::from_secs(60),
             expired_for: Duration::from_secs(900),
             queued_for: Duration::from_secs(DEFAULT_QUEUED_FOR_SECONDS),
+            queued_batch: DEFAULT_QUEUED_BATCH,
         }
     }
 }
@@ -528,6 +531,11 @@ impl Default for SweepSettings {
 /// this old (one `tasks.get` each), so this is the trade between how soon a lost task is
 /// noticed and how many questions a backlog costs per minute.
 const DEFAULT_QUEUED_FOR_SECONDS: u64 = 300;
+
+/// `VIDEO_SWEEP_QUEUED_BATCH` by default: 500 questions to the queue, four at a time, take a
+/// few seconds — well inside the scheduler's 180 s deadline for `POST /sweep` — and, with
+/// a check touching the job, a backlog of N jobs is covered in N / 500 passes.
+pub const DEFAULT_QUEUED_BATCH: u32 = 500;
 
 impl SweepSettings {
     /// Reads the sweeper's settings.
@@ -540,6 +548,12 @@ impl SweepSettings {
                 "VIDEO_SWEEP_QUEUED_FOR_SECONDS",
                 DEFAULT_QUEUED_FOR_SECONDS,
                 1..=604_800,
+            )?,
+            queued_batch: number(
+                env,
+                "VIDEO_SWEEP_QUEUED_BATCH",
+                DEFAULT_QUEUED_BATCH,
+                1..=100_000,
             )?,
         })
     }

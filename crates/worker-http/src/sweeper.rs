@@ -255,6 +255,7 @@ pub fn policy(settings: &SweepSettings, max_attempts: u32) -> SweepPolicy {
         expired_for: settings.expired_for,
         max_attempts,
         queued_for: Some(settings.queued_for),
+        queued_limit: settings.queued_batch,
     }
 }
 

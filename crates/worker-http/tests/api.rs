@@ -509,6 +509,7 @@ async fn a_refused_enqueue_fails_the_job_and_an_unclear_one_leaves_it_queued() {
         expired_for: Duration::from_secs(900),
         max_attempts: 5,
         queued_for: Some(Duration::from_secs(1800)),
+        queued_limit: u32::MAX,
     };
     let report =
         worker_http::sweeper::sweep_once(rig.repo.as_ref(), Some(recorder.as_ref()), &policy)

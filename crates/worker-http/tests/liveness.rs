@@ -179,6 +179,7 @@ async fn a_killed_worker_is_taken_over_before_its_lease_expires_and_swept_at_onc
         expired_for: Duration::from_secs(300),
         max_attempts: 5,
         queued_for: None,
+        queued_limit: u32::MAX,
     };
     let moved = repo.sweep(&policy).await.unwrap();
     assert_eq!(moved.len(), 1, "{moved:?}");

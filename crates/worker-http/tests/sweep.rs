@@ -29,6 +29,7 @@ fn no_loop() -> SweepSettings {
         interval: Duration::ZERO,
         expired_for: Duration::from_secs(900),
         queued_for: Duration::from_secs(300),
+        queued_batch: 500,
     }
 }
 

@@ -59,18 +59,17 @@ impl TelemetrySettings {
                 .filter(|v| !v.is_empty())
         };
         let project = get("GOOGLE_CLOUD_PROJECT");
-        if let Some(p) = &project {
-            if p.contains(|c: char| c == '/' || c.is_whitespace()) {
+        if let Some(p) = &project
+            && p.contains(|c: char| c == '/' || c.is_whitespace()) {
                 return Err(ConfigError {
                     var: "GOOGLE_CLOUD_PROJECT",
                     reason: format!("{p:?} is not a project id"),
                 });
             }
-        }
         let otlp_endpoint = get("OTEL_EXPORTER_OTLP_ENDPOINT");
-        if let Some(url) = &otlp_endpoint {
-            if !(url.starts_with("http://") || url.starts_with("https://"))
-                || url.parse::<http::Uri>().is_err()
+        if let Some(url) = &otlp_endpoint
+            && (!(url.starts_with("http://") || url.starts_with("https://"))
+                || url.parse::<http::Uri>().is_err())
             {
                 return Err(ConfigError {
                     var: "OTEL_EXPORTER_OTLP_ENDPOINT",
@@ -79,7 +78,6 @@ impl TelemetrySettings {
                     ),
                 });
             }
-        }
         let service_name = get("OTEL_SERVICE_NAME")
             .or_else(|| get("K_SERVICE"))
             .unwrap_or_else(|| service.to_owned());

@@ -218,6 +218,10 @@ pub enum CancelEvent {
     /// session, and the old one is gone. A worker re-registers it on every lease it holds
     /// ([`JobRepository::register_session`]) before its next heartbeat.
     Session(HolderSession),
+    /// The subscription's connection was lost; a [`CancelEvent::Session`] follows when it
+    /// is back. Until then the worker has no live session, and a lease it takes records
+    /// none (the TTL alone decides when it has expired).
+    SessionLost,
 }
 
 /// Cancel events, as they happen.

@@ -141,7 +141,7 @@ pub async fn a_reconnected_listener_re_registers_its_session(h: &Harness) {
         loop {
             match events.next().await {
                 Some(CancelEvent::Session(session)) => break session,
-                Some(CancelEvent::Cancel(_)) => continue,
+                Some(CancelEvent::Cancel(_) | CancelEvent::SessionLost) => continue,
                 None => panic!("the subscription ended instead of reconnecting"),
             }
         }

@@ -122,21 +122,17 @@ impl PgRepository {
 
     /// Cancel events on a dedicated `LISTEN` connection, whose session is this process's
     /// liveness handle. The session is read on that very connection before this returns.
-    /// When the connection drops, `try_recv` answers `Ok(None)` (sqlx reconnects and
-    /// re-`LISTEN`s); the new session is then read on the new connection and reported as
-    /// [`CancelEvent::Session`], so the worker can re-register it on the leases it holds.
-    /// Notifications sent while it was down are lost (the heartbeat reports the cancel).
+    /// When the connection is lost — however it shows: a closed socket, any error, or a
+    /// check that fails after [`LISTENER_CHECK_EVERY`] of silence — the listener is dropped
+    /// and [`CancelEvent::SessionLost`] sent; a new connection is then made (with backoff),
+    /// and its session reported as [`CancelEvent::Session`], so the worker re-registers it
+    /// on the leases it holds. Notifications sent meanwhile are lost (the heartbeat reports
+    /// the cancel).
     async fn listen_for_cancels(&self) -> Result<CancelSubscription, RepoError> {
-        let mut listener = PgListener::connect_with(&self.pool)
-            .await
-            .map_err(storage)?;
-        listener
-            .listen(sql::CANCEL_CHANNEL)
-            .await
-            .map_err(storage)?;
-        let session = own_session(&mut listener).await.map_err(storage)?;
+        let (listener, session) = connect_cancel_listener(&self.pool).await.map_err(storage)?;
         let state = CancelListen {
-            listener,
+            pool: self.pool.clone(),
+            listener: Some(listener),
             session: Some(session),
             retry_in: Duration::ZERO,
         };
@@ -169,11 +165,27 @@ where
     })
 }
 
+/// How long the cancel listener may be silent before its connection is checked (one
+/// statement on it). A connection that died without closing (a half-open TCP path) shows
+/// only this way, and until it shows, the session it reports is stale.
+pub const LISTENER_CHECK_EVERY: Duration = Duration::from_secs(30);
+
+/// A fresh `LISTEN` connection on the cancel channel, and its session.
+async fn connect_cancel_listener(
+    pool: &PgPool,
+) -> Result<(PgListener, HolderSession), sqlx::Error> {
+    let mut listener = PgListener::connect_with(pool).await?;
+    listener.listen(sql::CANCEL_CHANNEL).await?;
+    let session = own_session(&mut listener).await?;
+    Ok((listener, session))
+}
+
 /// A cancel subscription's listener, and what it knows of its own session.
 struct CancelListen {
-    listener: PgListener,
-    /// The session last reported; `None` after the connection was lost, until the new
-    /// one is read.
+    pool: PgPool,
+    /// `None` after its connection was lost, until a new one is made.
+    listener: Option<PgListener>,
+    /// The session last reported.
     session: Option<HolderSession>,
     /// How long to wait before the next try after a failure.
     retry_in: Duration,
@@ -184,15 +196,18 @@ impl CancelListen {
     /// database is unreachable).
     async fn next_event(&mut self) -> CancelEvent {
         loop {
-            if !self.retry_in.is_zero() {
-                tokio::time::sleep(self.retry_in).await;
-            }
-            if self.session.is_none() {
-                // Runs on the listener's connection, re-establishing it if needed.
-                match own_session(&mut self.listener).await {
-                    Ok(session) => {
-                        self.retry_in = Duration::ZERO;
+            let Some(listener) = self.listener.as_mut() else {
+                if !self.retry_in.is_zero() {
+                    tokio::time::sleep(self.retry_in).await;
+                }
+                // A listener of our own rather than sqlx's reconnect: sqlx keeps a
+                // connection that failed with anything but a few I/O errors, and every
+                // later use of it fails the same way.
+                match connect_cancel_listener(&self.pool).await {
+                    Ok((listener, session)) => {
+                        self.listener = Some(listener);
                         self.session = Some(session);
+                        self.retry_in = Duration::ZERO;
                         tracing::info!(
                             pid = session.pid,
                             "cancel listener reconnected under a new session"
@@ -205,24 +220,43 @@ impl CancelListen {
                         continue;
                     }
                 }
-            }
-            match self.listener.try_recv().await {
-                Ok(Some(note)) => {
-                    self.retry_in = Duration::ZERO;
+            };
+            // The timeout may drop `try_recv` between its reads; a notification it had
+            // half read would then be lost, which the heartbeat covers, and a stream left
+            // out of step fails its next read, which reconnects.
+            match tokio::time::timeout(LISTENER_CHECK_EVERY, listener.try_recv()).await {
+                Ok(Ok(Some(note))) => {
                     if let Ok(id) = note.payload().parse::<JobId>() {
                         return CancelEvent::Cancel(id);
                     }
                 }
-                // The connection was lost (sqlx has already reconnected, or will on the
-                // next use): whichever it is now, its session is new.
-                Ok(None) => self.session = None,
-                Err(error) => {
-                    tracing::warn!(%error, "cancel listener failed; reconnecting");
-                    self.session = None;
+                Ok(Ok(None)) => return self.lost("the connection closed"),
+                Ok(Err(error)) => {
+                    tracing::warn!(%error, "cancel listener failed");
                     self.backoff();
+                    return self.lost("the connection failed");
                 }
+                Err(_silent) => match own_session(&mut *listener).await {
+                    Ok(session) if Some(session) == self.session => {}
+                    Ok(session) => {
+                        self.session = Some(session);
+                        return CancelEvent::Session(session);
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "cancel listener's connection check failed");
+                        return self.lost("the connection check failed");
+                    }
+                },
             }
         }
+    }
+
+    /// Drops the listener: its session is gone, so acquires must not record it.
+    fn lost(&mut self, why: &'static str) -> CancelEvent {
+        tracing::warn!(why, "cancel listener lost its session; reconnecting");
+        self.listener = None;
+        self.session = None;
+        CancelEvent::SessionLost
     }
 
     fn backoff(&mut self) {

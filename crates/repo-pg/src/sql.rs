@@ -23,9 +23,20 @@ macro_rules! job_columns {
 /// `pg_read_all_stats` sees another role's sessions, and a session we cannot see the start
 /// of must never be taken for dead — the TTL then applies, as without a session. A pid with
 /// a different `backend_start` is a reused pid: the holder's session is gone.
+///
+/// Two more conditions keep the rule to what this server can know:
+/// - the session started after this server did (`pg_postmaster_start_time()`): after a
+///   restart no session of before is listed, yet their workers live and reconnect — the
+///   TTL decides for them, as it would without sessions;
+/// - the session started before this statement: `pg_stat_activity` is read once per
+///   transaction, so a row re-read after a concurrent re-registration may name a session
+///   newer than that read.
 macro_rules! holder_gone {
     () => {
-        "(video_jobs.lease_holder_pid IS NOT NULL AND NOT EXISTS (
+        "(video_jobs.lease_holder_pid IS NOT NULL
+          AND video_jobs.lease_holder_backend_start >= pg_postmaster_start_time()
+          AND video_jobs.lease_holder_backend_start < statement_timestamp()
+          AND NOT EXISTS (
             SELECT 1 FROM pg_stat_activity a
             WHERE a.pid = video_jobs.lease_holder_pid
               AND (a.backend_start IS NULL

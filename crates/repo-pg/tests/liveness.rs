@@ -207,3 +207,122 @@ async fn a_session_hidden_from_the_workers_role_counts_as_alive() {
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn a_cancel_listener_whose_session_is_ended_reports_it_lost_then_the_new_one() {
+    use futures_util::StreamExt;
+    let db = test_pg::fresh_database().await.unwrap();
+    repo_pg::migrate(&db.pool).await.unwrap();
+    let repo = PgRepository::new(db.pool.clone());
+    let subscription = repo.cancel_notifications().await.unwrap();
+    let first = subscription.session.unwrap();
+    let mut events = subscription.events;
+    end(&db.pool, first).await;
+    let lost = tokio::time::timeout(Duration::from_secs(10), events.next())
+        .await
+        .expect("the loss is reported at once");
+    assert!(
+        matches!(lost, Some(domain::CancelEvent::SessionLost)),
+        "{lost:?}"
+    );
+    let next = tokio::time::timeout(Duration::from_secs(10), events.next())
+        .await
+        .expect("a new session within 10 s");
+    let Some(domain::CancelEvent::Session(second)) = next else {
+        panic!("expected the new session, got {next:?}");
+    };
+    assert_ne!(second, first);
+    // The new connection listens: a cancel reaches it.
+    let id = new_job(&repo).await;
+    let acquired = repo
+        .acquire(&AcquireRequest {
+            job_id: id,
+            holder: InstanceId::new("w").unwrap(),
+            ttl: Duration::from_secs(60),
+            max_attempts: 5,
+            session: Some(second),
+        })
+        .await
+        .unwrap();
+    assert!(matches!(acquired, AcquireOutcome::Acquired { .. }));
+    repo.request_cancel(id).await.unwrap();
+    let cancel = tokio::time::timeout(Duration::from_secs(10), events.next())
+        .await
+        .expect("the cancel arrives");
+    assert!(
+        matches!(cancel, Some(domain::CancelEvent::Cancel(got)) if got == id),
+        "{cancel:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_session_from_before_the_server_started_is_left_to_the_ttl() {
+    let db = test_pg::fresh_database().await.unwrap();
+    repo_pg::migrate(&db.pool).await.unwrap();
+    let repo = PgRepository::new(db.pool.clone());
+    let server_start: chrono::DateTime<chrono::Utc> =
+        sqlx::query_scalar("SELECT pg_postmaster_start_time()")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    // What a lease holds after a restart: a session the new server never listed. (A pid
+    // no backend has: Linux pids stay below 2^22.)
+    let before_restart = HolderSession {
+        pid: 2_000_000_000,
+        backend_start: server_start - chrono::Duration::minutes(5),
+    };
+    let request = |holder: &str, session| AcquireRequest {
+        job_id: JobId::new(),
+        holder: InstanceId::new(holder).unwrap(),
+        ttl: Duration::from_secs(60),
+        max_attempts: 5,
+        session,
+    };
+    let id = new_job(&repo).await;
+    let first = AcquireRequest {
+        job_id: id,
+        ..request("a", Some(before_restart))
+    };
+    assert!(matches!(
+        repo.acquire(&first).await.unwrap(),
+        AcquireOutcome::Acquired { .. }
+    ));
+    let second = AcquireRequest {
+        job_id: id,
+        ..request("b", None)
+    };
+    let outcome = repo.acquire(&second).await.unwrap();
+    assert!(
+        matches!(outcome, AcquireOutcome::Busy { .. }),
+        "a restart is not a dead worker: {outcome:?}"
+    );
+
+    // The same missing pid with a start after the server's (and before the statements
+    // that judge it) is a dead worker.
+    let now: chrono::DateTime<chrono::Utc> = sqlx::query_scalar("SELECT now()")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    let gone = HolderSession {
+        pid: 2_000_000_000,
+        backend_start: now,
+    };
+    let other = new_job(&repo).await;
+    let first = AcquireRequest {
+        job_id: other,
+        ..request("a", Some(gone))
+    };
+    assert!(matches!(
+        repo.acquire(&first).await.unwrap(),
+        AcquireOutcome::Acquired { .. }
+    ));
+    let taken = AcquireRequest {
+        job_id: other,
+        ..request("b", None)
+    };
+    let outcome = repo.acquire(&taken).await.unwrap();
+    assert!(
+        matches!(outcome, AcquireOutcome::Acquired { .. }),
+        "{outcome:?}"
+    );
+}

@@ -111,10 +111,11 @@ impl CancelHub {
         self.session.subscribe()
     }
 
-    /// Records the subscription's session (a new subscription, or a reconnect).
+    /// Records the subscription's session: a new subscription or a reconnect, or `None`
+    /// when its connection was lost (leases taken meanwhile record no session).
     pub fn set_session(&self, session: Option<HolderSession>) {
         self.session.send_if_modified(|current| {
-            let changed = *current != session && session.is_some();
+            let changed = *current != session;
             if changed {
                 *current = session;
             }
@@ -153,11 +154,13 @@ impl CancelHub {
                                 Some(CancelEvent::Session(session)) => {
                                     hub.set_session(Some(session));
                                 }
+                                Some(CancelEvent::SessionLost) => hub.set_session(None),
                                 None => break,
                             },
                         }
                     }
                     tracing::warn!("cancel notification stream ended; resubscribing");
+                    hub.set_session(None);
                 }
                 tokio::select! {
                     () = shutdown.cancelled() => return,

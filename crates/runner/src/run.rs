@@ -514,11 +514,14 @@ impl Runner {
     /// a 2xx would make the queue forget it — so the queue is told to retry.
     async fn lease_lost(&self, lease: &Lease) -> RunOutcome {
         match self.repo.get(lease.job_id).await {
+            // The sweeper's own reason (`lease_expired` or `worker_gone`) when it left one.
             Ok(Some(job)) if job.status == JobStatus::Queued => RunOutcome::Retry {
-                error: JobError::new(
-                    code(ErrorCode::LEASE_EXPIRED),
-                    "the lease expired and the sweeper requeued the job; the queue delivers it again",
-                ),
+                error: job.error.unwrap_or_else(|| {
+                    JobError::new(
+                        code(ErrorCode::LEASE_EXPIRED),
+                        "the lease expired and the sweeper requeued the job; the queue delivers it again",
+                    )
+                }),
             },
             Ok(_) => RunOutcome::Superseded,
             Err(error) => RunOutcome::Unavailable {

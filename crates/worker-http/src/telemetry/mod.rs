@@ -60,24 +60,25 @@ impl TelemetrySettings {
         };
         let project = get("GOOGLE_CLOUD_PROJECT");
         if let Some(p) = &project
-            && p.contains(|c: char| c == '/' || c.is_whitespace()) {
-                return Err(ConfigError {
-                    var: "GOOGLE_CLOUD_PROJECT",
-                    reason: format!("{p:?} is not a project id"),
-                });
-            }
+            && p.contains(|c: char| c == '/' || c.is_whitespace())
+        {
+            return Err(ConfigError {
+                var: "GOOGLE_CLOUD_PROJECT",
+                reason: format!("{p:?} is not a project id"),
+            });
+        }
         let otlp_endpoint = get("OTEL_EXPORTER_OTLP_ENDPOINT");
         if let Some(url) = &otlp_endpoint
             && (!(url.starts_with("http://") || url.starts_with("https://"))
                 || url.parse::<http::Uri>().is_err())
-            {
-                return Err(ConfigError {
-                    var: "OTEL_EXPORTER_OTLP_ENDPOINT",
-                    reason: format!(
-                        "{url:?} is not an http(s) URL (the exporter speaks OTLP over HTTP/protobuf)"
-                    ),
-                });
-            }
+        {
+            return Err(ConfigError {
+                var: "OTEL_EXPORTER_OTLP_ENDPOINT",
+                reason: format!(
+                    "{url:?} is not an http(s) URL (the exporter speaks OTLP over HTTP/protobuf)"
+                ),
+            });
+        }
         let service_name = get("OTEL_SERVICE_NAME")
             .or_else(|| get("K_SERVICE"))
             .unwrap_or_else(|| service.to_owned());

@@ -130,21 +130,27 @@ impl Connections {
         query: Statement<'_>,
     ) -> Result<Option<PgRow>, sqlx::Error> {
         let mut conn = self.get().await?;
+        let abandoned = Replacement::armed(&self.shared);
         let result = query.fetch_optional(&mut *conn).await;
+        abandoned.disarm();
         conn.settle(result)
     }
 
     /// Runs `query` for exactly one row.
     pub(crate) async fn fetch_one(&self, query: Statement<'_>) -> Result<PgRow, sqlx::Error> {
         let mut conn = self.get().await?;
+        let abandoned = Replacement::armed(&self.shared);
         let result = query.fetch_one(&mut *conn).await;
+        abandoned.disarm();
         conn.settle(result)
     }
 
     /// Runs `query` for every row.
     pub(crate) async fn fetch_all(&self, query: Statement<'_>) -> Result<Vec<PgRow>, sqlx::Error> {
         let mut conn = self.get().await?;
+        let abandoned = Replacement::armed(&self.shared);
         let result = query.fetch_all(&mut *conn).await;
+        abandoned.disarm();
         conn.settle(result)
     }
 
@@ -248,6 +254,68 @@ impl Checkout {
             }
         }
         result
+    }
+}
+
+/// Armed while a statement runs. If the statement's future is dropped (its caller gave up),
+/// its connection is closed, and this opens a replacement in the background, so the
+/// caller's retry — a heartbeat on a short bound — finds an idle connection instead of
+/// paying for a new one on its critical path.
+struct Replacement {
+    shared: Option<Arc<Shared>>,
+}
+
+impl Replacement {
+    fn armed(shared: &Arc<Shared>) -> Self {
+        Self {
+            shared: Some(shared.clone()),
+        }
+    }
+
+    /// The statement ran to its end: nothing to replace.
+    fn disarm(mut self) {
+        self.shared = None;
+    }
+}
+
+impl Drop for Replacement {
+    fn drop(&mut self) {
+        let Some(shared) = self.shared.take() else {
+            return;
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        runtime.spawn(async move {
+            // The abandoned checkout still holds its slot until it is dropped, just after
+            // this guard; waiting for a slot keeps the open connections within the limit.
+            let Ok(Ok(permit)) = tokio::time::timeout(
+                shared.acquire_timeout,
+                shared.permits.clone().acquire_owned(),
+            )
+            .await
+            else {
+                return;
+            };
+            if !shared.lock_idle().is_empty() {
+                return;
+            }
+            let Ok(Ok(conn)) =
+                tokio::time::timeout(shared.acquire_timeout, shared.options.connect()).await
+            else {
+                return;
+            };
+            let mut idle = shared.lock_idle();
+            if idle.len() < shared.max && !shared.permits.is_closed() {
+                let now = Instant::now();
+                idle.push_back(Idle {
+                    conn,
+                    opened: now,
+                    since: now,
+                });
+            }
+            drop(permit);
+        });
     }
 }
 

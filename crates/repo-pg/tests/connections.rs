@@ -126,6 +126,27 @@ async fn a_statement_whose_caller_gave_up_is_ended_by_the_server_and_its_connect
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // Its connection was closed and a replacement opened in the background, so the
+    // caller's retry does not pay for a new connection on its short bound.
+    let started = Instant::now();
+    loop {
+        let idle: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity
+             WHERE datname = current_database() AND application_name = 'video-worker'
+               AND state = 'idle'",
+        )
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+        if idle == 1 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{idle} idle connections, not one replacement"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     blocker.rollback().await.unwrap();
 
     // The next statement runs on a fresh connection and sees the lease intact.

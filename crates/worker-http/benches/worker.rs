@@ -393,7 +393,8 @@ fn signal(child: &std::process::Child, signal: &str) {
     assert!(ok, "kill {signal}");
 }
 
-struct Child(std::process::Child, String);
+/// A worker process, its URL, and its own work dir (two `serve` processes may not share one).
+struct Child(std::process::Child, String, tempfile::TempDir);
 
 impl Drop for Child {
     fn drop(&mut self) {
@@ -408,9 +409,11 @@ fn spawn_worker(url: &str, name: &str, ttl_s: u64) -> Child {
         .local_addr()
         .unwrap()
         .port();
+    let work = tempfile::tempdir().unwrap();
     #[allow(clippy::zombie_processes)] // owned by `Child`, whose Drop kills and reaps it
     let child = Command::new(env!("CARGO_BIN_EXE_video-worker"))
         .arg("serve")
+        .env("VIDEO_WORKER_WORK_DIR", work.path())
         .env("DATABASE_URL", url)
         .env("PORT", port.to_string())
         .env("VIDEO_WORKER_AUTH_TOKEN", TOKEN)
@@ -424,7 +427,7 @@ fn spawn_worker(url: &str, name: &str, ttl_s: u64) -> Child {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    Child(child, format!("http://127.0.0.1:{port}"))
+    Child(child, format!("http://127.0.0.1:{port}"), work)
 }
 
 async fn wait_ready(client: &reqwest::Client, base: &str) {

@@ -21,6 +21,8 @@ const TOKEN: &str = "liveness-shared-token-0123456789";
 struct Worker {
     child: std::process::Child,
     base: String,
+    /// Its own work dir: two `serve` processes may not share one.
+    _work: tempfile::TempDir,
 }
 
 impl Drop for Worker {
@@ -37,9 +39,11 @@ impl Worker {
             .local_addr()
             .unwrap()
             .port();
+        let work = tempfile::tempdir().unwrap();
         #[allow(clippy::zombie_processes)] // reaped by `Worker`'s Drop
         let child = Command::new(env!("CARGO_BIN_EXE_video-worker"))
             .arg("serve")
+            .env("VIDEO_WORKER_WORK_DIR", work.path())
             .env("DATABASE_URL", url)
             .env("PORT", port.to_string())
             .env("VIDEO_WORKER_AUTH_TOKEN", TOKEN)
@@ -56,6 +60,7 @@ impl Worker {
         let worker = Self {
             child,
             base: format!("http://127.0.0.1:{port}"),
+            _work: work,
         };
         let client = reqwest::Client::new();
         for _ in 0..400 {

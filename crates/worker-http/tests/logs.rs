@@ -19,13 +19,16 @@ const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const SPAN: &str = "00f067aa0ba902b7";
 const KEY: &str = "log-test-api-key-00001";
 
-/// A child process whose stderr is read to its end once it is stopped.
-struct Logged(Child);
+/// A child process whose stderr is read to its end once it is stopped, with a work dir of
+/// its own (two `serve` processes may not share one).
+struct Logged(Child, tempfile::TempDir);
 
 impl Logged {
     fn start(command: &mut Command) -> Self {
+        let work = tempfile::tempdir().unwrap();
         #[allow(clippy::zombie_processes)] // stopped and reaped by `lines` or on drop
         let child = command
+            .env("VIDEO_WORKER_WORK_DIR", work.path())
             .env("VIDEO_WORKER_LOG_FORMAT", "json")
             .env("GOOGLE_CLOUD_PROJECT", PROJECT)
             .stdin(Stdio::null())
@@ -33,7 +36,7 @@ impl Logged {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        Self(child)
+        Self(child, work)
     }
 
     /// Stops the process; every line it wrote, parsed.

@@ -394,7 +394,12 @@ fn signal(child: &std::process::Child, signal: &str) {
 }
 
 /// A worker process, its URL, and its own work dir (two `serve` processes may not share one).
-struct Child(std::process::Child, String, tempfile::TempDir);
+struct Child(
+    std::process::Child,
+    String,
+    #[allow(dead_code)] // held for its Drop: the dir lives as long as the process
+    tempfile::TempDir,
+);
 
 impl Drop for Child {
     fn drop(&mut self) {

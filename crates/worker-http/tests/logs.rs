@@ -21,7 +21,11 @@ const KEY: &str = "log-test-api-key-00001";
 
 /// A child process whose stderr is read to its end once it is stopped, with a work dir of
 /// its own (two `serve` processes may not share one).
-struct Logged(Child, tempfile::TempDir);
+struct Logged(
+    Child,
+    #[allow(dead_code)] // held for its Drop: the dir lives as long as the process
+    tempfile::TempDir,
+);
 
 impl Logged {
     fn start(command: &mut Command) -> Self {

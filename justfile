@@ -24,6 +24,7 @@ bench:
 lint:
     cargo fmt --all --check
     cargo clippy --workspace --all-targets -- -D warnings
+    cargo machete
     .ci/check-architecture
 
 # Apply migrations to DATABASE_URL.

@@ -2,7 +2,10 @@
 //!
 //! Where the server comes from, in order:
 //! 1. `DATABASE_URL` — any database on the server; the tests create their own next to it.
-//! 2. A Docker engine (`DOCKER_HOST` or `/var/run/docker.sock`) — a `testcontainers` Postgres.
+//! 2. With the `containers` feature only: a Docker engine (`DOCKER_HOST` or
+//!    `/var/run/docker.sock`) — a `testcontainers` Postgres. Off by default, so the
+//!    testcontainers crates cost nothing where `DATABASE_URL` or `initdb` is there;
+//!    `cargo test --features test-pg/containers` turns it on.
 //! 3. `initdb` and `pg_ctl` on `PATH` — a throwaway cluster in a temp dir, stopped and
 //!    deleted when the test process exits.
 //!
@@ -46,6 +49,7 @@ enum Server {
     /// Given by `DATABASE_URL`.
     External(String),
     /// A container; kept alive for the process's life.
+    #[cfg(feature = "containers")]
     Container {
         url: String,
         _container: Box<
@@ -61,7 +65,9 @@ enum Server {
 impl Server {
     fn url(&self) -> &str {
         match self {
-            Self::External(url) | Self::Container { url, .. } | Self::Cluster(url) => url,
+            Self::External(url) | Self::Cluster(url) => url,
+            #[cfg(feature = "containers")]
+            Self::Container { url, .. } => url,
         }
     }
 }
@@ -133,6 +139,7 @@ async fn start_server() -> Result<Server> {
     {
         return Ok(Server::External(url));
     }
+    #[cfg(feature = "containers")]
     if docker_reachable() {
         match start_container().await {
             Ok(server) => return Ok(server),
@@ -146,15 +153,22 @@ async fn start_server() -> Result<Server> {
     }
     bail!(
         "no Postgres for the tests: set DATABASE_URL (e.g. \
-         postgres://postgres@127.0.0.1:5432/postgres), or run a Docker engine for \
-         testcontainers, or put initdb and pg_ctl (package postgresql) on PATH"
+         postgres://postgres@127.0.0.1:5432/postgres), or put initdb and pg_ctl (package \
+         postgresql) on PATH{}",
+        if cfg!(feature = "containers") {
+            ", or run a Docker engine for testcontainers"
+        } else {
+            ", or run a Docker engine and build with `--features test-pg/containers`"
+        }
     )
 }
 
+#[cfg(feature = "containers")]
 fn docker_reachable() -> bool {
     std::env::var_os("DOCKER_HOST").is_some() || PathBuf::from("/var/run/docker.sock").exists()
 }
 
+#[cfg(feature = "containers")]
 async fn start_container() -> Result<Server> {
     use testcontainers_modules::postgres::Postgres;
     use testcontainers_modules::testcontainers::runners::AsyncRunner;

@@ -18,7 +18,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use queue::cloud_tasks::CloudTasksConfig;
-use serde_yaml::Value;
+use serde::Deserialize;
+use serde::de::IgnoredAny;
 use worker_http::config::{ApiSettings, QueueSettings, Settings};
 
 /// What `envsubst` puts in for the placeholders at deploy time (deploy/README.md); any
@@ -53,8 +54,9 @@ fn read(relative: &str) -> String {
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-/// A YAML file as deployed: placeholders substituted, merge keys (`<<`) applied.
-fn yaml(relative: &str) -> Value {
+/// A YAML file as deployed: placeholders substituted, merge keys (`<<`) applied, read into
+/// the typed model below, so a field of the wrong type or a missing one fails the test.
+fn yaml<T: serde::de::DeserializeOwned>(relative: &str) -> T {
     let mut source = read(relative);
     for (placeholder, example) in PLACEHOLDERS {
         source = source.replace(placeholder, example);
@@ -63,37 +65,231 @@ fn yaml(relative: &str) -> Value {
         !source.contains("${"),
         "{relative}: a placeholder envsubst is not told about"
     );
-    let mut value: Value =
-        serde_yaml::from_str(&source).unwrap_or_else(|e| panic!("{relative}: {e}"));
-    value
-        .apply_merge()
-        .unwrap_or_else(|e| panic!("{relative}: {e}"));
-    value
+    serde_saphyr::from_str(&source).unwrap_or_else(|e| panic!("{relative}: {e}"))
 }
 
-/// A scalar as text: YAML numbers and booleans are spelled as written.
-fn text(value: &Value) -> Option<String> {
-    match value {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        Value::Bool(b) => Some(b.to_string()),
-        _ => None,
+// ---- the typed model of the deployment files (only the fields the tests read) ----------------
+
+/// A Knative `serving.knative.dev/v1` Service, as Cloud Run reads it.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct KnativeService {
+    api_version: String,
+    kind: String,
+    metadata: Metadata,
+    spec: ServiceSpec,
+}
+
+#[derive(Debug, Deserialize)]
+struct Metadata {
+    #[serde(default)]
+    annotations: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ServiceSpec {
+    template: RevisionTemplate,
+}
+
+#[derive(Debug, Deserialize)]
+struct RevisionTemplate {
+    metadata: Metadata,
+    spec: RevisionSpec,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RevisionSpec {
+    container_concurrency: u64,
+    timeout_seconds: u64,
+    containers: Vec<Container>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Container {
+    #[serde(default)]
+    args: Vec<String>,
+    #[serde(default)]
+    env: Vec<EnvVar>,
+    #[serde(default)]
+    ports: Vec<ContainerPort>,
+    resources: Resources,
+    startup_probe: Option<Probe>,
+    liveness_probe: Option<Probe>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct EnvVar {
+    name: String,
+    value: Option<String>,
+    value_from: Option<EnvVarSource>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct EnvVarSource {
+    secret_key_ref: Option<SecretKeyRef>,
+}
+
+#[derive(Debug, Deserialize)]
+struct SecretKeyRef {
+    name: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ContainerPort {
+    container_port: u64,
+}
+
+#[derive(Debug, Deserialize)]
+struct Resources {
+    limits: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Probe {
+    http_get: HttpGet,
+    period_seconds: u64,
+    timeout_seconds: u64,
+    failure_threshold: u64,
+}
+
+#[derive(Debug, Deserialize)]
+struct HttpGet {
+    path: String,
+    port: u64,
+}
+
+/// A Cloud Tasks queue resource (`deploy/queue.yaml`).
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Queue {
+    name: String,
+    rate_limits: RateLimits,
+    retry_config: QueueRetry,
+    stackdriver_logging_config: LoggingConfig,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RateLimits {
+    max_concurrent_dispatches: u64,
+    max_dispatches_per_second: f64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct QueueRetry {
+    max_attempts: i64,
+    max_retry_duration: String,
+    min_backoff: String,
+    max_backoff: String,
+    max_doublings: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct LoggingConfig {
+    sampling_ratio: f64,
+}
+
+/// A Cloud Scheduler job resource (`deploy/scheduler.yaml`).
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SchedulerJob {
+    schedule: String,
+    time_zone: String,
+    attempt_deadline: String,
+    retry_config: SchedulerRetry,
+    http_target: HttpTarget,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SchedulerRetry {
+    retry_count: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct HttpTarget {
+    uri: String,
+    http_method: String,
+    oidc_token: OidcToken,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct OidcToken {
+    service_account_email: String,
+    audience: String,
+}
+
+/// A compose file (`deploy/compose.yaml`).
+#[derive(Debug, Deserialize)]
+struct Compose {
+    services: BTreeMap<String, ComposeService>,
+    /// Named volumes; their settings (usually none) are not read.
+    #[serde(default)]
+    volumes: BTreeMap<String, Option<IgnoredAny>>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ComposeService {
+    image: Option<String>,
+    build: Option<IgnoredAny>,
+    #[serde(default)]
+    command: Vec<String>,
+    #[serde(default)]
+    environment: ComposeEnvironment,
+    #[serde(default)]
+    volumes: Vec<String>,
+    #[serde(default)]
+    depends_on: BTreeMap<String, DependsOn>,
+    healthcheck: Option<Healthcheck>,
+}
+
+/// Compose accepts the environment as a map or as a list of `KEY=value`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum ComposeEnvironment {
+    Map(BTreeMap<String, String>),
+    List(Vec<String>),
+}
+
+impl Default for ComposeEnvironment {
+    fn default() -> Self {
+        Self::Map(BTreeMap::new())
     }
 }
 
-fn number(value: &Value, what: &str) -> u64 {
-    match value {
-        Value::Number(n) => n.as_u64(),
-        Value::String(s) => s.parse().ok(),
-        _ => None,
-    }
-    .unwrap_or_else(|| panic!("{what}: expected a whole number, got {value:?}"))
+#[derive(Debug, Deserialize)]
+struct DependsOn {
+    condition: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct Healthcheck {
+    test: HealthcheckTest,
+}
+
+/// A healthcheck command in exec form (a list) or shell form (one string).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum HealthcheckTest {
+    Exec(Vec<String>),
+    Shell(String),
 }
 
 /// `"300s"` → 300 s, as Cloud Tasks writes durations.
-fn duration(value: &Value, what: &str) -> Duration {
-    text(value)
-        .and_then(|t| t.strip_suffix('s').and_then(|n| n.parse().ok()))
+fn duration(value: &str, what: &str) -> Duration {
+    value
+        .strip_suffix('s')
+        .and_then(|n| n.parse().ok())
         .map(Duration::from_secs_f64)
         .unwrap_or_else(|| panic!("{what}: expected a duration like \"10s\", got {value:?}"))
 }
@@ -122,14 +318,14 @@ fn cloud_tasks(queue: Option<&QueueSettings>, who: &str) -> CloudTasksConfig {
 /// One Cloud Run service (Knative `serving.knative.dev/v1` YAML).
 struct CloudRun {
     file: &'static str,
-    doc: Value,
+    doc: KnativeService,
 }
 
 impl CloudRun {
     fn load(file: &'static str) -> Self {
-        let doc = yaml(file);
-        assert_eq!(doc["apiVersion"], "serving.knative.dev/v1", "{file}");
-        assert_eq!(doc["kind"], "Service", "{file}");
+        let doc: KnativeService = yaml(file);
+        assert_eq!(doc.api_version, "serving.knative.dev/v1", "{file}");
+        assert_eq!(doc.kind, "Service", "{file}");
         Self { file, doc }
     }
 
@@ -142,62 +338,62 @@ impl CloudRun {
     }
 
     fn service_annotation(&self, key: &str) -> Option<String> {
-        text(&self.doc["metadata"]["annotations"][key])
+        self.doc.metadata.annotations.get(key).cloned()
     }
 
     fn revision_annotation(&self, key: &str) -> Option<String> {
-        text(&self.doc["spec"]["template"]["metadata"]["annotations"][key])
+        self.doc
+            .spec
+            .template
+            .metadata
+            .annotations
+            .get(key)
+            .cloned()
     }
 
-    fn revision(&self) -> &Value {
-        &self.doc["spec"]["template"]["spec"]
+    fn revision(&self) -> &RevisionSpec {
+        &self.doc.spec.template.spec
     }
 
-    fn container(&self) -> &Value {
-        let containers = self.revision()["containers"]
-            .as_sequence()
-            .unwrap_or_else(|| panic!("{}: no containers", self.file));
+    fn container(&self) -> &Container {
+        let containers = &self.revision().containers;
         assert_eq!(containers.len(), 1, "{}: one container", self.file);
         &containers[0]
     }
 
     fn args(&self) -> Vec<String> {
-        self.container()["args"]
-            .as_sequence()
-            .map(|s| s.iter().filter_map(text).collect())
-            .unwrap_or_default()
-    }
-
-    fn env_entries(&self) -> Vec<&Value> {
-        self.container()["env"]
-            .as_sequence()
-            .map(|s| s.iter().collect())
-            .unwrap_or_default()
+        self.container().args.clone()
     }
 
     /// Variables with a literal `value`.
     fn plain_env(&self) -> BTreeMap<String, String> {
-        self.env_entries()
-            .into_iter()
-            .filter_map(|e| Some((text(&e["name"])?, text(&e["value"])?)))
+        self.container()
+            .env
+            .iter()
+            .filter_map(|e| Some((e.name.clone(), e.value.clone()?)))
             .collect()
     }
 
     /// Variables read from Secret Manager (`valueFrom.secretKeyRef`).
     fn secret_env(&self) -> Vec<String> {
-        self.env_entries()
-            .into_iter()
-            .filter(|e| e["valueFrom"]["secretKeyRef"]["name"].is_string())
-            .filter_map(|e| text(&e["name"]))
+        self.container()
+            .env
+            .iter()
+            .filter(|e| {
+                e.value_from
+                    .as_ref()
+                    .and_then(|v| v.secret_key_ref.as_ref())
+                    .is_some_and(|r| !r.name.is_empty())
+            })
+            .map(|e| e.name.clone())
             .collect()
     }
 
     fn env_names(&self) -> Vec<String> {
-        self.env_entries()
-            .into_iter()
-            .map(|e| {
-                text(&e["name"]).unwrap_or_else(|| panic!("{}: env without a name", self.file))
-            })
+        self.container()
+            .env
+            .iter()
+            .map(|e| e.name.clone())
             .collect()
     }
 
@@ -211,19 +407,29 @@ impl CloudRun {
     }
 
     fn container_port(&self) -> u64 {
-        let ports = self.container()["ports"]
-            .as_sequence()
-            .unwrap_or_else(|| panic!("{}: no ports", self.file));
-        number(&ports[0]["containerPort"], "containerPort")
+        self.container()
+            .ports
+            .first()
+            .unwrap_or_else(|| panic!("{}: no ports", self.file))
+            .container_port
+    }
+
+    fn probe(&self, probe: &str) -> &Probe {
+        let container = self.container();
+        match probe {
+            "startupProbe" => container.startup_probe.as_ref(),
+            "livenessProbe" => container.liveness_probe.as_ref(),
+            other => panic!("no such probe kind {other}"),
+        }
+        .unwrap_or_else(|| panic!("{}: no {probe}", self.file))
     }
 
     fn probe_path(&self, probe: &str) -> String {
-        text(&self.container()[probe]["httpGet"]["path"])
-            .unwrap_or_else(|| panic!("{}: {probe}.httpGet.path", self.file))
+        self.probe(probe).http_get.path.clone()
     }
 
     fn timeout(&self) -> Duration {
-        Duration::from_secs(number(&self.revision()["timeoutSeconds"], "timeoutSeconds"))
+        Duration::from_secs(self.revision().timeout_seconds)
     }
 }
 
@@ -243,75 +449,60 @@ fn deployed_api() -> ApiSettings {
     api_settings(&CloudRun::api().env_with_secret_stand_ins())
 }
 
-fn queue() -> Value {
+fn queue() -> Queue {
     yaml("deploy/queue.yaml")
 }
 
+fn compose() -> Compose {
+    yaml("deploy/compose.yaml")
+}
+
 /// The services of the compose file.
-fn compose_services() -> serde_yaml::Mapping {
-    yaml("deploy/compose.yaml")["services"]
-        .as_mapping()
-        .expect("compose: services")
-        .clone()
+fn compose_services() -> BTreeMap<String, ComposeService> {
+    compose().services
 }
 
 /// A compose service's environment, in map or list form.
-fn compose_env(service: &Value) -> BTreeMap<String, String> {
-    match &service["environment"] {
-        Value::Mapping(m) => m
+fn compose_env(service: &ComposeService) -> BTreeMap<String, String> {
+    match &service.environment {
+        ComposeEnvironment::Map(m) => m.clone(),
+        ComposeEnvironment::List(l) => l
             .iter()
-            .filter_map(|(k, v)| Some((text(k)?, text(v).unwrap_or_default())))
-            .collect(),
-        Value::Sequence(s) => s
-            .iter()
-            .filter_map(text)
             .filter_map(|kv| {
                 let (k, v) = kv.split_once('=')?;
                 Some((k.to_owned(), v.to_owned()))
             })
             .collect(),
-        _ => BTreeMap::new(),
     }
 }
 
 /// Whether a compose service runs this project's image (rather than e.g. Postgres).
-fn runs_our_image(service: &Value) -> bool {
-    !service["build"].is_null()
-        || text(&service["image"]).is_some_and(|i| i.starts_with("video-worker"))
+fn runs_our_image(service: &ComposeService) -> bool {
+    service.build.is_some()
+        || service
+            .image
+            .as_deref()
+            .is_some_and(|i| i.starts_with("video-worker"))
 }
 
 /// `(volume, target)` of each `volume:/target` mount.
-fn compose_mounts(service: &Value) -> Vec<(String, String)> {
-    service["volumes"]
-        .as_sequence()
-        .map(|s| {
-            s.iter()
-                .filter_map(text)
-                .filter_map(|m| {
-                    let mut parts = m.split(':');
-                    Some((parts.next()?.to_owned(), parts.next()?.to_owned()))
-                })
-                .collect()
+fn compose_mounts(service: &ComposeService) -> Vec<(String, String)> {
+    service
+        .volumes
+        .iter()
+        .filter_map(|m| {
+            let mut parts = m.split(':');
+            Some((parts.next()?.to_owned(), parts.next()?.to_owned()))
         })
-        .unwrap_or_default()
-}
-
-fn compose_command(service: &Value) -> Vec<String> {
-    service["command"]
-        .as_sequence()
-        .map(|s| s.iter().filter_map(text).collect())
-        .unwrap_or_default()
+        .collect()
 }
 
 /// The URL a compose healthcheck fetches (the word of its command that is a URL).
-fn healthcheck_url(service: &Value) -> String {
-    let words: Vec<String> = match &service["healthcheck"]["test"] {
-        Value::Sequence(s) => s.iter().filter_map(text).collect(),
-        other => text(other)
-            .unwrap_or_default()
-            .split_whitespace()
-            .map(str::to_owned)
-            .collect(),
+fn healthcheck_url(service: &ComposeService) -> String {
+    let words: Vec<String> = match service.healthcheck.as_ref().map(|h| &h.test) {
+        Some(HealthcheckTest::Exec(words)) => words.clone(),
+        Some(HealthcheckTest::Shell(line)) => line.split_whitespace().map(str::to_owned).collect(),
+        None => Vec::new(),
     };
     words
         .into_iter()
@@ -412,13 +603,7 @@ fn json_array(args: &str) -> Vec<String> {
 fn worker_runs_serve_one_job_per_instance_on_gen2() {
     let worker = CloudRun::worker();
     assert_eq!(worker.args(), ["serve"]);
-    assert_eq!(
-        number(
-            &worker.revision()["containerConcurrency"],
-            "containerConcurrency"
-        ),
-        1
-    );
+    assert_eq!(worker.revision().container_concurrency, 1);
     assert_eq!(
         worker
             .revision_annotation("run.googleapis.com/execution-environment")
@@ -426,7 +611,12 @@ fn worker_runs_serve_one_job_per_instance_on_gen2() {
         Some("gen2")
     );
     assert_eq!(
-        text(&worker.container()["resources"]["limits"]["cpu"]).as_deref(),
+        worker
+            .container()
+            .resources
+            .limits
+            .get("cpu")
+            .map(String::as_str),
         Some("2")
     );
 }
@@ -529,7 +719,7 @@ fn shutdown_grace_ends_before_cloud_run_kills_the_instance() {
 #[test]
 fn sweeper_acts_only_after_the_queue_own_retries_would_have() {
     let s = deployed_worker();
-    let max_backoff = duration(&queue()["retryConfig"]["maxBackoff"], "maxBackoff");
+    let max_backoff = duration(&queue().retry_config.max_backoff, "maxBackoff");
     // A dead holder's job is normally taken over by the queue's next retry: at most one TTL
     // plus one backoff after its last heartbeat.
     assert!(
@@ -543,7 +733,7 @@ fn sweeper_acts_only_after_the_queue_own_retries_would_have() {
     assert!(!s.sweep.queued_for.is_zero());
 }
 
-fn scheduler() -> Value {
+fn scheduler() -> SchedulerJob {
     yaml("deploy/scheduler.yaml")
 }
 
@@ -556,27 +746,26 @@ fn scheduler_calls_post_sweep_on_the_worker_every_minute_as_an_allowed_caller() 
         Some(QueueSettings::CloudTasks(c)) => c.worker_url.clone(),
         other => panic!("the worker re-enqueues through Cloud Tasks, not {other:?}"),
     };
-    let target = &job["httpTarget"];
+    let target = &job.http_target;
     assert_eq!(
-        text(&target["uri"]).unwrap(),
+        target.uri,
         format!("{worker_url}{}", worker_http::sweeper::SWEEP_PATH),
         "the route the worker serves"
     );
-    assert_eq!(text(&target["httpMethod"]).as_deref(), Some("POST"));
+    assert_eq!(target.http_method, "POST");
     assert_eq!(
-        text(&target["oidcToken"]["audience"]).unwrap(),
-        oidc.audience,
+        target.oidc_token.audience, oidc.audience,
         "the audience the worker checks (its URL)"
     );
-    let caller = text(&target["oidcToken"]["serviceAccountEmail"]).unwrap();
+    let caller = target.oidc_token.service_account_email.clone();
     assert!(
         oidc.allowed_emails.contains(&caller),
         "{caller} is not in VIDEO_WORKER_OIDC_ALLOWED_EMAILS {:?}",
         oidc.allowed_emails
     );
-    assert_eq!(text(&job["schedule"]).as_deref(), Some("* * * * *"));
+    assert_eq!(job.schedule, "* * * * *");
     // Cloud Scheduler's attempt deadline for HTTP targets is 15 s to 30 min.
-    let deadline = duration(&job["attemptDeadline"], "attemptDeadline");
+    let deadline = duration(&job.attempt_deadline, "attemptDeadline");
     assert!(deadline >= Duration::from_secs(15) && deadline <= Duration::from_secs(1800));
     assert!(
         deadline < CloudRun::worker().timeout(),
@@ -597,36 +786,33 @@ fn scheduler_gcloud_command_creates_what_the_job_resource_says() {
     }
     let flags = gcloud_flags(&source, "gcloud scheduler jobs create http");
     // The schedule has spaces, which the flag reader does not parse; compare it whole.
-    let schedule = text(&job["schedule"]).unwrap();
+    let schedule = &job.schedule;
     assert!(
         source.contains(&format!("--schedule=\"{schedule}\"")),
         "scheduler.yaml: --schedule differs from the resource"
     );
-    let expected: [(&str, &Value); 6] = [
-        ("time-zone", &job["timeZone"]),
-        ("uri", &job["httpTarget"]["uri"]),
-        ("http-method", &job["httpTarget"]["httpMethod"]),
+    let target = &job.http_target;
+    let expected: [(&str, &String); 6] = [
+        ("time-zone", &job.time_zone),
+        ("uri", &target.uri),
+        ("http-method", &target.http_method),
         (
             "oidc-service-account-email",
-            &job["httpTarget"]["oidcToken"]["serviceAccountEmail"],
+            &target.oidc_token.service_account_email,
         ),
-        (
-            "oidc-token-audience",
-            &job["httpTarget"]["oidcToken"]["audience"],
-        ),
-        ("attempt-deadline", &job["attemptDeadline"]),
+        ("oidc-token-audience", &target.oidc_token.audience),
+        ("attempt-deadline", &job.attempt_deadline),
     ];
     for (flag, field) in expected {
-        let field = text(field).unwrap_or_else(|| panic!("scheduler.yaml: no value for --{flag}"));
         assert_eq!(
             flags.get(flag),
-            Some(&field),
+            Some(field),
             "scheduler.yaml: --{flag} differs from the resource"
         );
     }
     assert_eq!(
-        flags.get("max-retry-attempts").map(String::as_str),
-        text(&job["retryConfig"]["retryCount"]).as_deref()
+        flags.get("max-retry-attempts"),
+        Some(&job.retry_config.retry_count.to_string())
     );
 }
 
@@ -644,21 +830,18 @@ fn probes_fit_cloud_run_limits_and_no_path_ends_in_z() {
     for service in [CloudRun::worker(), CloudRun::api()] {
         let port = service.container_port();
         for probe in ["startupProbe", "livenessProbe"] {
-            let p = &service.container()[probe];
+            let p = service.probe(probe);
             let what = format!("{}: {probe}", service.file);
             let path = service.probe_path(probe);
             assert!(
                 !path.ends_with('z'),
                 "{what}: Cloud Run reserves paths ending in z: {path}"
             );
-            assert_eq!(number(&p["httpGet"]["port"], &what), port, "{what}: port");
-            let period = number(&p["periodSeconds"], &what);
-            assert!(
-                number(&p["timeoutSeconds"], &what) <= period,
-                "{what}: timeout > period"
-            );
+            assert_eq!(p.http_get.port, port, "{what}: port");
+            let period = p.period_seconds;
+            assert!(p.timeout_seconds <= period, "{what}: timeout > period");
             if probe == "startupProbe" {
-                let budget = period * number(&p["failureThreshold"], &what);
+                let budget = period * p.failure_threshold;
                 assert!(budget <= MAX_STARTUP_PROBE_S, "{what}: {budget} s > 240 s");
             }
         }
@@ -755,10 +938,7 @@ fn queue_pushes_at_most_one_job_per_worker_instance() {
     let max_scale = worker
         .revision_annotation("autoscaling.knative.dev/maxScale")
         .expect("worker: maxScale annotation");
-    let concurrent = number(
-        &queue()["rateLimits"]["maxConcurrentDispatches"],
-        "maxConcurrentDispatches",
-    );
+    let concurrent = queue().rate_limits.max_concurrent_dispatches;
     assert_eq!(concurrent, max_scale.parse::<u64>().unwrap());
     assert!(
         worker
@@ -771,50 +951,50 @@ fn queue_pushes_at_most_one_job_per_worker_instance() {
 fn queue_allows_many_more_attempts_than_the_worker_bounds_a_job_to() {
     // 409s and 503s use up queue attempts without acquiring the job.
     let job_attempts = i64::from(deployed_worker().max_attempts);
-    let retry = &queue()["retryConfig"];
-    let max_attempts = retry["maxAttempts"].as_i64().expect("maxAttempts");
+    let retry = queue().retry_config;
+    let max_attempts = retry.max_attempts;
     assert!(
         max_attempts == -1 || max_attempts >= 10 * job_attempts,
         "maxAttempts {max_attempts} vs VIDEO_JOB_MAX_ATTEMPTS {job_attempts}"
     );
-    let min = duration(&retry["minBackoff"], "minBackoff");
-    let max = duration(&retry["maxBackoff"], "maxBackoff");
+    let min = duration(&retry.min_backoff, "minBackoff");
+    let max = duration(&retry.max_backoff, "maxBackoff");
     assert!(!min.is_zero() && min <= max);
-    assert!(retry["maxDoublings"].as_u64().is_some());
+    // maxDoublings is a whole number: the typed read of queue.yaml checks it.
 }
 
 #[test]
 fn queue_gcloud_commands_set_what_the_queue_resource_says() {
     let q = queue();
-    let expected: [(&str, &Value); 8] = [
+    let (rate, retry) = (&q.rate_limits, &q.retry_config);
+    let expected: [(&str, String); 8] = [
         (
             "max-concurrent-dispatches",
-            &q["rateLimits"]["maxConcurrentDispatches"],
+            rate.max_concurrent_dispatches.to_string(),
         ),
         (
             "max-dispatches-per-second",
-            &q["rateLimits"]["maxDispatchesPerSecond"],
+            rate.max_dispatches_per_second.to_string(),
         ),
-        ("max-attempts", &q["retryConfig"]["maxAttempts"]),
-        ("max-retry-duration", &q["retryConfig"]["maxRetryDuration"]),
-        ("min-backoff", &q["retryConfig"]["minBackoff"]),
-        ("max-backoff", &q["retryConfig"]["maxBackoff"]),
-        ("max-doublings", &q["retryConfig"]["maxDoublings"]),
+        ("max-attempts", retry.max_attempts.to_string()),
+        ("max-retry-duration", retry.max_retry_duration.clone()),
+        ("min-backoff", retry.min_backoff.clone()),
+        ("max-backoff", retry.max_backoff.clone()),
+        ("max-doublings", retry.max_doublings.to_string()),
         (
             "log-sampling-ratio",
-            &q["stackdriverLoggingConfig"]["samplingRatio"],
+            q.stackdriver_logging_config.sampling_ratio.to_string(),
         ),
     ];
     for file in ["deploy/queue.yaml", "deploy/README.md"] {
         let flags = gcloud_flags(&read(file), "gcloud tasks queues create");
         for (flag, field) in &expected {
-            let field = text(field).unwrap_or_else(|| panic!("queue.yaml: no value for --{flag}"));
             let flag_value = flags
                 .get(*flag)
                 .unwrap_or_else(|| panic!("{file}: the command lacks --{flag}"));
             let same = match (field.parse::<f64>(), flag_value.parse::<f64>()) {
                 (Ok(a), Ok(b)) => (a - b).abs() < f64::EPSILON,
-                _ => &field == flag_value,
+                _ => field == flag_value,
             };
             assert!(
                 same,
@@ -877,7 +1057,7 @@ fn sweeper_enqueues_through_the_same_queue_as_the_api() {
     );
     // The queue the tasks go to is the one deploy/queue.yaml defines.
     assert_eq!(
-        text(&queue()["name"]).unwrap(),
+        queue().name,
         format!(
             "projects/{}/locations/{}/queues/{}",
             tasks.project, tasks.location, tasks.queue
@@ -950,9 +1130,7 @@ fn compose_worker_and_api_share_the_artifacts_and_the_push_token() {
     );
     let (volume, target) = &shared[0];
     assert!(
-        yaml("deploy/compose.yaml")["volumes"]
-            .get(volume.as_str())
-            .is_some(),
+        compose().volumes.contains_key(volume.as_str()),
         "{volume} is a named volume"
     );
     // The image creates that directory, owned by its user, so a fresh volume is writable.
@@ -986,18 +1164,25 @@ fn compose_api_pushes_to_the_worker_over_loopback() {
 fn compose_migrates_first_and_checks_health_on_each_process_port() {
     let services = compose_services();
     assert!(
-        text(&services["postgres"]["image"]).is_some_and(|i| i.starts_with("postgres:15")),
+        services["postgres"]
+            .image
+            .as_deref()
+            .is_some_and(|i| i.starts_with("postgres:15")),
         "Postgres 15"
     );
-    assert_eq!(compose_command(&services["migrate"]), ["migrate"]);
-    assert_eq!(compose_command(&services["worker"]), ["serve"]);
-    assert_eq!(compose_command(&services["api"]), ["api"]);
+    assert_eq!(services["migrate"].command, ["migrate"]);
+    assert_eq!(services["worker"].command, ["serve"]);
+    assert_eq!(services["api"].command, ["api"]);
     let worker_port = worker_settings(&compose_env(&services["worker"])).port;
     let api_port = api_settings(&compose_env(&services["api"])).port;
     for (name, port) in [("worker", worker_port), ("api", api_port)] {
         let service = &services[name];
         assert_eq!(
-            service["depends_on"]["migrate"]["condition"], "service_completed_successfully",
+            service
+                .depends_on
+                .get("migrate")
+                .map(|d| d.condition.as_str()),
+            Some("service_completed_successfully"),
             "{name} waits for the migrations"
         );
         let (_, checked_port, path) = split_url(&healthcheck_url(service));

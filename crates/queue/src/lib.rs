@@ -5,9 +5,18 @@
 //! token for the worker); [`loopback`] is the in-process queue of the demo and the tests,
 //! which pushes to a URL itself with Cloud Tasks' headers and retry rules. Both answer
 //! [`Enqueuer::task_state`]: whether the task of one delivery generation still exists.
+//!
+//! The two ends of a delivery that are not the worker's own live here too: [`push_headers`]
+//! reads what Cloud Tasks says about a push as it arrives, and [`sweep`] is the backstop that
+//! asks the queue about stranded jobs and delivers them again.
 
 pub mod cloud_tasks;
 pub mod loopback;
+pub mod push_headers;
+pub mod sweep;
+
+pub use push_headers::TaskHeaders;
+pub use sweep::{SweepReport, SweepSettings, sweep_once};
 
 use async_trait::async_trait;
 use domain::JobId;

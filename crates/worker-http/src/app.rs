@@ -66,7 +66,7 @@ pub struct SweepParts {
     /// Where re-enqueues go, and whom to ask whether a task still exists (`VIDEO_QUEUE`).
     pub queue: Option<Arc<dyn queue::Enqueuer>>,
     /// `VIDEO_SWEEP_*` (the interval is the in-process loop's; the endpoint ignores it).
-    pub settings: crate::config::SweepSettings,
+    pub settings: queue::SweepSettings,
 }
 
 /// The sweep pass of `POST /sweep`, ready to run.
@@ -109,7 +109,7 @@ impl Application {
     pub async fn build(parts: AppParts, addr: SocketAddr) -> anyhow::Result<Self> {
         let sweep = SweepParts {
             queue: None,
-            settings: crate::config::SweepSettings::default(),
+            settings: queue::SweepSettings::default(),
         };
         Self::build_with_sweep(parts, sweep, addr).await
     }
@@ -124,7 +124,7 @@ impl Application {
         let sweep = Arc::new(SweepEndpoint {
             repo: parts.repo.clone(),
             queue: sweep.queue,
-            policy: crate::sweeper::policy(&sweep.settings, parts.runner.max_attempts),
+            policy: sweep.settings.policy(parts.runner.max_attempts),
         });
         let listener = TcpListener::bind(addr)
             .await

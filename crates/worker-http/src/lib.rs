@@ -8,13 +8,12 @@
 pub mod api;
 pub mod app;
 pub mod cli;
-pub mod cloud_tasks;
 pub mod config;
 pub mod demo;
 pub mod media;
 pub mod metrics_export;
 pub mod routes;
-pub mod sweeper;
+pub mod sweep_route;
 pub mod telemetry;
 
 pub use app::{AppParts, Application, Readiness, SweepParts};

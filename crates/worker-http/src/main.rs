@@ -373,7 +373,7 @@ async fn serve() -> anyhow::Result<()> {
         "video-worker serving"
     );
     let token = app.shutdown_token();
-    let sweeper = worker_http::sweeper::spawn(
+    let sweeper = queue::sweep::spawn(
         repo,
         queue,
         settings.sweep.clone(),

@@ -1,5 +1,5 @@
 //! The worker's routes: `POST /jobs/run` (the queue's push), `POST /sweep` (one sweep pass,
-//! [`crate::sweeper::handle`]), `GET /health`, `GET /ready`, `GET /metrics`. No path ends in `z`: Cloud Run reserves those.
+//! [`crate::sweep_route`]), `GET /health`, `GET /ready`, `GET /metrics`. No path ends in `z`: Cloud Run reserves those.
 //!
 //! Every answer to a push is designed for the queue, which treats 2xx as done and retries
 //! everything else: 2xx when a retry cannot help, non-2xx only when one can (SPEC §4).
@@ -16,12 +16,15 @@ use serde_json::json;
 use tracing::Instrument;
 
 use crate::app::AppState;
-use crate::cloud_tasks::TaskHeaders;
+use queue::TaskHeaders;
 
 pub(crate) fn router(state: AppState, max_body_bytes: usize) -> Router {
     Router::new()
         .route("/jobs/run", post(run_job))
-        .route(crate::sweeper::SWEEP_PATH, post(crate::sweeper::handle))
+        .route(
+            crate::sweep_route::SWEEP_PATH,
+            post(crate::sweep_route::handle),
+        )
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
@@ -32,20 +35,31 @@ pub(crate) fn router(state: AppState, max_body_bytes: usize) -> Router {
         .with_state(state)
 }
 
+/// Why a push body names no job.
+#[derive(Debug, thiserror::Error)]
+enum PushBodyError {
+    #[error("body is not {{\"job_id\": \"<uuid>\"}}: {0}")]
+    NotJson(#[from] serde_json::Error),
+    #[error("body is not {{\"job_id\": \"<uuid>\"}}: not a JSON object")]
+    NotAnObject,
+    #[error("body is not {{\"job_id\": \"<uuid>\"}}: job_id is not a string")]
+    IdNotAString,
+    #[error("body is not {{\"job_id\": \"<uuid>\"}}: no job_id")]
+    NoId,
+}
+
 /// The job id of a push body, which must be a JSON object with a string `job_id` (other
 /// members are ignored). Read by hand, not through a derived struct: serde would also accept
 /// a sequence (`["<uuid>"]`) for a struct, and run a job for a body that is not an object.
-fn job_id_of(body: &[u8]) -> Result<String, String> {
-    const SHAPE: &str = "body is not {\"job_id\": \"<uuid>\"}";
-    let value: serde_json::Value =
-        serde_json::from_slice(body).map_err(|e| format!("{SHAPE}: {e}"))?;
+fn job_id_of(body: &[u8]) -> Result<String, PushBodyError> {
+    let value: serde_json::Value = serde_json::from_slice(body)?;
     let serde_json::Value::Object(mut members) = value else {
-        return Err(format!("{SHAPE}: not a JSON object"));
+        return Err(PushBodyError::NotAnObject);
     };
     match members.remove("job_id") {
         Some(serde_json::Value::String(id)) => Ok(id),
-        Some(_) => Err(format!("{SHAPE}: job_id is not a string")),
-        None => Err(format!("{SHAPE}: no job_id")),
+        Some(_) => Err(PushBodyError::IdNotAString),
+        None => Err(PushBodyError::NoId),
     }
 }
 
@@ -89,7 +103,7 @@ async fn run_job(State(app): State<AppState>, headers: HeaderMap, body: Bytes) -
         }
         let job_id = match job_id_of(&body) {
             Ok(id) => id,
-            Err(reason) => return rejected(reason),
+            Err(reason) => return rejected(reason.to_string()),
         };
         let job_id: JobId = match job_id.parse() {
             Ok(id) => id,

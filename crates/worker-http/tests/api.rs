@@ -511,10 +511,9 @@ async fn a_refused_enqueue_fails_the_job_and_an_unclear_one_leaves_it_queued() {
         queued_for: Some(Duration::from_secs(1800)),
         queued_limit: u32::MAX,
     };
-    let report =
-        worker_http::sweeper::sweep_once(rig.repo.as_ref(), Some(recorder.as_ref()), &policy)
-            .await
-            .unwrap();
+    let report = queue::sweep_once(rig.repo.as_ref(), Some(recorder.as_ref()), &policy)
+        .await
+        .unwrap();
     assert_eq!(report.reenqueued, 1);
     let asked = recorder.asked.lock().unwrap().clone();
     assert_eq!(asked.last().unwrap().0, id);

@@ -749,7 +749,7 @@ fn scheduler_calls_post_sweep_on_the_worker_every_minute_as_an_allowed_caller() 
     let target = &job.http_target;
     assert_eq!(
         target.uri,
-        format!("{worker_url}{}", worker_http::sweeper::SWEEP_PATH),
+        format!("{worker_url}{}", worker_http::sweep_route::SWEEP_PATH),
         "the route the worker serves"
     );
     assert_eq!(target.http_method, "POST");

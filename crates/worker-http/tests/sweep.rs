@@ -17,10 +17,10 @@ use common::{
 };
 use domain::{JobId, JobRepository, JobStatus};
 use queue::Enqueuer;
+use queue::SweepSettings;
 use queue::loopback::LoopbackQueue;
 use repo_pg::PgRepository;
 use serde_json::{Value, json};
-use worker_http::config::SweepSettings;
 use worker_http::{AppParts, Application, Readiness, SweepParts};
 
 /// The in-process loop is off in every test here: only `POST /sweep` sweeps.

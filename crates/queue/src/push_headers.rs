@@ -1,7 +1,7 @@
-//! The headers Cloud Tasks sends with a push, read leniently (names in any case; a value
+//! The receiving side of a push: the headers Cloud Tasks sends with it, read leniently (names in any case; a value
 //! that does not parse is kept as absent, never an error).
 
-use http::HeaderMap;
+use reqwest::header::HeaderMap;
 
 /// What the queue says about this delivery.
 #[derive(Debug, Clone, Default, PartialEq)]

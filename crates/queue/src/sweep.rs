@@ -8,8 +8,8 @@
 //! generation advances by compare-and-set and the next generation's task is enqueued; no
 //! clear answer → the job waits for the next pass.
 //!
-//! Two ways to run a pass, both calling [`sweep_once`]: `POST /sweep` ([`handle`], called
-//! by Cloud Scheduler — on Cloud Run with request-based CPU nothing runs between
+//! Two ways to run a pass, both calling [`sweep_once`]: `POST /sweep` (the worker's route,
+//! called by Cloud Scheduler — on Cloud Run with request-based CPU nothing runs between
 //! requests, so an in-process timer would not fire while the service sits at zero), and the
 //! in-process loop ([`spawn`], `VIDEO_SWEEP_INTERVAL_SECONDS`) for compose and VM
 //! deployments. One instance sweeps at a time — the repository takes an advisory lock in the
@@ -19,18 +19,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
 use domain::{JobId, JobRepository, JobStatus, SweepPolicy};
 use futures_util::StreamExt;
-use queue::{Enqueuer, TaskState};
 use serde::Serialize;
-use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use crate::app::AppState;
-use crate::config::SweepSettings;
+use crate::{Enqueuer, TaskState};
 
 /// Queued jobs whose task the pass asks about at once. Each question is one queue request
 /// (plus two short statements), so a deep backlog is checked in a fraction of the
@@ -38,67 +32,51 @@ use crate::config::SweepSettings;
 /// the pool's connections to the running job's heartbeats.
 const QUEUE_CHECKS_AT_ONCE: usize = 4;
 
-/// The route of one sweep pass on the worker's listener (Cloud Scheduler's target).
-pub const SWEEP_PATH: &str = "/sweep";
+/// How the sweeper runs: the loop's period and what counts as stranded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SweepSettings {
+    /// `VIDEO_SWEEP_INTERVAL_SECONDS`; zero disables the in-process loop.
+    pub interval: Duration,
+    /// `VIDEO_SWEEP_EXPIRED_FOR_SECONDS`: how long past its expiry a lease is left to the
+    /// queue's own retries before a pass takes the job back.
+    pub expired_for: Duration,
+    /// `VIDEO_SWEEP_QUEUED_FOR_SECONDS`: how long a queued job sits untouched before a pass
+    /// asks the queue about its task.
+    pub queued_for: Duration,
+    /// `VIDEO_SWEEP_QUEUED_BATCH`: queued jobs checked per pass at most.
+    pub queued_batch: u32,
+}
 
-/// `POST /sweep`: authenticated exactly like a push (the same allow-list or shared token),
-/// then one pass; 200 with the [`SweepReport`] as JSON. Nothing is read before the caller
-/// is known. A database that is down answers 503 with `Retry-After`, so the scheduler's
-/// retry (or the next minute's run) tries again.
-pub(crate) async fn handle(State(app): State<AppState>, headers: HeaderMap) -> Response {
-    if let Err(error) = app.auth.authenticate(&headers).await {
-        let status = error.status();
-        tracing::warn!(%error, code = status.as_u16(), "sweep refused");
-        return (
-            status,
-            axum::Json(json!({"status": "unauthorized", "error": error.to_string()})),
-        )
-            .into_response();
+impl Default for SweepSettings {
+    /// The documented defaults (README, settings table).
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_secs(60),
+            expired_for: Duration::from_secs(900),
+            queued_for: Duration::from_secs(DEFAULT_QUEUED_FOR_SECONDS),
+            queued_batch: DEFAULT_QUEUED_BATCH,
+        }
     }
-    // The pass runs on a task of its own, like a job: if the scheduler hangs up (its attempt
-    // deadline), the pass still finishes — a job whose generation advanced gets its task.
-    let (repo, queue, policy) = (
-        app.sweep.repo.clone(),
-        app.sweep.queue.clone(),
-        app.sweep.policy.clone(),
-    );
-    let pass = app
-        .jobs
-        .spawn(async move { sweep_once(repo.as_ref(), queue.as_deref(), &policy).await });
-    let Ok(result) = pass.await else {
-        tracing::error!("the sweep task failed");
-        return (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            axum::Json(json!({"status": "error", "reason": "the sweep task failed"})),
-        )
-            .into_response();
-    };
-    match result {
-        Ok(report) => {
-            tracing::info!(?report, "sweep done (POST /sweep)");
-            (StatusCode::OK, axum::Json(report)).into_response()
-        }
-        Err(e) if e.is_retryable() => {
-            tracing::warn!(error = %e, "sweep failed: storage unavailable");
-            let mut response = (
-                StatusCode::SERVICE_UNAVAILABLE,
-                axum::Json(
-                    json!({"status": "unavailable", "reason": "the job store is unavailable"}),
-                ),
-            )
-                .into_response();
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("10"));
-            response
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "sweep failed");
-            (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                axum::Json(json!({"status": "error", "reason": e.to_string()})),
-            )
-                .into_response()
+}
+
+/// `VIDEO_SWEEP_QUEUED_FOR_SECONDS` by default. A pass asks the queue about each queued job
+/// this old (one `tasks.get` each), so this is the trade between how soon a lost task is
+/// noticed and how many questions a backlog costs per minute.
+pub const DEFAULT_QUEUED_FOR_SECONDS: u64 = 300;
+
+/// `VIDEO_SWEEP_QUEUED_BATCH` by default: 500 questions to the queue, four at a time, take a
+/// few seconds — well inside the scheduler's 180 s deadline for `POST /sweep` — and, with
+/// a check touching the job, a backlog of N jobs is covered in N / 500 passes.
+pub const DEFAULT_QUEUED_BATCH: u32 = 500;
+
+impl SweepSettings {
+    /// The policy a pass runs with.
+    pub fn policy(&self, max_attempts: u32) -> SweepPolicy {
+        SweepPolicy {
+            expired_for: self.expired_for,
+            max_attempts,
+            queued_for: Some(self.queued_for),
+            queued_limit: self.queued_batch,
         }
     }
 }
@@ -249,16 +227,6 @@ async fn redeliver(repo: &dyn JobRepository, queue: &dyn Enqueuer, id: JobId) ->
     }
 }
 
-/// The policy a pass runs with.
-pub fn policy(settings: &SweepSettings, max_attempts: u32) -> SweepPolicy {
-    SweepPolicy {
-        expired_for: settings.expired_for,
-        max_attempts,
-        queued_for: Some(settings.queued_for),
-        queued_limit: settings.queued_batch,
-    }
-}
-
 /// Sweeps every `settings.interval` until `shutdown`; `None` when the interval is zero.
 pub fn spawn(
     repo: Arc<dyn JobRepository>,
@@ -270,7 +238,7 @@ pub fn spawn(
     if settings.interval.is_zero() {
         return None;
     }
-    let policy = policy(&settings, max_attempts);
+    let policy = settings.policy(max_attempts);
     Some(tokio::spawn(async move {
         // Instances started together should not sweep in lockstep.
         let jitter = settings.interval.mul_f64(fastrand::f64());

@@ -6,6 +6,8 @@
 
 use std::fmt;
 
+use secrecy::SecretString;
+
 /// Names of the environment variables the service reads this configuration from.
 ///
 /// They live here, next to the checks whose errors quote them, so the binary that reads the
@@ -61,10 +63,10 @@ impl OidcConfig {
 }
 
 /// Which ways of authenticating a push are enabled. At least one must be.
-#[derive(Clone, Default, PartialEq, Eq)]
+#[derive(Clone, Default)]
 pub struct AuthConfig {
     /// A secret shared with the pusher. `None` disables the shared-token path.
-    pub shared_token: Option<String>,
+    pub shared_token: Option<SecretString>,
     /// Google OIDC verification. `None` disables the OIDC path.
     pub oidc: Option<OidcConfig>,
 }

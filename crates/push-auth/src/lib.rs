@@ -21,6 +21,7 @@ mod jwks;
 mod oidc;
 mod shared;
 
+use secrecy::ExposeSecret;
 use std::sync::Arc;
 
 use http::HeaderMap;
@@ -69,7 +70,12 @@ impl Authenticator {
     /// empty allow-list, a non-http(s) JWKS URL or no issuers. No network access happens
     /// here: keys are fetched on first use, so start-up does not depend on Google.
     pub fn new(config: AuthConfig, http: reqwest::Client) -> Result<Self, AuthConfigError> {
-        let shared = config::check_shared_token(config.shared_token.as_deref())?;
+        let shared = config::check_shared_token(
+            config
+                .shared_token
+                .as_ref()
+                .map(ExposeSecret::expose_secret),
+        )?;
         let oidc = config.oidc.as_ref().map(config::check_oidc).transpose()?;
         if shared.is_none() && oidc.is_none() {
             return Err(AuthConfigError::NothingConfigured);

@@ -204,7 +204,7 @@ fn authenticator_for(jwks_url: &str, shared_token: Option<&str>) -> Authenticato
     };
     Authenticator::new(
         AuthConfig {
-            shared_token: shared_token.map(str::to_owned),
+            shared_token: shared_token.map(secrecy::SecretString::from),
             oidc: Some(oidc),
         },
         http_client(),

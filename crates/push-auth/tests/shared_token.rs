@@ -14,7 +14,7 @@ fn client() -> reqwest::Client {
 fn shared_only() -> Authenticator {
     Authenticator::new(
         AuthConfig {
-            shared_token: Some(TOKEN.to_owned()),
+            shared_token: Some(TOKEN.into()),
             oidc: None,
         },
         client(),
@@ -263,7 +263,7 @@ fn nothing_configured_is_refused_naming_the_variables() {
 fn empty_shared_token_is_refused_naming_the_variable() {
     for token in ["", "   "] {
         let error = config_error(AuthConfig {
-            shared_token: Some(token.to_owned()),
+            shared_token: Some(token.into()),
             oidc: None,
         });
         assert_eq!(error, AuthConfigError::EmptySharedToken);
@@ -277,7 +277,7 @@ fn empty_allow_list_is_refused_naming_the_variable() {
         let mut oidc = oidc_config();
         oidc.allowed_emails = emails;
         let error = config_error(AuthConfig {
-            shared_token: Some(TOKEN.to_owned()),
+            shared_token: Some(TOKEN.into()),
             oidc: Some(oidc),
         });
         assert_eq!(error, AuthConfigError::EmptyAllowList);

@@ -25,6 +25,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use domain::JobId;
+use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::sync::Mutex;
@@ -52,7 +53,7 @@ const TOKEN_REFRESH_MARGIN: Duration = Duration::from_secs(60);
 const MAX_ERROR_DETAIL: usize = 300;
 
 /// Where the API's access token comes from.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub enum AccessToken {
     /// Fetched from the metadata server at this base URL (the service account the process
     /// runs as), cached until a minute before it expires.
@@ -61,7 +62,7 @@ pub enum AccessToken {
         base: String,
     },
     /// A fixed token, for local use (e.g. `gcloud auth print-access-token`).
-    Static(String),
+    Static(SecretString),
 }
 
 // By hand so that a static token never ends up in a log line through `{:?}`.
@@ -110,7 +111,7 @@ pub enum ConfigError {
 }
 
 /// Which queue, which worker, and how to talk to Cloud Tasks.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct CloudTasksConfig {
     /// Google Cloud project id.
     pub project: String,
@@ -198,7 +199,7 @@ impl CloudTasksConfig {
     /// Uses a fixed access token instead of the metadata server (local use).
     #[must_use]
     pub fn with_static_token(mut self, token: impl Into<String>) -> Self {
-        self.access_token = AccessToken::Static(token.into());
+        self.access_token = AccessToken::Static(SecretString::from(token.into()));
         self
     }
 
@@ -248,7 +249,7 @@ impl CloudTasksConfig {
         }
         match &self.access_token {
             AccessToken::Metadata { base } => http_url("metadata_base", base)?,
-            AccessToken::Static(token) if token.trim().is_empty() => {
+            AccessToken::Static(token) if token.expose_secret().trim().is_empty() => {
                 return Err(invalid("access_token", "the static token is empty"));
             }
             AccessToken::Static(_) => {}
@@ -318,7 +319,7 @@ pub struct CloudTasks {
 }
 
 struct CachedToken {
-    value: String,
+    value: SecretString,
     refresh_at: Instant,
 }
 
@@ -387,7 +388,7 @@ impl CloudTasks {
 
     /// The access token for the API: the static one, or the cached metadata token, fetched
     /// again once within a minute of expiry.
-    async fn access_token(&self) -> Result<String, EnqueueError> {
+    async fn access_token(&self) -> Result<SecretString, EnqueueError> {
         let base = match &self.config.access_token {
             AccessToken::Static(token) => return Ok(token.clone()),
             AccessToken::Metadata { base } => base,
@@ -433,7 +434,7 @@ impl CloudTasks {
         }
         let lifetime = Duration::from_secs(token.expires_in);
         Ok(CachedToken {
-            value: token.access_token,
+            value: token.access_token.into(),
             refresh_at: Instant::now() + lifetime.saturating_sub(TOKEN_REFRESH_MARGIN),
         })
     }
@@ -453,7 +454,7 @@ impl CloudTasks {
     async fn send(&self, request: reqwest::RequestBuilder) -> Result<Answer, EnqueueError> {
         let token = self.access_token().await?;
         let response = request
-            .bearer_auth(token)
+            .bearer_auth(token.expose_secret())
             .timeout(self.config.request_timeout)
             .send()
             .await

@@ -16,6 +16,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use domain::JobId;
+use secrecy::{ExposeSecret, SecretString};
 
 use crate::{EnqueueError, Enqueued, Enqueuer, TaskState};
 
@@ -28,7 +29,7 @@ pub struct LoopbackQueue {
     /// The queue name sent in `X-CloudTasks-QueueName`.
     pub queue: String,
     /// Sent as `Authorization: Bearer` (the worker's shared token), if set.
-    pub bearer: Option<String>,
+    pub bearer: Option<SecretString>,
     /// Deliveries before giving up.
     pub max_attempts: u32,
     /// First retry delay (doubles each time) when the answer has no `Retry-After`.
@@ -110,7 +111,7 @@ impl LoopbackQueue {
                 .header("X-CloudTasks-TaskETA", format!("{eta:.6}"))
                 .body(serde_json::json!({ "job_id": job_id }).to_string());
             if let Some(token) = &self.bearer {
-                request = request.bearer_auth(token);
+                request = request.bearer_auth(token.expose_secret());
             }
             if let Some(code) = previous {
                 request = request.header("X-CloudTasks-TaskPreviousResponse", code.to_string());

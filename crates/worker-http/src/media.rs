@@ -11,6 +11,7 @@ use pipeline::cache::SegmentCache;
 use pipeline::tts::TtsBackend;
 use pipeline::video::{PipelineStats, VideoConfig};
 use runner::scratch::WorkDirClaim;
+use secrecy::ExposeSecret;
 
 use crate::config::MediaSettings;
 
@@ -69,7 +70,10 @@ pub fn video_pipeline(
         pipeline::tts::http::from_settings(
             &settings.tts_backend,
             &settings.tts_url,
-            settings.tts_api_key.as_deref(),
+            settings
+                .tts_api_key
+                .as_ref()
+                .map(ExposeSecret::expose_secret),
             settings.tts_voice.as_deref(),
             settings.tts_model.as_deref(),
             client,

@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use queue::cloud_tasks::CloudTasksConfig;
+use secrecy::ExposeSecret;
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 use worker_http::config::{ApiSettings, QueueSettings, Settings};
@@ -864,7 +865,7 @@ async fn every_probe_and_healthcheck_path_is_a_route_its_process_serves() {
     // The worker, as `serve` builds it (in memory, always ready).
     let auth = push_auth::Authenticator::new(
         push_auth::AuthConfig {
-            shared_token: Some(stand_in("VIDEO_WORKER_AUTH_TOKEN")),
+            shared_token: Some(stand_in("VIDEO_WORKER_AUTH_TOKEN").into()),
             oidc: None,
         },
         reqwest::Client::new(),
@@ -1111,7 +1112,11 @@ fn compose_worker_and_api_share_the_artifacts_and_the_push_token() {
         QueueSettings::Loopback {
             token: Some(bearer),
             ..
-        } => assert_eq!(bearer, &token, "the api pushes with the worker's token"),
+        } => assert_eq!(
+            bearer.expose_secret(),
+            token.expose_secret(),
+            "the api pushes with the worker's token"
+        ),
         other => panic!("the compose api pushes over loopback with the token, not {other:?}"),
     }
 

@@ -1,6 +1,8 @@
 //! What the media pipeline reads: which pipeline, the tools, the work dir and its budget.
 
-use super::{ConfigError, Env, err, get};
+use secrecy::SecretString;
+
+use super::{ConfigError, Env, err, get, secret};
 
 /// Which pipeline the worker runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -12,7 +14,7 @@ pub enum PipelineKind {
 }
 
 /// The speech engine and where the films go: what the `video` pipeline needs.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct MediaSettings {
     /// `VIDEO_ARTIFACT_STORE_URL`.
     pub artifact_store_url: String,
@@ -21,7 +23,7 @@ pub struct MediaSettings {
     /// `VIDEO_TTS_URL` (empty: the provider's public endpoint).
     pub tts_url: String,
     /// `VIDEO_TTS_API_KEY`.
-    pub tts_api_key: Option<String>,
+    pub tts_api_key: Option<SecretString>,
     /// `VIDEO_TTS_VOICE`.
     pub tts_voice: Option<String>,
     /// `VIDEO_TTS_MODEL`.
@@ -43,7 +45,7 @@ impl MediaSettings {
                 .unwrap_or_else(|| "./artifacts".into()),
             tts_backend,
             tts_url: get(env, "VIDEO_TTS_URL").unwrap_or_default(),
-            tts_api_key: get(env, "VIDEO_TTS_API_KEY"),
+            tts_api_key: secret(env, "VIDEO_TTS_API_KEY"),
             tts_voice: get(env, "VIDEO_TTS_VOICE"),
             tts_model: get(env, "VIDEO_TTS_MODEL"),
         })

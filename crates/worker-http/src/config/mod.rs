@@ -11,6 +11,7 @@ mod worker;
 use std::time::Duration;
 
 use domain::InstanceId;
+use secrecy::SecretString;
 
 pub use api::ApiSettings;
 pub use media::{DEFAULT_SCRATCH_MAX_BYTES, MediaSettings, PipelineKind};
@@ -41,6 +42,11 @@ pub(crate) fn get(env: Env<'_>, var: &str) -> Option<String> {
     env(var)
         .map(|v| v.trim().to_owned())
         .filter(|v| !v.is_empty())
+}
+
+/// Reads a secret (a token, an API key): held so that no `{:?}` prints it.
+pub(crate) fn secret(env: Env<'_>, var: &str) -> Option<SecretString> {
+    get(env, var).map(SecretString::from)
 }
 
 pub(crate) fn number<T>(

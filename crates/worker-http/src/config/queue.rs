@@ -1,6 +1,8 @@
 //! Where deliveries are enqueued: `VIDEO_QUEUE` and the queue's own settings.
 
-use super::{ConfigError, Env, err, get, seconds};
+use secrecy::SecretString;
+
+use super::{ConfigError, Env, err, get, seconds, secret};
 
 #[derive(Debug, Clone)]
 pub enum QueueSettings {
@@ -12,7 +14,7 @@ pub enum QueueSettings {
         /// The worker's base URL.
         worker_url: String,
         /// The worker's shared token, sent as a bearer.
-        token: Option<String>,
+        token: Option<SecretString>,
     },
 }
 
@@ -34,7 +36,7 @@ impl QueueSettings {
                 url_ok("VIDEO_WORKER_URL", &worker_url)?;
                 Ok(Some(Self::Loopback {
                     worker_url: worker_url.trim_end_matches('/').to_owned(),
-                    token: get(env, "VIDEO_WORKER_AUTH_TOKEN"),
+                    token: secret(env, "VIDEO_WORKER_AUTH_TOKEN"),
                 }))
             }
             "cloud-tasks" => {

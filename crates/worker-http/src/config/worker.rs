@@ -7,10 +7,11 @@ use std::time::Duration;
 use domain::InstanceId;
 use queue::SweepSettings;
 use queue::sweep::{DEFAULT_QUEUED_BATCH, DEFAULT_QUEUED_FOR_SECONDS};
+use secrecy::{ExposeSecret, SecretString};
 
 use super::{
     ConfigError, DEFAULT_SCRATCH_MAX_BYTES, Env, MediaSettings, PipelineKind, QueueSettings,
-    default_instance_id, err, get, number, seconds,
+    default_instance_id, err, get, number, seconds, secret,
 };
 
 /// Everything `serve` reads.
@@ -23,7 +24,7 @@ pub struct Settings {
     /// `VIDEO_WORKER_INSTANCE_ID`.
     pub instance_id: InstanceId,
     /// `VIDEO_WORKER_AUTH_TOKEN`.
-    pub auth_token: Option<String>,
+    pub auth_token: Option<SecretString>,
     /// `VIDEO_WORKER_OIDC_*`.
     pub oidc: Option<push_auth::OidcConfig>,
     /// `VIDEO_JOB_LEASE_TTL_SECONDS`.
@@ -79,8 +80,11 @@ impl Settings {
             }
             None => default_instance_id(env),
         };
-        let auth_token = get(env, "VIDEO_WORKER_AUTH_TOKEN");
-        if auth_token.as_ref().is_some_and(|t| t.len() < 16) {
+        let auth_token = secret(env, "VIDEO_WORKER_AUTH_TOKEN");
+        if auth_token
+            .as_ref()
+            .is_some_and(|t| t.expose_secret().len() < 16)
+        {
             return Err(err(
                 "VIDEO_WORKER_AUTH_TOKEN",
                 "must be at least 16 characters",

@@ -218,7 +218,13 @@ async fn run(seed: u64) -> anyhow::Result<bool> {
         targets,
         WORKERS,
     );
-    let outcome = drive(&mut rng, &cluster, &db, &proxy, &queue, &mut fleet, started).await;
+    let rig = Rig {
+        cluster: &cluster,
+        db: &db,
+        proxy: &proxy,
+        queue: &queue,
+    };
+    let outcome = drive(&mut rng, rig, &mut fleet, started).await;
     queue.stop();
     fleet.kill_all().await;
     let outcome = outcome?;
@@ -231,13 +237,23 @@ async fn run(seed: u64) -> anyhow::Result<bool> {
     db.close().await;
     drop(cluster);
     drop(scratch);
-    Ok(report(
-        &outcome,
-        &findings,
-        &latencies,
-        &queue.stats(),
-        started.elapsed(),
-    ))
+    Ok(report(&Run {
+        outcome,
+        findings,
+        latencies,
+        queue: queue.stats(),
+        wall: started.elapsed(),
+    }))
+}
+
+/// Everything the report is made of.
+struct Run {
+    outcome: Outcome,
+    findings: audit::Findings,
+    /// `kill -9` → takeover, one per kill that was taken over.
+    latencies: Vec<Duration>,
+    queue: queue::Stats,
+    wall: Duration,
 }
 
 /// What the run did and how the jobs ended.
@@ -265,16 +281,28 @@ struct Outcome {
     least_margin: Option<f64>,
 }
 
+/// What a run drives: the database (and the proxy in front of it) and the queue.
+#[derive(Clone, Copy)]
+struct Rig<'a> {
+    cluster: &'a Arc<test_pg::Cluster>,
+    db: &'a sqlx::PgPool,
+    proxy: &'a Proxy,
+    queue: &'a Queue,
+}
+
 /// Pushes the jobs and runs the fault schedule at the same time, then waits for the jobs.
 async fn drive(
     rng: &mut fastrand::Rng,
-    cluster: &Arc<test_pg::Cluster>,
-    db: &sqlx::PgPool,
-    proxy: &Proxy,
-    queue: &Queue,
+    rig: Rig<'_>,
     fleet: &mut Fleet,
     started: Instant,
 ) -> anyhow::Result<Outcome> {
+    let Rig {
+        cluster,
+        db,
+        proxy,
+        queue,
+    } = rig;
     for slot in 0..fleet.len() {
         fleet.start(slot).await?;
     }
@@ -508,13 +536,15 @@ fn ms(d: Option<Duration>) -> String {
 }
 
 /// Prints the figures and the summary line; true when every count that must be 0 is.
-fn report(
-    o: &Outcome,
-    f: &audit::Findings,
-    latencies: &[Duration],
-    q: &queue::Stats,
-    wall: Duration,
-) -> bool {
+fn report(run: &Run) -> bool {
+    let Run {
+        outcome: o,
+        findings: f,
+        latencies,
+        queue: q,
+        wall,
+    } = run;
+    let wall = *wall;
     for line in o.lost.iter().take(10) {
         println!("chaos: LOST {line}");
     }

@@ -91,6 +91,29 @@ pub struct Report<M: Model> {
     pub counterexample: Option<Counterexample<M>>,
 }
 
+/// How far a check got.
+struct Explored {
+    states: usize,
+    transitions: usize,
+    depth: usize,
+}
+
+impl<M: Model> Report<M> {
+    /// A check that stopped at a broken `property`, with the `trace` that breaks it.
+    fn broken(
+        explored: Explored,
+        property: &'static str,
+        trace: Vec<(Option<M::Action>, M::State)>,
+    ) -> Self {
+        Self {
+            states: explored.states,
+            transitions: explored.transitions,
+            depth: explored.depth,
+            counterexample: Some(Counterexample { property, trace }),
+        }
+    }
+}
+
 /// Why a check stopped early.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TooManyStates(pub usize);
@@ -113,7 +136,15 @@ pub fn check<M: Model>(model: &M, max_states: usize) -> Result<Report<M>, TooMan
             slot.insert(id);
             if let Some(inv) = violated(&init) {
                 let trace = vec![(None, init)];
-                return Ok(report(states.len() + 1, 0, 0, inv.name, trace));
+                return Ok(Report::broken(
+                    Explored {
+                        states: states.len() + 1,
+                        transitions: 0,
+                        depth: 0,
+                    },
+                    inv.name,
+                    trace,
+                ));
             }
             states.push(init);
             parent.push(None);
@@ -152,7 +183,15 @@ pub fn check<M: Model>(model: &M, max_states: usize) -> Result<Report<M>, TooMan
                     if let Some(name) = broken {
                         let trace = trace_to::<M>(&states, &parent, id);
                         let d = depth[id as usize] as usize;
-                        return Ok(report(states.len(), transitions, d, name, trace));
+                        return Ok(Report::broken(
+                            Explored {
+                                states: states.len(),
+                                transitions,
+                                depth: d,
+                            },
+                            name,
+                            trace,
+                        ));
                     }
                     id
                 }
@@ -204,21 +243,6 @@ pub fn check<M: Model>(model: &M, max_states: usize) -> Result<Report<M>, TooMan
 
 fn to_id(n: usize) -> u32 {
     u32::try_from(n).unwrap_or(u32::MAX)
-}
-
-fn report<M: Model>(
-    states: usize,
-    transitions: usize,
-    depth: usize,
-    property: &'static str,
-    trace: Vec<(Option<M::Action>, M::State)>,
-) -> Report<M> {
-    Report {
-        states,
-        transitions,
-        depth,
-        counterexample: Some(Counterexample { property, trace }),
-    }
 }
 
 fn trace_to<M: Model>(

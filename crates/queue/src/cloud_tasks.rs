@@ -110,6 +110,21 @@ pub enum ConfigError {
     },
 }
 
+/// Which queue delivers to which worker, signed as which service account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueTarget {
+    /// The Google Cloud project of the queue.
+    pub project: String,
+    /// The queue's region, e.g. `europe-west1`.
+    pub location: String,
+    /// The queue's id.
+    pub queue: String,
+    /// The worker's base URL; tasks push to `{worker_url}/jobs/run`.
+    pub worker_url: String,
+    /// The service account whose OIDC token the task carries.
+    pub service_account_email: String,
+}
+
 /// Which queue, which worker, and how to talk to Cloud Tasks.
 #[derive(Debug, Clone)]
 pub struct CloudTasksConfig {
@@ -145,22 +160,18 @@ impl CloudTasksConfig {
     /// A validated configuration with the defaults: audience = `worker_url`, the public API,
     /// tokens from the metadata server, 10 s request timeout.
     pub fn new(
-        project: impl Into<String>,
-        location: impl Into<String>,
-        queue: impl Into<String>,
-        worker_url: impl Into<String>,
-        service_account_email: impl Into<String>,
+        target: QueueTarget,
         execution_limit: Duration,
         dispatch_deadline: Duration,
     ) -> Result<Self, ConfigError> {
-        let worker_url = worker_url.into().trim_end_matches('/').to_owned();
+        let worker_url = target.worker_url.trim_end_matches('/').to_owned();
         let config = Self {
-            project: project.into(),
-            location: location.into(),
-            queue: queue.into(),
+            project: target.project,
+            location: target.location,
+            queue: target.queue,
             audience: worker_url.clone(),
             worker_url,
-            service_account_email: service_account_email.into(),
+            service_account_email: target.service_account_email,
             execution_limit,
             dispatch_deadline,
             api_base: DEFAULT_API_BASE.to_owned(),

@@ -16,7 +16,7 @@ pub mod push_headers;
 pub mod sweep;
 
 pub use push_headers::TaskHeaders;
-pub use sweep::{SweepReport, SweepSettings, sweep_once};
+pub use sweep::{SweepReport, SweepSettings, Sweeper, sweep_once};
 
 use async_trait::async_trait;
 use domain::JobId;

@@ -11,7 +11,7 @@
 //! Two ways to run a pass, both calling [`sweep_once`]: `POST /sweep` (the worker's route,
 //! called by Cloud Scheduler — on Cloud Run with request-based CPU nothing runs between
 //! requests, so an in-process timer would not fire while the service sits at zero), and the
-//! in-process loop ([`spawn`], `VIDEO_SWEEP_INTERVAL_SECONDS`) for compose and VM
+//! in-process loop ([`Sweeper::spawn`], `VIDEO_SWEEP_INTERVAL_SECONDS`) for compose and VM
 //! deployments. One instance sweeps at a time — the repository takes an advisory lock in the
 //! sweep statement — and the generation's compare-and-set makes the re-enqueue safe even when
 //! two passes overlap.
@@ -227,35 +227,51 @@ async fn redeliver(repo: &dyn JobRepository, queue: &dyn Enqueuer, id: JobId) ->
     }
 }
 
-/// Sweeps every `settings.interval` until `shutdown`; `None` when the interval is zero.
-pub fn spawn(
-    repo: Arc<dyn JobRepository>,
-    queue: Option<Arc<dyn Enqueuer>>,
-    settings: SweepSettings,
-    max_attempts: u32,
-    shutdown: CancellationToken,
-) -> Option<tokio::task::JoinHandle<()>> {
-    if settings.interval.is_zero() {
-        return None;
+/// A sweep pass ready to run: the jobs, the queue to re-deliver on (none: stuck jobs are
+/// still requeued and failed, and queued ones are reported as deferred), and the policy.
+#[derive(Debug, Clone)]
+pub struct Sweeper {
+    /// The jobs.
+    pub repo: Arc<dyn JobRepository>,
+    /// Where re-deliveries go, and whom to ask whether a task still exists (`VIDEO_QUEUE`).
+    pub queue: Option<Arc<dyn Enqueuer>>,
+    /// What counts as stranded.
+    pub policy: SweepPolicy,
+}
+
+impl Sweeper {
+    /// One pass ([`sweep_once`]).
+    pub async fn pass(&self) -> Result<SweepReport, domain::RepoError> {
+        sweep_once(self.repo.as_ref(), self.queue.as_deref(), &self.policy).await
     }
-    let policy = settings.policy(max_attempts);
-    Some(tokio::spawn(async move {
-        // Instances started together should not sweep in lockstep.
-        let jitter = settings.interval.mul_f64(fastrand::f64());
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            () = tokio::time::sleep(jitter) => {}
+
+    /// Sweeps every `interval` until `shutdown`; `None` when the interval is zero.
+    pub fn spawn(
+        self,
+        interval: Duration,
+        shutdown: CancellationToken,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        if interval.is_zero() {
+            return None;
         }
-        loop {
-            match sweep_once(repo.as_ref(), queue.as_deref(), &policy).await {
-                Ok(report) if report.is_empty() => {}
-                Ok(report) => tracing::info!(?report, "sweep done"),
-                Err(e) => tracing::warn!(error = %e, "sweep failed"),
-            }
+        Some(tokio::spawn(async move {
+            // Instances started together should not sweep in lockstep.
+            let jitter = interval.mul_f64(fastrand::f64());
             tokio::select! {
                 () = shutdown.cancelled() => return,
-                () = tokio::time::sleep(settings.interval.max(Duration::from_secs(1))) => {}
+                () = tokio::time::sleep(jitter) => {}
             }
-        }
-    }))
+            loop {
+                match self.pass().await {
+                    Ok(report) if report.is_empty() => {}
+                    Ok(report) => tracing::info!(?report, "sweep done"),
+                    Err(e) => tracing::warn!(error = %e, "sweep failed"),
+                }
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = tokio::time::sleep(interval.max(Duration::from_secs(1))) => {}
+                }
+            }
+        }))
+    }
 }

@@ -12,7 +12,7 @@ use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use domain::JobId;
-use queue::cloud_tasks::{CloudTasks, CloudTasksConfig, ConfigError, task_id};
+use queue::cloud_tasks::{CloudTasks, CloudTasksConfig, ConfigError, QueueTarget, task_id};
 use queue::{EnqueueError, Enqueued, Enqueuer};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -139,15 +139,17 @@ async fn handle(state: &Mutex<State>, uri: Uri, headers: HeaderMap, body: Bytes)
 }
 
 fn config(execution_limit: Duration, deadline: Duration) -> Result<CloudTasksConfig, ConfigError> {
-    CloudTasksConfig::new(
-        PROJECT,
-        LOCATION,
-        QUEUE,
-        WORKER,
-        SERVICE_ACCOUNT,
-        execution_limit,
-        deadline,
-    )
+    CloudTasksConfig::new(target(QUEUE), execution_limit, deadline)
+}
+
+fn target(queue: &str) -> QueueTarget {
+    QueueTarget {
+        project: PROJECT.into(),
+        location: LOCATION.into(),
+        queue: queue.into(),
+        worker_url: WORKER.into(),
+        service_account_email: SERVICE_ACCOUNT.into(),
+    }
 }
 
 fn created_reply() -> Reply {
@@ -448,11 +450,7 @@ fn the_enqueuer_validates_again() {
     );
 
     let bad_queue = CloudTasksConfig::new(
-        PROJECT,
-        LOCATION,
-        "a/b",
-        WORKER,
-        SERVICE_ACCOUNT,
+        target("a/b"),
         Duration::from_secs(60),
         Duration::from_secs(90),
     )

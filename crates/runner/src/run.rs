@@ -84,6 +84,16 @@ struct Liveness {
     registered: Option<HolderSession>,
 }
 
+/// A lease just taken: what the attempt runs under.
+struct Held<'a> {
+    lease: &'a Lease,
+    /// The job as the acquire returned it.
+    job: Job,
+    /// When the acquire was sent: the lease is reckoned to end a TTL after this, never later.
+    asked_at: Instant,
+    liveness: Liveness,
+}
+
 /// Time for the closing write, retries included.
 const CLOSING_BUDGET: Duration = Duration::from_secs(5);
 /// The same on shutdown, kept out of the drain so the whole stop fits the grace period.
@@ -203,9 +213,13 @@ impl Runner {
                 sessions,
                 registered: session,
             };
-            let outcome = self
-                .attempt(&lease, *job, asked_at, &watch, liveness, shutdown)
-                .await;
+            let held = Held {
+                lease: &lease,
+                job: *job,
+                asked_at,
+                liveness,
+            };
+            let outcome = self.attempt(held, &watch, shutdown).await;
             tracing::info!(outcome = outcome.label(), "attempt ended");
             outcome
         }
@@ -248,13 +262,16 @@ impl Runner {
 
     async fn attempt(
         &self,
-        lease: &Lease,
-        job: Job,
-        asked_at: Instant,
+        held: Held<'_>,
         watch: &CancelWatch,
-        mut liveness: Liveness,
         shutdown: &CancellationToken,
     ) -> RunOutcome {
+        let Held {
+            lease,
+            job,
+            asked_at,
+            mut liveness,
+        } = held;
         let cfg = &self.config;
         // Removed at the end of this attempt whatever its outcome, and by its drop guard if
         // this future is dropped first.

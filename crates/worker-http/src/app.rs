@@ -69,14 +69,6 @@ pub struct SweepParts {
     pub settings: queue::SweepSettings,
 }
 
-/// The sweep pass of `POST /sweep`, ready to run.
-#[derive(Debug)]
-pub(crate) struct SweepEndpoint {
-    pub(crate) repo: Arc<dyn JobRepository>,
-    pub(crate) queue: Option<Arc<dyn queue::Enqueuer>>,
-    pub(crate) policy: domain::SweepPolicy,
-}
-
 /// Shared by every request.
 #[derive(Debug, Clone)]
 pub(crate) struct AppState {
@@ -89,7 +81,7 @@ pub(crate) struct AppState {
     pub(crate) jobs: TaskTracker,
     pub(crate) metrics: metrics_exporter_prometheus::PrometheusHandle,
     /// `POST /sweep`.
-    pub(crate) sweep: Arc<SweepEndpoint>,
+    pub(crate) sweep: Arc<queue::Sweeper>,
 }
 
 /// A built, bound, not yet running service.
@@ -121,7 +113,7 @@ impl Application {
         sweep: SweepParts,
         addr: SocketAddr,
     ) -> anyhow::Result<Self> {
-        let sweep = Arc::new(SweepEndpoint {
+        let sweep = Arc::new(queue::Sweeper {
             repo: parts.repo.clone(),
             queue: sweep.queue,
             policy: sweep.settings.policy(parts.runner.max_attempts),

@@ -373,13 +373,12 @@ async fn serve() -> anyhow::Result<()> {
         "video-worker serving"
     );
     let token = app.shutdown_token();
-    let sweeper = queue::sweep::spawn(
+    let sweeper = queue::Sweeper {
         repo,
         queue,
-        settings.sweep.clone(),
-        settings.max_attempts,
-        token.child_token(),
-    );
+        policy: settings.sweep.policy(settings.max_attempts),
+    }
+    .spawn(settings.sweep.interval, token.child_token());
     tokio::spawn(async move {
         worker_http::app::shutdown_signal().await;
         token.cancel();

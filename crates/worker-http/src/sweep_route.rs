@@ -5,7 +5,6 @@
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use queue::sweep::sweep_once;
 use serde_json::json;
 
 use crate::app::AppState;
@@ -29,14 +28,8 @@ pub(crate) async fn handle(State(app): State<AppState>, headers: HeaderMap) -> R
     }
     // The pass runs on a task of its own, like a job: if the scheduler hangs up (its attempt
     // deadline), the pass still finishes — a job whose generation advanced gets its task.
-    let (repo, queue, policy) = (
-        app.sweep.repo.clone(),
-        app.sweep.queue.clone(),
-        app.sweep.policy.clone(),
-    );
-    let pass = app
-        .jobs
-        .spawn(async move { sweep_once(repo.as_ref(), queue.as_deref(), &policy).await });
+    let sweeper = app.sweep.clone();
+    let pass = app.jobs.spawn(async move { sweeper.pass().await });
     let Ok(result) = pass.await else {
         tracing::error!("the sweep task failed");
         return (

@@ -49,16 +49,15 @@ impl QueueSettings {
                     15..=1800,
                 )?;
                 let limit = seconds(env, "VIDEO_JOB_MAX_RUNTIME_SECONDS", 1200, 1..=1790)?;
-                let mut config = queue::cloud_tasks::CloudTasksConfig::new(
-                    need("VIDEO_TASKS_PROJECT")?,
-                    need("VIDEO_TASKS_LOCATION")?,
-                    need("VIDEO_TASKS_QUEUE")?,
+                let target = queue::cloud_tasks::QueueTarget {
+                    project: need("VIDEO_TASKS_PROJECT")?,
+                    location: need("VIDEO_TASKS_LOCATION")?,
+                    queue: need("VIDEO_TASKS_QUEUE")?,
                     worker_url,
-                    need("VIDEO_TASKS_SERVICE_ACCOUNT")?,
-                    limit,
-                    deadline,
-                )
-                .map_err(|e| err("VIDEO_TASKS_DISPATCH_DEADLINE_SECONDS", e.to_string()))?;
+                    service_account_email: need("VIDEO_TASKS_SERVICE_ACCOUNT")?,
+                };
+                let mut config = queue::cloud_tasks::CloudTasksConfig::new(target, limit, deadline)
+                    .map_err(|e| err("VIDEO_TASKS_DISPATCH_DEADLINE_SECONDS", e.to_string()))?;
                 if let Some(audience) = get(env, "VIDEO_TASKS_AUDIENCE") {
                     config = config.with_audience(audience);
                 }

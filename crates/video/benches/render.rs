@@ -4,7 +4,7 @@
 //! espeak-ng and ffmpeg commands on the same inputs — in the same run. Then a 10-minute
 //! storyboard (the same 10 segments ten times) to show how the cost grows.
 //!
-//! Run: `cargo bench -p pipeline --bench render` (needs ffmpeg, ffprobe, espeak-ng).
+//! Run: `cargo bench -p video --bench render` (needs ffmpeg, ffprobe, espeak-ng).
 //! `BENCH_LONG=0` skips the 10-minute storyboard.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark binary: fail loudly
 

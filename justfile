@@ -41,4 +41,4 @@ bench-worker:
 
 # A storyboard end to end next to the shell-script reference.
 bench-render:
-    cargo bench -p pipeline --bench render
+    cargo bench -p video --bench render

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The reference for the render benchmark: a plain, sequential shell script calling the same
 # espeak-ng and ffmpeg commands the pipeline calls, on the same inputs. The benchmark
-# (crates/pipeline/benches/render.rs) prepares DIR: params ("W H FPS LANG RATE"),
+# (crates/video/benches/render.rs) prepares DIR: params ("W H FPS LANG RATE"),
 # segments/NNN.txt (narration) and segments/NNN.rgba (the slide, drawn by our renderer:
 # a shell cannot draw text), and passes the encoder arguments in VIDEO_ARGS.
 set -euo pipefail

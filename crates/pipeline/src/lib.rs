@@ -11,21 +11,13 @@
 //! The runner owns the other side: it turns progress into fenced writes and cancels the
 //! token on cancel, lease loss, deadline or shutdown.
 
-pub mod cache;
-pub mod compose;
 mod context;
 mod data;
 mod error;
-pub mod media;
 pub mod noop;
 mod progress;
-pub mod publish;
-pub mod render;
-pub mod storyboard;
 #[cfg(feature = "testing")]
 pub mod testing;
-pub mod tts;
-pub mod video;
 
 use std::sync::Arc;
 
@@ -58,11 +50,20 @@ pub struct Published {
     pub artifact_key: String,
 }
 
+/// What stages keep across attempts (the video stages' segment cache), held to a budget by
+/// the runner after every attempt whatever its outcome. The contract names no cache type,
+/// so the runner needs none of the crates a real cache is built from.
+#[async_trait]
+pub trait ScratchBudget: Send + Sync + std::fmt::Debug {
+    /// Trims what is kept to the budget.
+    async fn enforce(&self) -> std::io::Result<()>;
+}
+
 /// Stages in order, and the segment cache they keep results in, if any.
 #[derive(Debug, Clone)]
 pub struct Pipeline {
     stages: Vec<Arc<dyn Stage>>,
-    cache: Option<cache::SegmentCache>,
+    cache: Option<Arc<dyn ScratchBudget>>,
 }
 
 impl Pipeline {
@@ -76,14 +77,14 @@ impl Pipeline {
 
     /// The same, keeping finished segments in `cache`: the runner holds it to its budget
     /// after every attempt.
-    pub fn with_cache(mut self, cache: cache::SegmentCache) -> Self {
+    pub fn with_cache(mut self, cache: Arc<dyn ScratchBudget>) -> Self {
         self.cache = Some(cache);
         self
     }
 
     /// The segment cache the stages fill, if they keep one.
-    pub fn cache(&self) -> Option<&cache::SegmentCache> {
-        self.cache.as_ref()
+    pub fn cache(&self) -> Option<&dyn ScratchBudget> {
+        self.cache.as_deref()
     }
 
     /// Each stage with its weight, for a [`ProgressTracker`].

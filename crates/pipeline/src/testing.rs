@@ -126,30 +126,3 @@ impl Stage for Stubborn {
         Ok(())
     }
 }
-
-/// Leaves what a real stage leaves mid-job: `bytes` of scratch in the attempt's work dir and
-/// as many in `cache`, under a key of this attempt's own (`{job}-{epoch}`).
-#[derive(Debug)]
-pub struct KeepScratch {
-    /// Where finished segments go.
-    pub cache: crate::cache::SegmentCache,
-    /// Bytes per file.
-    pub bytes: usize,
-}
-
-#[async_trait]
-impl Stage for KeepScratch {
-    fn stage(&self) -> StageName {
-        StageName::Tts
-    }
-
-    async fn run(&self, ctx: &StageContext, _: &mut StageData) -> Result<(), StageError> {
-        let io = |e: std::io::Error| StageError::retryable("io_failed", e.to_string());
-        let file = ctx.work_dir.join("segment.bin");
-        tokio::fs::write(&file, vec![7u8; self.bytes])
-            .await
-            .map_err(io)?;
-        let key = format!("{}-{}", ctx.job_id, ctx.epoch);
-        self.cache.insert(&file, &key, "bin").await.map_err(io)
-    }
-}

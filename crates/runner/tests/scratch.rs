@@ -8,20 +8,48 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_trait::async_trait;
 use domain::{
     AcquireOutcome, AcquireRequest, InstanceId, JobId, JobRepository, ManualClock, NewJob,
 };
-use pipeline::cache::SegmentCache;
-use pipeline::testing::{Fail, Gate, KeepScratch};
-use pipeline::{Pipeline, StageError};
+use pipeline::testing::{Fail, Gate};
+use pipeline::{Pipeline, Stage, StageContext, StageData, StageError};
 use repo_mem::MemRepository;
 use runner::{CancelHub, RunOutcome, Runner, RunnerConfig};
 use tokio_util::sync::CancellationToken;
+use video::cache::SegmentCache;
 
 const TTL: Duration = Duration::from_secs(60);
 /// Each attempt keeps one entry of this size; the budget holds three.
 const ENTRY: usize = 1000;
 const BUDGET: u64 = 3500;
+
+/// Leaves what a real stage leaves mid-job: `bytes` of scratch in the attempt's work dir and
+/// as many in `cache`, under a key of this attempt's own (`{job}-{epoch}`).
+#[derive(Debug)]
+struct KeepScratch {
+    /// Where finished segments go.
+    cache: SegmentCache,
+    /// Bytes per file.
+    bytes: usize,
+}
+
+#[async_trait]
+impl Stage for KeepScratch {
+    fn stage(&self) -> domain::Stage {
+        domain::Stage::Tts
+    }
+
+    async fn run(&self, ctx: &StageContext, _: &mut StageData) -> Result<(), StageError> {
+        let io = |e: std::io::Error| StageError::retryable("io_failed", e.to_string());
+        let file = ctx.work_dir.join("segment.bin");
+        tokio::fs::write(&file, vec![7u8; self.bytes])
+            .await
+            .map_err(io)?;
+        let key = format!("{}-{}", ctx.job_id, ctx.epoch);
+        self.cache.insert(&file, &key, "bin").await.map_err(io)
+    }
+}
 
 struct World {
     repo: Arc<MemRepository>,
@@ -69,7 +97,7 @@ impl World {
         let repo: Arc<dyn JobRepository> = self.repo.clone();
         Runner::new(
             repo,
-            Pipeline::new(stages).with_cache(self.cache.clone()),
+            Pipeline::new(stages).with_cache(Arc::new(self.cache.clone())),
             self.hub.clone(),
             config,
         )

@@ -37,13 +37,13 @@ use domain::{
 };
 use futures_util::StreamExt;
 use object_store::ObjectStore;
-use pipeline::storyboard::Storyboard;
 use queue::{EnqueueError, Enqueuer};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tokio::sync::broadcast;
 use utoipa::{OpenApi, ToSchema};
+use video::storyboard::Storyboard;
 
 mod decode;
 

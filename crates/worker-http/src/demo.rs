@@ -11,12 +11,12 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use domain::{InstanceId, JobId, JobRepository, JobStatus, NewJob};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
-use pipeline::storyboard::Storyboard;
-use pipeline::video::PipelineStats;
 use queue::loopback::LoopbackQueue;
 use repo_mem::MemRepository;
 use runner::RunnerConfig;
 use runner::scratch::{ClaimError, WorkDirClaim};
+use video::storyboard::Storyboard;
+use video::video::PipelineStats;
 
 use crate::config::MediaSettings;
 use crate::{AppParts, Application, Readiness};

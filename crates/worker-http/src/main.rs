@@ -269,7 +269,7 @@ async fn api() -> anyhow::Result<()> {
     let pool = repo_pg::connect_lazy(&settings.database_url, &repo_pg::PoolConfig::default())
         .context("DATABASE_URL: not a valid Postgres URL")?;
     let repo: Arc<dyn domain::JobRepository> = Arc::new(repo_pg::PgRepository::new(pool));
-    let artifacts = pipeline::publish::store_from_url(&settings.artifact_store_url)
+    let artifacts = video::publish::store_from_url(&settings.artifact_store_url)
         .map_err(|e| anyhow::anyhow!("VIDEO_ARTIFACT_STORE_URL: {e}"))?;
     let state = worker_http::api::ApiState {
         feed: worker_http::api::UpdateFeed::start(repo.clone()).await,
@@ -333,7 +333,7 @@ async fn serve() -> anyhow::Result<()> {
             &settings.media,
             &work,
             settings.scratch_max_bytes,
-            std::sync::Arc::new(pipeline::video::PipelineStats::default()),
+            std::sync::Arc::new(video::video::PipelineStats::default()),
         )?,
         PipelineKind::Noop => pipeline::noop::noop_pipeline(),
     };

@@ -7,11 +7,11 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use pipeline::Pipeline;
-use pipeline::cache::SegmentCache;
-use pipeline::tts::TtsBackend;
-use pipeline::video::{PipelineStats, VideoConfig};
 use runner::scratch::WorkDirClaim;
 use secrecy::ExposeSecret;
+use video::cache::SegmentCache;
+use video::tts::TtsBackend;
+use video::video::{PipelineStats, VideoConfig};
 
 use crate::config::MediaSettings;
 
@@ -30,7 +30,7 @@ pub fn require_tools(tools: &[&str]) -> anyhow::Result<()> {
             } else {
                 "-version"
             };
-            pipeline::media::version(Path::new(tool), flag).is_none()
+            video::media::version(Path::new(tool), flag).is_none()
         })
         .collect();
     if !missing.is_empty() {
@@ -59,15 +59,15 @@ pub fn video_pipeline(
     require_tools(&tools)?;
     let tts: Arc<dyn TtsBackend> = if settings.tts_backend == "espeak" {
         Arc::new(
-            pipeline::tts::espeak::Espeak::new("espeak-ng")
+            video::tts::espeak::Espeak::new("espeak-ng")
                 .with_context(|| format!("espeak-ng does not run; {INSTALL_HINT}"))?,
         )
     } else {
-        let client = pipeline::tts::http::HttpOptions::default()
+        let client = video::tts::http::HttpOptions::default()
             .client()
             .map_err(anyhow::Error::msg)
             .context("building the TTS HTTP client")?;
-        pipeline::tts::http::from_settings(
+        video::tts::http::from_settings(
             &settings.tts_backend,
             &settings.tts_url,
             settings
@@ -80,10 +80,10 @@ pub fn video_pipeline(
         )
         .map_err(anyhow::Error::msg)?
     };
-    let store = pipeline::publish::store_from_url(&settings.artifact_store_url)
+    let store = video::publish::store_from_url(&settings.artifact_store_url)
         .map_err(|e| anyhow::anyhow!("VIDEO_ARTIFACT_STORE_URL: {e}"))?;
     let ffmpeg = PathBuf::from("ffmpeg");
-    let ffmpeg_version = pipeline::media::version(&ffmpeg, "-version")
+    let ffmpeg_version = video::media::version(&ffmpeg, "-version")
         .with_context(|| format!("ffmpeg does not run; {INSTALL_HINT}"))?;
     let work_dir = work.root();
     work.clear_attempt_dirs()
@@ -99,7 +99,7 @@ pub fn video_pipeline(
         max_bytes = scratch_max_bytes,
         "segment cache ready"
     );
-    Ok(pipeline::video::video_pipeline(
+    Ok(video::video::video_pipeline(
         VideoConfig {
             tts,
             store,
@@ -140,6 +140,15 @@ mod tests {
         let pipeline = video_pipeline(&settings, &claim, 2500, Arc::default()).unwrap();
         assert!(!work.path().join("attempts").exists());
         assert_eq!(std::fs::read_dir(&cache).unwrap().count(), 2);
-        assert_eq!(pipeline.cache().unwrap().max_bytes(), 2500);
+        // The pipeline holds the cache to the same budget after every attempt.
+        std::fs::write(cache.join("d.wav"), vec![0u8; 1000]).unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime
+            .block_on(pipeline.cache().unwrap().enforce())
+            .unwrap();
+        assert_eq!(std::fs::read_dir(&cache).unwrap().count(), 2);
     }
 }

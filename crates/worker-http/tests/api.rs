@@ -63,7 +63,7 @@ async fn rig_full(
         repo: repo.clone(),
         queue,
         keys: ApiKeys::new(&[KEY.into(), OTHER_KEY.into()]),
-        artifacts: pipeline::publish::store_from_url(store.path().to_str().unwrap()).unwrap(),
+        artifacts: video::publish::store_from_url(store.path().to_str().unwrap()).unwrap(),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
@@ -171,7 +171,7 @@ async fn a_job_created_through_the_api_is_delivered_rendered_and_downloadable() 
     let bytes = film.bytes().await.unwrap();
     let path = rig._store.path().join("download.mp4");
     std::fs::write(&path, &bytes).unwrap();
-    let probe = pipeline::media::probe(std::path::Path::new("ffprobe"), &path)
+    let probe = video::media::probe(std::path::Path::new("ffprobe"), &path)
         .await
         .unwrap();
     assert_eq!(probe.streams.len(), 2, "{probe:?}");

@@ -55,7 +55,7 @@ impl Api {
             repo: repo.clone(),
             queue: Arc::new(Accepting),
             keys: ApiKeys::new(&[KEY.into()]),
-            artifacts: pipeline::publish::store_from_url(store.path().to_str().unwrap()).unwrap(),
+            artifacts: video::publish::store_from_url(store.path().to_str().unwrap()).unwrap(),
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());

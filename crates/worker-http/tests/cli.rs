@@ -53,7 +53,7 @@ async fn rig() -> Rig {
     let mut queue = LoopbackQueue::new(format!("{}/jobs/run", worker.base));
     queue.bearer = Some(TOKEN.into());
     let store_dir = tempfile::tempdir().unwrap();
-    let store = pipeline::publish::store_from_url(store_dir.path().to_str().unwrap()).unwrap();
+    let store = video::publish::store_from_url(store_dir.path().to_str().unwrap()).unwrap();
     let state = ApiState {
         feed: UpdateFeed::start(repo.clone()).await,
         repo: repo.clone(),

@@ -896,7 +896,7 @@ async fn every_probe_and_healthcheck_path_is_a_route_its_process_serves() {
             "{worker_base}/jobs/run"
         ))),
         keys: worker_http::api::ApiKeys::new(&[stand_in("VIDEO_API_KEYS")]),
-        artifacts: pipeline::publish::store_from_url(store.path().to_str().unwrap()).unwrap(),
+        artifacts: video::publish::store_from_url(store.path().to_str().unwrap()).unwrap(),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let api_base = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());

@@ -11,12 +11,12 @@ use std::sync::{Arc, OnceLock};
 
 use domain::{JobId, LeaseEpoch, Stage};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use pipeline::cache::{SegmentCache, looks_whole};
-use pipeline::tts::espeak::Espeak;
-use pipeline::video::{PipelineStats, VideoConfig, video_pipeline};
 use pipeline::{Pipeline, ProgressEvent, ProgressSink, StageContext, StageError};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
+use video::cache::{SegmentCache, looks_whole};
+use video::tts::espeak::Espeak;
+use video::video::{PipelineStats, VideoConfig, video_pipeline};
 
 fn metrics() -> &'static PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -53,9 +53,9 @@ fn worker(store_dir: &Path) -> Worker {
     let stats = Arc::new(PipelineStats::default());
     let config = VideoConfig {
         tts: Arc::new(Espeak::new("espeak-ng").expect("apt-get install espeak-ng")),
-        store: pipeline::publish::store_from_url(store_dir.to_str().unwrap()).unwrap(),
+        store: video::publish::store_from_url(store_dir.to_str().unwrap()).unwrap(),
         ffmpeg: PathBuf::from("ffmpeg"),
-        ffmpeg_version: pipeline::media::version(Path::new("ffmpeg"), "-version")
+        ffmpeg_version: video::media::version(Path::new("ffmpeg"), "-version")
             .expect("apt-get install ffmpeg"),
         max_encoders: 2,
         cache: SegmentCache::new(work.path().join("cache"), u64::MAX),

@@ -9,14 +9,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use domain::{JobId, LeaseEpoch};
-use pipeline::cache::SegmentCache;
-use pipeline::media::probe;
-use pipeline::render::frame_counts;
-use pipeline::tts::espeak::Espeak;
-use pipeline::video::{PipelineStats, VideoConfig, video_pipeline};
 use pipeline::{Pipeline, ProgressEvent, ProgressSink, StageContext, StageError};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
+use video::cache::SegmentCache;
+use video::media::probe;
+use video::render::frame_counts;
+use video::tts::espeak::Espeak;
+use video::video::{PipelineStats, VideoConfig, video_pipeline};
 
 struct Rig {
     pipeline: Pipeline,
@@ -45,13 +45,13 @@ fn rig() -> Rig {
     tools_or_explain();
     let dir = tempfile::tempdir().unwrap();
     let store =
-        pipeline::publish::store_from_url(dir.path().join("artifacts").to_str().unwrap()).unwrap();
+        video::publish::store_from_url(dir.path().join("artifacts").to_str().unwrap()).unwrap();
     let stats = Arc::new(PipelineStats::default());
     let config = VideoConfig {
         tts: Arc::new(Espeak::new("espeak-ng").unwrap()),
         store,
         ffmpeg: PathBuf::from("ffmpeg"),
-        ffmpeg_version: pipeline::media::version(Path::new("ffmpeg"), "-version").unwrap(),
+        ffmpeg_version: video::media::version(Path::new("ffmpeg"), "-version").unwrap(),
         max_encoders: VideoConfig::cores(),
         cache: SegmentCache::new(dir.path().join("cache"), u64::MAX),
     };
@@ -341,10 +341,10 @@ async fn invalid_storyboards_fail_permanently_with_field_level_errors() {
 
 #[tokio::test]
 async fn an_unknown_voice_fails_permanently_and_names_the_field() {
-    use pipeline::tts::TtsBackend;
+    use video::tts::TtsBackend;
     tools_or_explain();
     let espeak = Espeak::new("espeak-ng").unwrap();
-    let voice = pipeline::storyboard::Voice {
+    let voice = video::storyboard::Voice {
         language: "zz".into(),
         rate_wpm: 160,
     };

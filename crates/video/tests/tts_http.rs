@@ -13,13 +13,13 @@ use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use pipeline::StageError;
-use pipeline::storyboard::Voice;
-use pipeline::tts::TtsBackend;
-use pipeline::tts::http::{
+use tokio_util::sync::CancellationToken;
+use video::storyboard::Voice;
+use video::tts::TtsBackend;
+use video::tts::http::{
     GoogleAuth, GoogleTts, GoogleTtsConfig, HttpOptions, OpenAiTts, OpenAiTtsConfig, Secret,
     from_settings,
 };
-use tokio_util::sync::CancellationToken;
 
 const KEY: &str = "sk-test-SECRET-4242";
 const RATE: u32 = 24_000;

@@ -11,10 +11,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use pipeline::StageError;
-use pipeline::storyboard::Voice;
-use pipeline::tts::TtsBackend;
-use pipeline::tts::espeak::Espeak;
 use tokio_util::sync::CancellationToken;
+use video::storyboard::Voice;
+use video::tts::TtsBackend;
+use video::tts::espeak::Espeak;
 
 fn voice(language: &str) -> Voice {
     Voice {
@@ -138,7 +138,7 @@ async fn the_real_engine_refuses_an_unknown_voice_and_speaks_a_known_one() {
     let e = speak(&espeak, "zz", dir.path()).await.unwrap_err();
     assert_eq!(code(&e), ("permanent", "invalid_input".into()), "{e:?}");
     speak(&espeak, "en", dir.path()).await.unwrap();
-    assert!(pipeline::cache::looks_whole(
+    assert!(video::cache::looks_whole(
         &dir.path().join("out.wav"),
         "wav"
     ));

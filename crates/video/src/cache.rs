@@ -156,6 +156,14 @@ impl SegmentCache {
     }
 }
 
+/// The runner holds the cache to its budget after every attempt through the stage contract.
+#[async_trait::async_trait]
+impl pipeline::ScratchBudget for SegmentCache {
+    async fn enforce(&self) -> std::io::Result<()> {
+        SegmentCache::enforce(self).await.map(|_| ())
+    }
+}
+
 fn enforce_sync(dir: &Path, max: u64) -> std::io::Result<Usage> {
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,

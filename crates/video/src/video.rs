@@ -112,7 +112,7 @@ pub fn video_pipeline(config: VideoConfig, stats: Arc<PipelineStats>) -> Pipelin
         Arc::new(Compose(shared.clone())),
         Arc::new(Publish(shared)),
     ])
-    .with_cache(cache)
+    .with_cache(Arc::new(cache))
 }
 
 fn io(what: &str, e: impl std::fmt::Display) -> StageError {

@@ -4,7 +4,7 @@
 //! espeak-ng and ffmpeg commands on the same inputs — in the same run. Then a 10-minute
 //! storyboard (the same 10 segments ten times) to show how the cost grows.
 //!
-//! Run: `cargo bench -p pipeline --bench render` (needs ffmpeg, ffprobe, espeak-ng).
+//! Run: `cargo bench -p video --bench render` (needs ffmpeg, ffprobe, espeak-ng).
 //! `BENCH_LONG=0` skips the 10-minute storyboard.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark binary: fail loudly
 
@@ -14,13 +14,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use domain::{JobId, LeaseEpoch};
-use pipeline::render::VIDEO_ARGS;
-use pipeline::render::slide::SlideRenderer;
-use pipeline::storyboard::Storyboard;
-use pipeline::tts::espeak::Espeak;
-use pipeline::video::{PipelineStats, VideoConfig, video_pipeline};
 use pipeline::{ProgressEvent, ProgressSink, StageContext};
 use tokio_util::sync::CancellationToken;
+use video::render::VIDEO_ARGS;
+use video::render::slide::SlideRenderer;
+use video::storyboard::Storyboard;
+use video::tts::espeak::Espeak;
+use video::video::{PipelineStats, VideoConfig, video_pipeline};
 
 fn peak_rss_mib() -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
@@ -37,14 +37,14 @@ async fn ours(
     input: &serde_json::Value,
     dir: &Path,
 ) -> (Duration, BTreeMap<String, Duration>, f64) {
-    let store = pipeline::publish::store_from_url(dir.join("artifacts").to_str().unwrap()).unwrap();
+    let store = video::publish::store_from_url(dir.join("artifacts").to_str().unwrap()).unwrap();
     let config = VideoConfig {
         tts: Arc::new(Espeak::new("espeak-ng").unwrap()),
         store,
         ffmpeg: PathBuf::from("ffmpeg"),
-        ffmpeg_version: pipeline::media::version(Path::new("ffmpeg"), "-version").unwrap(),
+        ffmpeg_version: video::media::version(Path::new("ffmpeg"), "-version").unwrap(),
         max_encoders: VideoConfig::cores(),
-        cache: pipeline::cache::SegmentCache::new(dir.join("cache"), u64::MAX),
+        cache: video::cache::SegmentCache::new(dir.join("cache"), u64::MAX),
     };
     let pipeline = video_pipeline(config, Arc::new(PipelineStats::default()));
     let (sink, mut events) = ProgressSink::channel();
@@ -66,7 +66,7 @@ async fn ours(
         }
     }
     let film = dir.join("artifacts").join(&published.artifact_key);
-    let probe = pipeline::media::probe(Path::new("ffprobe"), &film)
+    let probe = video::media::probe(Path::new("ffprobe"), &film)
         .await
         .unwrap();
     (took, stages, probe.duration)

@@ -1,13 +1,10 @@
 //! The runner against `repo-mem` with paused tokio time and scripted pipelines.
-#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed assertion
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use domain::{
-    Clock, InstanceId, JobId, JobRepository, JobStatus, ManualClock, NewJob, Stage, Timestamp,
-};
+use domain::{Clock, InstanceId, JobId, JobRepository, JobStatus, ManualClock, NewJob, Stage};
 use pipeline::testing::{Fail, Publish, Segments, Stubborn};
 use pipeline::{Pipeline, StageError};
 use repo_mem::MemRepository;
@@ -15,37 +12,14 @@ use runner::{CancelHub, RunOutcome, Runner, RunnerConfig};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-const TTL: Duration = Duration::from_secs(60);
-const BEAT: Duration = Duration::from_secs(15);
-
-/// Repository time that follows tokio's (paused) clock, so leases expire as tokio time moves.
-#[derive(Debug)]
-struct TokioClock {
-    base: Timestamp,
-    start: tokio::time::Instant,
-}
-
-impl Clock for TokioClock {
-    fn now(&self) -> Timestamp {
-        self.base + chrono::TimeDelta::from_std(self.start.elapsed()).unwrap()
-    }
-}
+use crate::common::{self, BEAT, TTL, TokioClock};
 
 fn config(instance: &str) -> RunnerConfig {
-    RunnerConfig {
-        instance_id: InstanceId::new(instance).unwrap(),
-        lease_ttl: TTL,
-        heartbeat_interval: BEAT,
-        max_runtime: Duration::from_secs(1200),
-        max_attempts: 5,
-        drain_grace: Duration::from_secs(8),
-        progress_interval: Duration::from_millis(500),
-        work_root: work_root(),
-    }
+    common::config(instance, work_root())
 }
 
 fn work_root() -> PathBuf {
-    std::env::temp_dir().join(format!("runner-test-{}", std::process::id()))
+    common::work_root("runner-test")
 }
 
 fn stages(list: Vec<Arc<dyn pipeline::Stage>>) -> Pipeline {

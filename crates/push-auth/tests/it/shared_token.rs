@@ -1,15 +1,11 @@
 //! The shared-token path, the configuration checks, and the disabled (`demo`) mode.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use push_auth::{AuthConfig, AuthConfigError, AuthError, Authenticator, Caller, OidcConfig, env};
 
-const TOKEN: &str = "s3cret-shared-token-0123456789";
+use crate::common::{assert_invalid, http_client};
 
-fn client() -> reqwest::Client {
-    reqwest::Client::builder().no_proxy().build().unwrap()
-}
+const TOKEN: &str = "s3cret-shared-token-0123456789";
 
 fn shared_only() -> Authenticator {
     Authenticator::new(
@@ -17,7 +13,7 @@ fn shared_only() -> Authenticator {
             shared_token: Some(TOKEN.into()),
             oidc: None,
         },
-        client(),
+        http_client(),
     )
     .unwrap()
 }
@@ -41,13 +37,6 @@ fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
         );
     }
     map
-}
-
-fn assert_invalid(result: Result<Caller, AuthError>) {
-    match result {
-        Err(error @ AuthError::Invalid(_)) => assert_eq!(error.status(), StatusCode::UNAUTHORIZED),
-        other => panic!("expected Invalid (401), got {other:?}"),
-    }
 }
 
 #[tokio::test]
@@ -158,7 +147,7 @@ async fn missing_credentials_are_reported_as_missing() {
             shared_token: None,
             oidc: Some(oidc_config()),
         },
-        client(),
+        http_client(),
     )
     .unwrap();
     assert!(matches!(
@@ -204,7 +193,7 @@ async fn worker_token_header_is_refused_when_only_oidc_is_enabled() {
             shared_token: None,
             oidc: Some(oidc_config()),
         },
-        client(),
+        http_client(),
     )
     .unwrap();
     assert_invalid(
@@ -246,7 +235,7 @@ fn authenticator_debug_output_does_not_reveal_the_shared_token() {
 // ---------------------------------------------------------------------------------------
 
 fn config_error(config: AuthConfig) -> AuthConfigError {
-    Authenticator::new(config, client()).unwrap_err()
+    Authenticator::new(config, http_client()).unwrap_err()
 }
 
 #[test]

@@ -3,7 +3,6 @@
 //!
 //! Run in release mode (`cargo test -p lease-model --release`): the wide world has millions
 //! of states.
-#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
 use lease_model::checker::{Report, check};
 use lease_model::model::{Config, LeaseModel, Mutation};

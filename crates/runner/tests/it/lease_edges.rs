@@ -1,7 +1,6 @@
 //! The runner at the edges of its lease, against `repo-mem` behind a wrapper that injects
 //! faults, with paused tokio time: a heartbeat call that hangs, a process paused past its TTL,
 //! a row that does not decode after the acquire committed.
-#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed assertion
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -13,7 +12,7 @@ use domain::{
     FencedError, FinalOutcome, HeartbeatAck, HolderSession, IdempotentOutcome, IdempotentRequest,
     InstanceId, Job, JobError, JobId, JobIdStream, JobPage, JobRepository, JobStatus, Lease,
     ListQuery, ManualClock, NewJob, ProgressOutcome, ProgressReport, RepoError, Stage, SweepPolicy,
-    SweptJob, Timestamp,
+    SweptJob,
 };
 use pipeline::Pipeline;
 use pipeline::testing::{Publish, Segments};
@@ -22,20 +21,7 @@ use runner::{CancelHub, RunOutcome, Runner, RunnerConfig};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-const TTL: Duration = Duration::from_secs(60);
-
-/// Repository time that follows tokio's (paused) clock, so leases expire as tokio time moves.
-#[derive(Debug)]
-struct TokioClock {
-    base: Timestamp,
-    start: Instant,
-}
-
-impl Clock for TokioClock {
-    fn now(&self) -> Timestamp {
-        self.base + chrono::TimeDelta::from_std(self.start.elapsed()).unwrap()
-    }
-}
+use crate::common::{self, TTL, TokioClock};
 
 /// What the wrapper breaks.
 #[derive(Debug, Default, Clone, Copy)]
@@ -164,16 +150,7 @@ impl JobRepository for Faulty {
 }
 
 fn config(instance: &str) -> RunnerConfig {
-    RunnerConfig {
-        instance_id: InstanceId::new(instance).unwrap(),
-        lease_ttl: TTL,
-        heartbeat_interval: Duration::from_secs(15),
-        max_runtime: Duration::from_secs(1200),
-        max_attempts: 5,
-        drain_grace: Duration::from_secs(8),
-        progress_interval: Duration::from_millis(500),
-        work_root: std::env::temp_dir().join(format!("runner-edges-{}", std::process::id())),
-    }
+    common::config(instance, common::work_root("runner-edges"))
 }
 
 /// `count` one-second render segments, then publish.

@@ -1,8 +1,6 @@
 //! The OIDC path end to end: tokens signed with RSA keys made for this test run, keys served
 //! as a JWKS by a local axum server (127.0.0.1, port 0) that counts how often it is fetched.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
@@ -20,6 +18,8 @@ use rsa::pkcs8::{DecodePrivateKey, EncodePublicKey, LineEnding};
 use rsa::traits::PublicKeyParts;
 use rsa::{RsaPrivateKey, RsaPublicKey};
 use serde_json::{Value, json};
+
+use crate::common::{assert_invalid, http_client};
 
 const AUDIENCE: &str = "https://worker.example.test/jobs/run";
 const PUSHER: &str = "tasks-pusher@proj.iam.gserviceaccount.com";
@@ -190,11 +190,6 @@ async fn serve_jwks(State(state): State<Arc<ServerState>>) -> Response {
     response
 }
 
-fn http_client() -> reqwest::Client {
-    // Loopback only: never route the test's JWKS fetches through a proxy from the environment.
-    reqwest::Client::builder().no_proxy().build().unwrap()
-}
-
 fn authenticator_for(jwks_url: &str, shared_token: Option<&str>) -> Authenticator {
     let oidc = OidcConfig {
         audience: AUDIENCE.to_owned(),
@@ -265,15 +260,6 @@ fn bearer(token: &str) -> HeaderMap {
         HeaderValue::from_str(&format!("Bearer {token}")).unwrap(),
     );
     headers
-}
-
-fn assert_invalid(result: Result<Caller, AuthError>) {
-    match result {
-        Err(error @ AuthError::Invalid(_)) => {
-            assert_eq!(error.status(), StatusCode::UNAUTHORIZED);
-        }
-        other => panic!("expected Invalid (401), got {other:?}"),
-    }
 }
 
 /// Refused with 401 for the expected reason, so a test cannot pass by failing earlier for

@@ -2,7 +2,6 @@
 //! takeover, or the attempt's future being dropped — its scratch directory is gone, and the
 //! segment cache is back within its budget, least recently used entries evicted first.
 //! Real time, real files, `repo-mem` with a hand-moved clock for the takeover.
-#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed assertion
 
 use std::path::Path;
 use std::sync::Arc;
@@ -19,7 +18,8 @@ use runner::{CancelHub, RunOutcome, Runner, RunnerConfig};
 use tokio_util::sync::CancellationToken;
 use video::cache::SegmentCache;
 
-const TTL: Duration = Duration::from_secs(60);
+use crate::common::TTL;
+
 /// Each attempt keeps one entry of this size; the budget holds three.
 const ENTRY: usize = 1000;
 const BUDGET: u64 = 3500;

@@ -1,5 +1,4 @@
 //! A database that cannot be reached is a retryable failure, not a refusal or a panic.
-#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed assertion
 
 use std::time::Duration;
 

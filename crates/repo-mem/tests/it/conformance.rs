@@ -1,5 +1,4 @@
 //! The repository conformance suite on `repo-mem`, with a manual clock.
-#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed assertion
 
 use std::sync::Arc;
 

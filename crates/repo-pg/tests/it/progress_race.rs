@@ -4,7 +4,6 @@
 //! A third session holds the row lock in an open transaction while writes of 60 and 50 are
 //! issued on two other connections; both take their snapshot (percent 40) and wait. When the
 //! holder commits they run one after the other, in either order: the bar must end at 60.
-#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed assertion
 
 use std::time::Duration;
 
@@ -14,6 +13,8 @@ use domain::{
 };
 use repo_pg::PgRepository;
 use sqlx::PgPool;
+
+use crate::common;
 
 fn report(percent: u8) -> ProgressReport {
     ProgressReport::new(Stage::Render, Percent::new(percent).unwrap(), None, None).unwrap()
@@ -60,8 +61,7 @@ async fn until_waiting(pool: &PgPool, n: i64) {
 /// Issues `first` then `second` while the row is locked, releases it, and returns both
 /// outcomes and the stored percent.
 async fn race(first: u8, second: u8) -> (ProgressOutcome, ProgressOutcome, i16) {
-    let db = test_pg::fresh_database().await.unwrap();
-    repo_pg::migrate(&db.pool).await.unwrap();
+    let db = common::migrated_database().await;
     let repo = PgRepository::new(db.pool.clone());
     let lease = running_job(&repo).await;
     let mut holder = db.pool.begin().await.unwrap();

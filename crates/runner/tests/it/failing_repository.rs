@@ -1,7 +1,6 @@
 //! The runner against a mocked repository that fails: the database going away must end the
 //! attempt without a write it cannot prove is fenced, and transient closing-write failures
 //! are retried.
-#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed assertion
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,6 +15,8 @@ use domain::{
 use pipeline::{Pipeline, Published, StageContext, StageData, StageError};
 use runner::{CancelHub, RunOutcome, Runner, RunnerConfig};
 use tokio_util::sync::CancellationToken;
+
+use crate::common;
 
 mockall::mock! {
     pub Repo {}
@@ -60,16 +61,7 @@ fn down() -> RepoError {
 }
 
 fn config() -> RunnerConfig {
-    RunnerConfig {
-        instance_id: InstanceId::new("a").unwrap(),
-        lease_ttl: Duration::from_secs(60),
-        heartbeat_interval: Duration::from_secs(15),
-        max_runtime: Duration::from_secs(1200),
-        max_attempts: 5,
-        drain_grace: Duration::from_secs(8),
-        progress_interval: Duration::from_millis(500),
-        work_root: std::env::temp_dir().join(format!("runner-mock-{}", std::process::id())),
-    }
+    common::config("a", common::work_root("runner-mock"))
 }
 
 fn acquired(id: JobId) -> AcquireOutcome {

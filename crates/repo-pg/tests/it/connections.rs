@@ -1,7 +1,6 @@
 //! What the repository's statements cost and leave behind on a real server: one round trip
 //! per statement (no connection check on return), and no session left running a statement
 //! whose caller gave up.
-#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failed test
 
 use std::time::{Duration, Instant};
 
@@ -11,11 +10,7 @@ use domain::{
 use repo_pg::{PgRepository, PoolConfig};
 use serde_json::json;
 
-async fn database() -> test_pg::TestDb {
-    let db = test_pg::fresh_database().await.unwrap();
-    repo_pg::migrate(&db.pool).await.unwrap();
-    db
-}
+use crate::common;
 
 fn request(id: JobId) -> AcquireRequest {
     AcquireRequest {
@@ -49,7 +44,7 @@ async fn one_job(repo: &PgRepository) {
 
 #[tokio::test]
 async fn a_statement_costs_one_round_trip_once_its_connection_has_prepared_it() {
-    let db = database().await;
+    let db = common::migrated_database().await;
     let Some((url, wire)) = test_pg::wire::through_proxy(&db.url).await else {
         panic!(
             "DATABASE_URL must name a TCP host and port for this test: {}",
@@ -89,7 +84,7 @@ async fn busy_sessions(db: &test_pg::TestDb) -> i64 {
 
 #[tokio::test]
 async fn a_statement_whose_caller_gave_up_is_ended_by_the_server_and_its_connection_closed() {
-    let db = database().await;
+    let db = common::migrated_database().await;
     let repo = PgRepository::new(repo_pg::connect_lazy(&db.url, &PoolConfig::default()).unwrap());
     let id = JobId::new();
     repo.create(NewJob {
@@ -160,7 +155,7 @@ async fn a_statement_whose_caller_gave_up_is_ended_by_the_server_and_its_connect
 
 #[tokio::test]
 async fn open_connections_never_exceed_the_configured_maximum() {
-    let db = database().await;
+    let db = common::migrated_database().await;
     let config = PoolConfig {
         max_connections: 2,
         ..PoolConfig::default()

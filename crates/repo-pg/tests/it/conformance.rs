@@ -3,7 +3,6 @@
 //! Postgres reads time from `now()`, which a test cannot stop; [`PgTime`] moves the clock
 //! forward instead by making every stored timestamp older by the same amount, which is the
 //! same thing to every rule that compares them.
-#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed assertion
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,6 +11,8 @@ use domain::HolderSession;
 use repo_conformance::{Harness, SessionControl, TimeTravel};
 use repo_pg::PgRepository;
 use sqlx::{Connection, PgConnection, PgPool};
+
+use crate::common;
 
 struct PgTime(PgPool);
 
@@ -51,45 +52,18 @@ struct PgSessions {
 impl SessionControl for PgSessions {
     async fn open(&self) -> HolderSession {
         let mut conn = PgConnection::connect(&self.url).await.unwrap();
-        let (pid, backend_start) = sqlx::query_as::<_, (i32, chrono::DateTime<chrono::Utc>)>(
-            "SELECT pid, backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid()",
-        )
-        .fetch_one(&mut conn)
-        .await
-        .unwrap();
+        let session = common::session_of(&mut conn).await;
         self.open.lock().await.push(conn);
-        HolderSession { pid, backend_start }
+        session
     }
 
     async fn end(&self, session: HolderSession) {
-        sqlx::query("SELECT pg_terminate_backend($1)")
-            .bind(session.pid)
-            .execute(&self.pool)
-            .await
-            .unwrap();
-        // The backend leaves pg_stat_activity a moment after the signal.
-        for _ in 0..500 {
-            let there: bool = sqlx::query_scalar(
-                "SELECT EXISTS (SELECT 1 FROM pg_stat_activity
-                                WHERE pid = $1 AND backend_start = $2)",
-            )
-            .bind(session.pid)
-            .bind(session.backend_start)
-            .fetch_one(&self.pool)
-            .await
-            .unwrap();
-            if !there {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        panic!("session {session:?} still exists 5 s after pg_terminate_backend");
+        common::end_session(&self.pool, session).await;
     }
 }
 
 async fn harness() -> Harness {
-    let db = test_pg::fresh_database().await.unwrap();
-    repo_pg::migrate(&db.pool).await.unwrap();
+    let db = common::migrated_database().await;
     Harness {
         repo: Arc::new(PgRepository::new(db.pool.clone())),
         time: Arc::new(PgTime(db.pool.clone())),

@@ -1,8 +1,6 @@
 //! `CloudTasks` against a local mock of the Cloud Tasks REST API and of the metadata server
 //! (one axum server on 127.0.0.1:0 serving both).
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

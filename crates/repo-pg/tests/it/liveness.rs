@@ -2,7 +2,6 @@
 //! superuser or `pg_read_all_stats` see other roles' sessions in `pg_stat_activity` with
 //! `backend_start` NULL. Such a session must count as alive (the TTL then applies), never
 //! as gone; a session of the worker's own role is seen in full, so the rule works there.
-#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed assertion
 
 use std::time::Duration;
 
@@ -11,38 +10,9 @@ use domain::{
 };
 use repo_pg::PgRepository;
 use sqlx::postgres::PgPoolOptions;
-use sqlx::{Connection, PgConnection, PgPool};
+use sqlx::{Connection, PgConnection};
 
-async fn session_of(conn: &mut PgConnection) -> HolderSession {
-    let (pid, backend_start) = sqlx::query_as::<_, (i32, chrono::DateTime<chrono::Utc>)>(
-        "SELECT pid, backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid()",
-    )
-    .fetch_one(conn)
-    .await
-    .unwrap();
-    HolderSession { pid, backend_start }
-}
-
-async fn end(pool: &PgPool, session: HolderSession) {
-    sqlx::query("SELECT pg_terminate_backend($1)")
-        .bind(session.pid)
-        .execute(pool)
-        .await
-        .unwrap();
-    for _ in 0..500 {
-        let there: bool =
-            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = $1)")
-                .bind(session.pid)
-                .fetch_one(pool)
-                .await
-                .unwrap();
-        if !there {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("{session:?} outlived pg_terminate_backend");
-}
+use crate::common::{self, end_session, session_of};
 
 fn request(job_id: JobId, holder: &str, session: Option<HolderSession>) -> AcquireRequest {
     AcquireRequest {
@@ -73,8 +43,7 @@ fn as_role(url: &str, role: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_hidden_from_the_workers_role_counts_as_alive() {
-    let db = test_pg::fresh_database().await.unwrap();
-    repo_pg::migrate(&db.pool).await.unwrap();
+    let db = common::migrated_database().await;
     let role = format!(
         "vw_worker_{}",
         &uuid::Uuid::new_v4().simple().to_string()[..12]
@@ -142,7 +111,7 @@ async fn a_session_hidden_from_the_workers_role_counts_as_alive() {
     );
 
     // Once the pid is gone altogether, the hidden session is gone too.
-    end(&db.pool, other).await;
+    end_session(&db.pool, other).await;
     let outcome = worker.acquire(&request(id, "b", None)).await.unwrap();
     assert!(
         matches!(outcome, AcquireOutcome::Acquired { .. }),
@@ -162,7 +131,7 @@ async fn a_session_hidden_from_the_workers_role_counts_as_alive() {
         matches!(outcome, AcquireOutcome::Busy { .. }),
         "{outcome:?}"
     );
-    end(&db.pool, own).await;
+    end_session(&db.pool, own).await;
     let outcome = worker.acquire(&request(id3, "d", None)).await.unwrap();
     assert!(
         matches!(outcome, AcquireOutcome::Acquired { .. }),
@@ -211,13 +180,12 @@ async fn a_session_hidden_from_the_workers_role_counts_as_alive() {
 #[tokio::test]
 async fn a_cancel_listener_whose_session_is_ended_reports_it_lost_then_the_new_one() {
     use futures_util::StreamExt;
-    let db = test_pg::fresh_database().await.unwrap();
-    repo_pg::migrate(&db.pool).await.unwrap();
+    let db = common::migrated_database().await;
     let repo = PgRepository::new(db.pool.clone());
     let subscription = repo.cancel_notifications().await.unwrap();
     let first = subscription.session.unwrap();
     let mut events = subscription.events;
-    end(&db.pool, first).await;
+    end_session(&db.pool, first).await;
     let lost = tokio::time::timeout(Duration::from_secs(10), events.next())
         .await
         .expect("the loss is reported at once");
@@ -257,8 +225,7 @@ async fn a_cancel_listener_whose_session_is_ended_reports_it_lost_then_the_new_o
 
 #[tokio::test]
 async fn a_session_from_before_the_server_started_is_left_to_the_ttl() {
-    let db = test_pg::fresh_database().await.unwrap();
-    repo_pg::migrate(&db.pool).await.unwrap();
+    let db = common::migrated_database().await;
     let repo = PgRepository::new(db.pool.clone());
     let server_start: chrono::DateTime<chrono::Utc> =
         sqlx::query_scalar("SELECT pg_postmaster_start_time()")

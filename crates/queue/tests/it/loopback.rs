@@ -1,5 +1,4 @@
 //! The loopback queue delivers like Cloud Tasks: its headers, and a retry on every non-2xx.
-#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed assertion
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

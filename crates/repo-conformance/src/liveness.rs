@@ -83,10 +83,12 @@ pub async fn a_reused_pid_with_another_start_counts_as_gone(h: &Harness) {
     let id = h.new_job().await;
     let live = h.sessions.open().await;
     // The same pid, an earlier start: the holder's session ended and the pid went to
-    // the session that lives now.
+    // the session that lives now. A millisecond earlier, so that the earlier session still
+    // began after the server did (a session older than the server is left to the TTL), even
+    // on a server started a moment ago.
     let earlier = HolderSession {
         pid: live.pid,
-        backend_start: live.backend_start - chrono::TimeDelta::hours(1),
+        backend_start: live.backend_start - chrono::TimeDelta::milliseconds(1),
     };
     let first = h.acquire_in(id, "a", Some(earlier)).await;
     let second = h.acquire_in(id, "b", None).await;

@@ -4,74 +4,38 @@
 //! fault, and stores nothing; the event stream ends with the terminal state and never repeats
 //! itself. Request checks run on the in-memory repository, the event stream on Postgres
 //! (its `NOTIFY` feed and heartbeats are what made events repeat).
-#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed assertion
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use domain::{
     AcquireOutcome, AcquireRequest, FinalOutcome, InstanceId, JobId, JobRepository, Percent,
     ProgressReport, Stage,
 };
 use futures_util::StreamExt;
-use queue::{EnqueueError, Enqueued, Enqueuer, TaskState};
+use jobs_api::testing::{RecordingQueue, TestApi};
 use serde_json::{Value, json};
-use worker_http::api::{ApiKeys, ApiState, UpdateFeed};
 
 const KEY: &str = "contract-api-key-0001";
 
-/// A queue that takes every task.
-#[derive(Debug)]
-struct Accepting;
-
-#[async_trait]
-impl Enqueuer for Accepting {
-    async fn enqueue(&self, _job_id: JobId, _generation: u32) -> Result<Enqueued, EnqueueError> {
-        Ok(Enqueued::Created)
-    }
-    async fn task_state(
-        &self,
-        _job_id: JobId,
-        _generation: u32,
-    ) -> Result<TaskState, EnqueueError> {
-        Ok(TaskState::Gone)
-    }
+/// The API over `repo`, with a queue that takes every task.
+async fn serve(repo: Arc<dyn JobRepository>) -> TestApi {
+    TestApi::start(repo, Arc::new(RecordingQueue::default()), &[KEY]).await
 }
 
-/// The API's router on a port of its own, over `repo`.
-struct Api {
-    base: String,
-    client: reqwest::Client,
-    repo: Arc<dyn JobRepository>,
-    _store: tempfile::TempDir,
+/// The API over the in-memory repository.
+async fn mem() -> TestApi {
+    serve(Arc::new(repo_mem::MemRepository::new())).await
 }
 
-impl Api {
-    async fn serve(repo: Arc<dyn JobRepository>) -> Self {
-        let store = tempfile::tempdir().unwrap();
-        let state = ApiState {
-            feed: UpdateFeed::start(repo.clone()).await,
-            repo: repo.clone(),
-            queue: Arc::new(Accepting),
-            keys: ApiKeys::new(&[KEY.into()]),
-            artifacts: pipeline::publish::store_from_url(store.path().to_str().unwrap()).unwrap(),
-        };
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
-        tokio::spawn(async move { axum::serve(listener, worker_http::api::router(state)).await });
-        Self {
-            base,
-            client: reqwest::Client::new(),
-            repo,
-            _store: store,
-        }
-    }
+/// The requests the checks below send.
+trait Calls {
+    fn post_json(&self, body: impl Into<reqwest::Body>) -> reqwest::RequestBuilder;
+    fn get(&self, path: &str) -> reqwest::RequestBuilder;
+    async fn stored(&self) -> usize;
+}
 
-    async fn mem() -> Self {
-        Self::serve(Arc::new(repo_mem::MemRepository::new())).await
-    }
-
+impl Calls for TestApi {
     fn post_json(&self, body: impl Into<reqwest::Body>) -> reqwest::RequestBuilder {
         self.client
             .post(format!("{}/v1/jobs", self.base))
@@ -246,7 +210,7 @@ fn collect_refs<'a>(value: &'a Value, out: &mut Vec<&'a str>) {
 
 #[tokio::test]
 async fn the_openapi_document_validates_as_openapi_3_1() {
-    let api = Api::mem().await;
+    let api = mem().await;
     let doc: Value = api
         .client
         .get(format!("{}/openapi.json", api.base))
@@ -299,7 +263,7 @@ async fn the_openapi_document_validates_as_openapi_3_1() {
 
 #[tokio::test]
 async fn every_operation_documents_its_errors_and_the_create_its_idempotency() {
-    let api = Api::mem().await;
+    let api = mem().await;
     let doc: Value = api
         .get("/openapi.json")
         .send()
@@ -399,7 +363,7 @@ async fn every_operation_documents_its_errors_and_the_create_its_idempotency() {
 
 #[tokio::test]
 async fn a_body_that_is_not_json_is_400_invalid_json_with_a_fields_key() {
-    let api = Api::mem().await;
+    let api = mem().await;
     for body in [
         "not json",
         "",
@@ -426,7 +390,7 @@ async fn a_body_that_is_not_json_is_400_invalid_json_with_a_fields_key() {
 
 #[tokio::test]
 async fn json_that_is_not_a_create_request_is_422_naming_the_body_key() {
-    let api = Api::mem().await;
+    let api = mem().await;
     for (body, field) in [
         (json!({}), "storyboard"),
         (json!({"storyboard": board(), "priority": 1}), "priority"),
@@ -455,7 +419,7 @@ async fn json_that_is_not_a_create_request_is_422_naming_the_body_key() {
 
 #[tokio::test]
 async fn wrong_types_missing_and_unknown_fields_name_their_path_in_the_storyboard() {
-    let api = Api::mem().await;
+    let api = mem().await;
     let with = |edit: &dyn Fn(&mut Value)| {
         let mut b = board();
         edit(&mut b);
@@ -557,7 +521,7 @@ async fn wrong_types_missing_and_unknown_fields_name_their_path_in_the_storyboar
 
 #[tokio::test]
 async fn a_body_over_the_limit_is_413_in_the_json_error_shape() {
-    let api = Api::mem().await;
+    let api = mem().await;
     let big = json!({"storyboard": {"pad": "x".repeat(2 << 20)}}).to_string();
     // On a client of its own: the server closes a connection whose body it refused to read.
     let response = reqwest::Client::new()
@@ -579,7 +543,7 @@ async fn a_body_over_the_limit_is_413_in_the_json_error_shape() {
 
 #[tokio::test]
 async fn a_body_not_declared_json_is_415_in_the_json_error_shape() {
-    let api = Api::mem().await;
+    let api = mem().await;
     let body = json!({ "storyboard": board() }).to_string();
     for content_type in [
         Some("text/plain"),
@@ -624,7 +588,7 @@ async fn a_body_not_declared_json_is_415_in_the_json_error_shape() {
 
 #[tokio::test]
 async fn a_bad_job_id_in_the_path_is_400_invalid_id_on_every_route() {
-    let api = Api::mem().await;
+    let api = mem().await;
     for id in ["not-a-uuid", "%FF%FE", "1234"] {
         for (method, suffix) in [
             (reqwest::Method::GET, ""),
@@ -660,7 +624,7 @@ async fn a_bad_job_id_in_the_path_is_400_invalid_id_on_every_route() {
 
 #[tokio::test]
 async fn a_bad_list_query_is_400_invalid_query_naming_each_parameter() {
-    let api = Api::mem().await;
+    let api = mem().await;
     for (query, named) in [
         ("status=done", vec!["status"]),
         ("limit=0", vec!["limit"]),
@@ -702,7 +666,7 @@ async fn a_bad_list_query_is_400_invalid_query_naming_each_parameter() {
 
 #[tokio::test]
 async fn unknown_routes_wrong_methods_and_missing_keys_answer_json() {
-    let api = Api::mem().await;
+    let api = mem().await;
     let (status, e) = error_of(api.get("/v1/films").send().await.unwrap()).await;
     assert_eq!((status, e["error"].as_str()), (404, Some("not_found")));
 
@@ -745,7 +709,7 @@ struct Events {
 }
 
 impl Events {
-    async fn open(api: &Api, id: &str) -> Self {
+    async fn open(api: &TestApi, id: &str) -> Self {
         let r = api
             .get(&format!("/v1/jobs/{id}/events"))
             .send()
@@ -792,7 +756,7 @@ async fn the_event_stream_ends_with_the_terminal_state_and_never_repeats_an_even
     let db = test_pg::fresh_database().await.unwrap();
     repo_pg::migrate(&db.pool).await.unwrap();
     let repo = Arc::new(repo_pg::PgRepository::new(db.pool.clone()));
-    let api = Api::serve(repo.clone()).await;
+    let api = serve(repo.clone()).await;
     let created: Value = api
         .post_json(json!({ "storyboard": board() }).to_string())
         .send()

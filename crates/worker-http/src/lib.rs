@@ -5,7 +5,6 @@
 //! with a public API. `main.rs` only parses the command line and the environment
 //! ([`config`]) and calls it; tests call it too, with port 0.
 
-pub mod api;
 pub mod app;
 pub mod cli;
 pub mod config;

@@ -7,7 +7,8 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use worker_http::cli::{self, ApiClient, CliError};
+use jobs_api::client::{ApiClient, ClientError};
+use worker_http::cli;
 use worker_http::config::{ApiSettings, PipelineKind, Settings};
 use worker_http::telemetry::{self, Telemetry, TelemetrySettings};
 use worker_http::{AppParts, Application, Readiness};
@@ -48,7 +49,7 @@ struct ApiArgs {
 }
 
 impl ApiArgs {
-    fn client(&self) -> Result<ApiClient, CliError> {
+    fn client(&self) -> Result<ApiClient, ClientError> {
         ApiClient::configured(&self.url, self.key.as_deref())
     }
 }
@@ -240,7 +241,7 @@ async fn operator(command: Operator) -> anyhow::Result<()> {
 }
 
 /// Prints the final state; a job that did not succeed is a non-zero exit.
-fn finish(job: worker_http::api::JobView) -> anyhow::Result<()> {
+fn finish(job: jobs_api::JobView) -> anyhow::Result<()> {
     cli::print_job(&job);
     if job.status == "succeeded" {
         Ok(())
@@ -268,29 +269,22 @@ async fn api() -> anyhow::Result<()> {
     let _telemetry = server_telemetry(settings.json_logs, "video-worker-api")?;
     let pool = repo_pg::connect_lazy(&settings.database_url, &repo_pg::PoolConfig::default())
         .context("DATABASE_URL: not a valid Postgres URL")?;
-    let repo: Arc<dyn domain::JobRepository> = Arc::new(repo_pg::PgRepository::new(pool));
-    let artifacts = video::publish::store_from_url(&settings.artifact_store_url)
-        .map_err(|e| anyhow::anyhow!("VIDEO_ARTIFACT_STORE_URL: {e}"))?;
-    let state = worker_http::api::ApiState {
-        feed: worker_http::api::UpdateFeed::start(repo.clone()).await,
-        repo,
+    let parts = jobs_api::ApiParts {
+        repo: Arc::new(repo_pg::PgRepository::new(pool)),
+        artifacts: video::publish::store_from_url(&settings.artifact_store_url)
+            .map_err(|e| anyhow::anyhow!("VIDEO_ARTIFACT_STORE_URL: {e}"))?,
         queue: settings.queue.enqueuer().context("queue configuration")?,
-        keys: worker_http::api::ApiKeys::new(&settings.api_keys),
-        artifacts,
     };
-    let listener =
-        tokio::net::TcpListener::bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, settings.port)))
-            .await
-            .with_context(|| format!("binding port {}", settings.port))?;
-    tracing::info!(port = settings.port, "jobs API serving");
+    let api_settings = jobs_api::ApiSettings {
+        addr: SocketAddr::from((Ipv4Addr::UNSPECIFIED, settings.port)),
+        api_keys: settings.api_keys,
+    };
     // Every request in a span joined to the caller's trace (see telemetry).
-    let router =
-        worker_http::api::router(state).layer(axum::middleware::from_fn(telemetry::trace_request));
-    axum::serve(listener, router)
-        .with_graceful_shutdown(worker_http::app::shutdown_signal())
-        .await
-        .context("serving")?;
-    Ok(())
+    let app = jobs_api::ApiApplication::build(api_settings, parts)
+        .await?
+        .map_router(|router| router.layer(axum::middleware::from_fn(telemetry::trace_request)));
+    tracing::info!(port = app.port(), "jobs API serving");
+    app.run_until(worker_http::app::shutdown_signal()).await
 }
 
 async fn migrate() -> anyhow::Result<()> {

@@ -5,20 +5,20 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use common::{Publish, Segments, TOKEN, TestApp, runner_config};
 use domain::{JobId, JobRepository, JobStatus};
+use jobs_api::client::ApiClient;
+use jobs_api::testing::{QueueAnswer, RecordingQueue, TestApi};
+use jobs_api::{ApiParts, JobView};
 use pipeline::Pipeline;
+use queue::Enqueuer;
 use queue::loopback::LoopbackQueue;
-use queue::{EnqueueError, Enqueued, Enqueuer};
 use repo_pg::PgRepository;
 use serde_json::{Value, json};
 use worker_http::Readiness;
-use worker_http::api::{ApiKeys, ApiState, JobView, UpdateFeed};
-use worker_http::cli::ApiClient;
 
 const KEY: &str = "product-side-api-key-0001";
 /// A second client of the API, with its own idempotency keys.
@@ -58,20 +58,19 @@ async fn rig_full(
         q.bearer = Some(TOKEN.into());
         Arc::new(q)
     });
-    let state = ApiState {
-        feed: UpdateFeed::start(repo.clone()).await,
-        repo: repo.clone(),
-        queue,
-        keys: ApiKeys::new(&[KEY.into(), OTHER_KEY.into()]),
-        artifacts: video::publish::store_from_url(store.path().to_str().unwrap()).unwrap(),
-    };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
-    tokio::spawn(async move { axum::serve(listener, worker_http::api::router(state)).await });
+    let api = TestApi::start_with(
+        ApiParts {
+            repo: repo.clone(),
+            queue,
+            artifacts: video::publish::store_from_url(store.path().to_str().unwrap()).unwrap(),
+        },
+        &[KEY, OTHER_KEY],
+    )
+    .await;
     Rig {
         _db: db,
         repo,
-        base,
+        base: api.base.clone(),
         client: reqwest::Client::new(),
         _store: store,
         _worker: worker,
@@ -401,7 +400,7 @@ async fn bad_requests_are_4xx_with_json_errors_and_store_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn list_pages_newest_first_with_a_status_filter() {
-    let rig = rig_with(slow(), Some(Arc::new(Recorder::default()))).await;
+    let rig = rig_with(slow(), Some(Arc::new(RecordingQueue::default()))).await;
     let mut ids = Vec::new();
     for _ in 0..5 {
         ids.push(rig.api().submit(board()).await.unwrap().id);
@@ -438,37 +437,11 @@ async fn list_pages_newest_first_with_a_status_filter() {
     assert_eq!(canceled.jobs.len(), 1);
 }
 
-/// An enqueuer that answers as told and records what it was asked.
-#[derive(Debug, Default)]
-struct Recorder {
-    answer: Mutex<Option<bool>>, // None: ok; Some(true): refused; Some(false): unknown
-    asked: Mutex<Vec<(JobId, u32)>>,
-}
-
-#[async_trait]
-impl Enqueuer for Recorder {
-    async fn enqueue(&self, job_id: JobId, generation: u32) -> Result<Enqueued, EnqueueError> {
-        self.asked.lock().unwrap().push((job_id, generation));
-        match *self.answer.lock().unwrap() {
-            None => Ok(Enqueued::Created),
-            Some(true) => Err(EnqueueError::Rejected("400 bad queue".into())),
-            Some(false) => Err(EnqueueError::Unknown("timeout".into())),
-        }
-    }
-    async fn task_state(
-        &self,
-        _job_id: JobId,
-        _generation: u32,
-    ) -> Result<queue::TaskState, EnqueueError> {
-        Ok(queue::TaskState::Gone)
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_enqueue_fails_the_job_and_an_unclear_one_leaves_it_queued() {
-    let recorder = Arc::new(Recorder::default());
+    let recorder = Arc::new(RecordingQueue::default());
     let rig = rig_with(slow(), Some(recorder.clone())).await;
-    *recorder.answer.lock().unwrap() = Some(true);
+    *recorder.answer.lock().unwrap() = QueueAnswer::Refuse;
     let r = rig
         .client
         .post(format!("{}/v1/jobs", rig.base))
@@ -484,7 +457,7 @@ async fn a_refused_enqueue_fails_the_job_and_an_unclear_one_leaves_it_queued() {
         ("failed", Some("enqueue_failed"))
     );
 
-    *recorder.answer.lock().unwrap() = Some(false);
+    *recorder.answer.lock().unwrap() = QueueAnswer::Unclear;
     let r = rig
         .client
         .post(format!("{}/v1/jobs", rig.base))
@@ -504,7 +477,7 @@ async fn a_refused_enqueue_fails_the_job_and_an_unclear_one_leaves_it_queued() {
         .execute(&rig._db.pool)
         .await
         .unwrap();
-    *recorder.answer.lock().unwrap() = None;
+    *recorder.answer.lock().unwrap() = QueueAnswer::Accept;
     let policy = domain::SweepPolicy {
         expired_for: Duration::from_secs(900),
         max_attempts: 5,
@@ -635,7 +608,7 @@ impl Rig {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_create_retried_with_its_idempotency_key_answers_the_same_job_and_stores_one_row() {
-    let recorder = Arc::new(Recorder::default());
+    let recorder = Arc::new(RecordingQueue::default());
     let rig = rig_with(slow(), Some(recorder.clone())).await;
     let body = json!({"storyboard": board()}).to_string();
     let first = rig.create_with_key(KEY, "order-42", body).await;
@@ -731,7 +704,7 @@ async fn a_create_retried_with_its_idempotency_key_answers_the_same_job_and_stor
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idempotency_key_reused_for_another_storyboard_is_refused_and_creates_nothing() {
-    let rig = rig_with(slow(), Some(Arc::new(Recorder::default()))).await;
+    let rig = rig_with(slow(), Some(Arc::new(RecordingQueue::default()))).await;
     let first = rig
         .create_with_key(KEY, "order-42", json!({"storyboard": board()}).to_string())
         .await;
@@ -784,7 +757,7 @@ async fn an_idempotency_key_reused_for_another_storyboard_is_refused_and_creates
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_creates_with_one_idempotency_key_make_exactly_one_job() {
-    let rig = Arc::new(rig_with(slow(), Some(Arc::new(Recorder::default()))).await);
+    let rig = Arc::new(rig_with(slow(), Some(Arc::new(RecordingQueue::default()))).await);
     let body = json!({"storyboard": board()}).to_string();
     let barrier = Arc::new(tokio::sync::Barrier::new(24));
     let calls: Vec<_> = (0..24)

@@ -16,6 +16,9 @@ use std::time::Duration;
 use common::{TOKEN, TestApp, quick, runner_config};
 use domain::{JobId, JobRepository};
 use futures_util::StreamExt;
+use jobs_api::client::{ApiClient, ClientError};
+use jobs_api::testing::TestApi;
+use jobs_api::{ApiParts, JobView};
 use object_store::ObjectStore;
 use queue::loopback::LoopbackQueue;
 use repo_pg::PgRepository;
@@ -23,8 +26,6 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use worker_http::Readiness;
-use worker_http::api::{ApiKeys, ApiState, JobView, UpdateFeed};
-use worker_http::cli::{ApiClient, CliError};
 
 const KEY: &str = "operator-cli-api-key-0001";
 
@@ -54,22 +55,21 @@ async fn rig() -> Rig {
     queue.bearer = Some(TOKEN.into());
     let store_dir = tempfile::tempdir().unwrap();
     let store = video::publish::store_from_url(store_dir.path().to_str().unwrap()).unwrap();
-    let state = ApiState {
-        feed: UpdateFeed::start(repo.clone()).await,
-        repo: repo.clone(),
-        queue: Arc::new(queue),
-        keys: ApiKeys::new(&[KEY.into()]),
-        artifacts: store.clone(),
-    };
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
-    tokio::spawn(async move { axum::serve(listener, worker_http::api::router(state)).await });
+    let api = TestApi::start_with(
+        ApiParts {
+            repo: repo.clone(),
+            queue: Arc::new(queue),
+            artifacts: store.clone(),
+        },
+        &[KEY],
+    )
+    .await;
     Rig {
         _db: db,
         repo,
         store,
         _store_dir: store_dir,
-        base,
+        base: api.base,
         _worker: worker,
     }
 }
@@ -422,7 +422,10 @@ async fn a_stream_that_ends_early_is_an_error_not_a_result() {
     ])
     .await;
     let result = ApiClient::new(&base, KEY).follow(&id, |_| {}).await;
-    assert!(matches!(result, Err(CliError::StreamEnded)), "{result:?}");
+    assert!(
+        matches!(result, Err(ClientError::StreamEnded)),
+        "{result:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -888,20 +888,15 @@ async fn every_probe_and_healthcheck_path_is_a_route_its_process_serves() {
     let worker_task = tokio::spawn(app.run_until_stopped());
 
     // The API, as `api` builds it.
-    let store = tempfile::tempdir().unwrap();
-    let state = worker_http::api::ApiState {
-        feed: worker_http::api::UpdateFeed::start(repo.clone()).await,
+    let api = jobs_api::testing::TestApi::start(
         repo,
-        queue: Arc::new(queue::loopback::LoopbackQueue::new(format!(
+        Arc::new(queue::loopback::LoopbackQueue::new(format!(
             "{worker_base}/jobs/run"
         ))),
-        keys: worker_http::api::ApiKeys::new(&[stand_in("VIDEO_API_KEYS")]),
-        artifacts: video::publish::store_from_url(store.path().to_str().unwrap()).unwrap(),
-    };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let api_base = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
-    let api_task =
-        tokio::spawn(async move { axum::serve(listener, worker_http::api::router(state)).await });
+        &[&stand_in("VIDEO_API_KEYS")],
+    )
+    .await;
+    let api_base = api.base.clone();
 
     let services = compose_services();
     let mut checks = Vec::new();
@@ -928,7 +923,6 @@ async fn every_probe_and_healthcheck_path_is_a_route_its_process_serves() {
 
     stop_worker.cancel();
     worker_task.await.unwrap().unwrap();
-    api_task.abort();
 }
 
 // ---- the queue ----------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-//! [`ApiClient`]: the jobs API over HTTP, every failure a [`CliError`].
+//! [`ApiClient`]: the jobs API over HTTP, every failure a [`ClientError`] — what the
+//! operator CLI (`video-worker submit`, `status`, …) calls.
 
 use std::path::Path;
 use std::time::Duration;
@@ -6,9 +7,12 @@ use std::time::Duration;
 use eventsource_stream::Eventsource as _;
 use futures_util::StreamExt;
 
-use super::CliError;
-use super::part_file::PartFile;
-use crate::api::{CancelView, JobList, JobView};
+mod error;
+mod part_file;
+
+pub use self::error::ClientError;
+use self::part_file::PartFile;
+use crate::{CancelView, JobList, JobView};
 
 /// A client of the jobs API.
 #[derive(Clone)]
@@ -29,12 +33,12 @@ impl std::fmt::Debug for ApiClient {
 
 impl ApiClient {
     /// The API at `url` (`VIDEO_API_URL`) with `key` (`VIDEO_API_KEY`); checks both are usable.
-    pub fn configured(url: &str, key: Option<&str>) -> Result<Self, CliError> {
+    pub fn configured(url: &str, key: Option<&str>) -> Result<Self, ClientError> {
         let key = key.map(str::trim).filter(|k| !k.is_empty());
-        let key = key.ok_or(CliError::MissingKey)?;
+        let key = key.ok_or(ClientError::MissingKey)?;
         let parsed = reqwest::Url::parse(url.trim()).ok();
         if !parsed.is_some_and(|u| matches!(u.scheme(), "http" | "https") && u.has_host()) {
-            return Err(CliError::BadUrl { url: url.into() });
+            return Err(ClientError::BadUrl { url: url.into() });
         }
         Ok(Self::new(url.trim(), key))
     }
@@ -54,10 +58,10 @@ impl ApiClient {
     }
 
     /// `{base}/v1/jobs/{id}/{rest…}`, with `id` as one escaped path segment.
-    fn job_url(&self, id: &str, rest: &[&str]) -> Result<reqwest::Url, CliError> {
+    fn job_url(&self, id: &str, rest: &[&str]) -> Result<reqwest::Url, ClientError> {
         let mut url = self.url("/v1/jobs")?;
         url.path_segments_mut()
-            .map_err(|()| CliError::BadUrl {
+            .map_err(|()| ClientError::BadUrl {
                 url: self.base.clone(),
             })?
             .push(id)
@@ -65,14 +69,17 @@ impl ApiClient {
         Ok(url)
     }
 
-    fn url(&self, path: &str) -> Result<reqwest::Url, CliError> {
-        reqwest::Url::parse(&format!("{}{path}", self.base)).map_err(|_| CliError::BadUrl {
+    fn url(&self, path: &str) -> Result<reqwest::Url, ClientError> {
+        reqwest::Url::parse(&format!("{}{path}", self.base)).map_err(|_| ClientError::BadUrl {
             url: self.base.clone(),
         })
     }
 
-    /// Sends with the key; a transport failure becomes [`CliError::Unreachable`].
-    async fn send(&self, request: reqwest::RequestBuilder) -> Result<reqwest::Response, CliError> {
+    /// Sends with the key; a transport failure becomes [`ClientError::Unreachable`].
+    async fn send(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, ClientError> {
         request
             .bearer_auth(&self.key)
             .send()
@@ -80,79 +87,46 @@ impl ApiClient {
             .map_err(|e| self.transport(&e))
     }
 
-    fn transport(&self, error: &reqwest::Error) -> CliError {
-        let base = self.base.clone();
-        let reason = reason(error);
-        if error.is_connect() || error.is_timeout() {
-            CliError::Unreachable { base, reason }
-        } else if error.is_builder() {
-            CliError::BadUrl { url: base }
-        } else {
-            CliError::Transport { base, reason }
-        }
+    fn transport(&self, error: &reqwest::Error) -> ClientError {
+        ClientError::of_transport(&self.base, error)
     }
 
-    /// The refusal in a non-2xx answer (`{error, message, fields}` when the API sent JSON).
-    async fn refusal(&self, response: reqwest::Response) -> CliError {
-        let status = response.status();
-        let text = match response.text().await {
-            Ok(text) => text,
-            Err(e) => return self.transport(&e),
-        };
-        let body: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
-        let message = body["message"]
-            .as_str()
-            .map(str::to_owned)
-            .unwrap_or_else(|| first_line(&text, status));
-        let fields = body["fields"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|f| {
-                let text = |k: &str| f[k].as_str().unwrap_or_default().to_owned();
-                (text("field"), text("reason"))
-            })
-            .collect();
-        CliError::Refused {
-            status: status.as_u16(),
-            error: body["error"].as_str().unwrap_or_default().to_owned(),
-            message,
-            fields,
-        }
+    async fn refusal(&self, response: reqwest::Response) -> ClientError {
+        ClientError::of_refusal(&self.base, response).await
     }
 
     async fn json<T: serde::de::DeserializeOwned>(
         &self,
         response: reqwest::Response,
-    ) -> Result<T, CliError> {
+    ) -> Result<T, ClientError> {
         if !response.status().is_success() {
             return Err(self.refusal(response).await);
         }
         let bytes = response.bytes().await.map_err(|e| self.transport(&e))?;
-        serde_json::from_slice(&bytes).map_err(|e| CliError::Unexpected(e.to_string()))
+        serde_json::from_slice(&bytes).map_err(|e| ClientError::Unexpected(e.to_string()))
     }
 
     /// `POST /v1/jobs`.
-    pub async fn submit(&self, storyboard: serde_json::Value) -> Result<JobView, CliError> {
+    pub async fn submit(&self, storyboard: serde_json::Value) -> Result<JobView, ClientError> {
         let body = serde_json::json!({ "storyboard": storyboard });
         let request = self.http.post(self.url("/v1/jobs")?).json(&body);
         self.json(self.send(request).await?).await
     }
 
     /// `GET /v1/jobs/{id}`.
-    pub async fn status(&self, id: &str) -> Result<JobView, CliError> {
+    pub async fn status(&self, id: &str) -> Result<JobView, ClientError> {
         let request = self.http.get(self.job_url(id, &[])?);
         self.json(self.send(request).await?).await
     }
 
     /// `POST /v1/jobs/{id}/cancel`.
-    pub async fn cancel(&self, id: &str) -> Result<CancelView, CliError> {
+    pub async fn cancel(&self, id: &str) -> Result<CancelView, ClientError> {
         let request = self.http.post(self.job_url(id, &["cancel"])?);
         self.json(self.send(request).await?).await
     }
 
     /// `GET /v1/jobs`: the first page.
-    pub async fn list(&self, status: Option<&str>, limit: u32) -> Result<JobList, CliError> {
+    pub async fn list(&self, status: Option<&str>, limit: u32) -> Result<JobList, ClientError> {
         self.page(status, limit, None).await
     }
 
@@ -162,7 +136,7 @@ impl ApiClient {
         status: Option<&str>,
         limit: u32,
         cursor: Option<&str>,
-    ) -> Result<JobList, CliError> {
+    ) -> Result<JobList, ClientError> {
         let mut query = vec![("limit", limit.to_string())];
         query.extend(status.map(|s| ("status", s.to_owned())));
         query.extend(cursor.map(|c| ("cursor", c.to_owned())));
@@ -178,7 +152,7 @@ impl ApiClient {
         limit: u32,
         cursor: Option<&str>,
         mut on_page: impl FnMut(&[JobView]),
-    ) -> Result<usize, CliError> {
+    ) -> Result<usize, ClientError> {
         let mut cursor = cursor.map(str::to_owned);
         let mut count = 0;
         loop {
@@ -189,7 +163,7 @@ impl ApiClient {
                 None => return Ok(count),
                 // A cursor that does not move would page forever.
                 Some(next) if cursor.as_deref() == Some(next.as_str()) || page.jobs.is_empty() => {
-                    return Err(CliError::Unexpected(format!(
+                    return Err(ClientError::Unexpected(format!(
                         "the API gave the cursor {next:?} without moving on"
                     )));
                 }
@@ -202,12 +176,12 @@ impl ApiClient {
     /// renamed into place once complete, so `out` is never a partial film. An answer that
     /// redirects (a signed store URL) is followed; the key is not sent to another host.
     /// Returns the bytes written.
-    pub async fn download(&self, id: &str, out: &Path) -> Result<u64, CliError> {
+    pub async fn download(&self, id: &str, out: &Path) -> Result<u64, ClientError> {
         let request = self.http.get(self.job_url(id, &["artifact"])?);
         let response = self.send(request).await?;
         if response.status() == reqwest::StatusCode::CONFLICT {
             return Err(match self.refusal(response).await {
-                CliError::Refused { message, .. } => CliError::NotReady {
+                ClientError::Refused { message, .. } => ClientError::NotReady {
                     id: id.to_owned(),
                     message,
                 },
@@ -227,7 +201,7 @@ impl ApiClient {
             written += chunk.len() as u64;
         }
         if let Some(expected) = expected.filter(|&n| n != written) {
-            return Err(CliError::Transport {
+            return Err(ClientError::Transport {
                 base: self.base.clone(),
                 reason: format!("the film ended after {written} of {expected} bytes"),
             });
@@ -246,7 +220,7 @@ impl ApiClient {
         &self,
         id: &str,
         mut on_event: impl FnMut(&JobView),
-    ) -> Result<JobView, CliError> {
+    ) -> Result<JobView, ClientError> {
         let request = self
             .http
             .get(self.job_url(id, &["events"])?)
@@ -259,12 +233,12 @@ impl ApiClient {
         while let Some(event) = events.next().await {
             let event = event.map_err(|e| match e {
                 eventsource_stream::EventStreamError::Transport(e) => self.transport(&e),
-                other => CliError::Unexpected(format!("event stream: {other}")),
+                other => ClientError::Unexpected(format!("event stream: {other}")),
             })?;
             match event.event.as_str() {
                 "progress" | "message" => {
                     let view: JobView = serde_json::from_str(&event.data)
-                        .map_err(|e| CliError::Unexpected(format!("progress event: {e}")))?;
+                        .map_err(|e| ClientError::Unexpected(format!("progress event: {e}")))?;
                     on_event(&view);
                 }
                 "done" => {
@@ -275,58 +249,51 @@ impl ApiClient {
                 _ => {} // an event kind this client does not know: skipped
             }
         }
-        Err(CliError::StreamEnded)
+        Err(ClientError::StreamEnded)
     }
 
     /// The job at its `done` event: the event's own view, or — if the event carries less than
     /// a whole job — the job as the API shows it now, with the event's terminal status.
-    async fn done_view(&self, id: &str, data: &str) -> Result<JobView, CliError> {
+    async fn done_view(&self, id: &str, data: &str) -> Result<JobView, ClientError> {
         let value: serde_json::Value = serde_json::from_str(data)
-            .map_err(|e| CliError::Unexpected(format!("done event: {e}")))?;
+            .map_err(|e| ClientError::Unexpected(format!("done event: {e}")))?;
         if let Ok(view) = serde_json::from_value::<JobView>(value.clone()) {
             return Ok(view);
         }
-        let status = value["status"]
-            .as_str()
-            .ok_or_else(|| CliError::Unexpected(format!("done event without a status: {data}")))?;
+        let status = value["status"].as_str().ok_or_else(|| {
+            ClientError::Unexpected(format!("done event without a status: {data}"))
+        })?;
         let mut view = self.status(id).await?;
         status.clone_into(&mut view.status);
         Ok(view)
     }
 }
 
-/// The innermost cause of a transport error, in a few words (`connection refused`).
-fn reason(error: &reqwest::Error) -> String {
-    if error.is_timeout() {
-        return "timed out".into();
-    }
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
-    let mut last = error.to_string();
-    while let Some(e) = source {
-        if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            use std::io::ErrorKind as K;
-            // The kind reads better than the OS's text ("connection refused", not
-            // "Connection refused (os error 111)"); others (DNS) say more in their text.
-            return match io.kind() {
-                kind @ (K::ConnectionRefused
-                | K::ConnectionReset
-                | K::ConnectionAborted
-                | K::TimedOut
-                | K::HostUnreachable
-                | K::NetworkUnreachable
-                | K::AddrNotAvailable) => kind.to_string(),
-                _ => io.to_string(),
-            };
-        }
-        last = e.to_string();
-        source = e.source();
-    }
-    last
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-fn first_line(text: &str, status: reqwest::StatusCode) -> String {
-    match text.lines().next().map(str::trim) {
-        Some(line) if !line.is_empty() => line.chars().take(200).collect(),
-        _ => status.canonical_reason().unwrap_or("no message").to_owned(),
+    #[test]
+    fn a_missing_key_or_a_bad_url_is_refused_before_any_call() {
+        assert!(matches!(
+            ApiClient::configured("http://127.0.0.1:8081", None),
+            Err(ClientError::MissingKey)
+        ));
+        assert!(matches!(
+            ApiClient::configured("http://127.0.0.1:8081", Some("  ")),
+            Err(ClientError::MissingKey)
+        ));
+        for bad in ["127.0.0.1:8081", "ftp://host/", "http://"] {
+            assert!(
+                matches!(
+                    ApiClient::configured(bad, Some("k")),
+                    Err(ClientError::BadUrl { .. })
+                ),
+                "{bad}"
+            );
+        }
+        assert!(ApiClient::configured("https://api.example/", Some("k")).is_ok());
+        let client = ApiClient::new("http://api.example", "secret-api-key-123");
+        assert!(!format!("{client:?}").contains("secret-api-key-123"));
     }
 }

@@ -5,20 +5,20 @@ use std::path::{Path, PathBuf};
 
 use tokio::io::AsyncWriteExt as _;
 
-use super::CliError;
+use super::ClientError;
 
 /// A download in progress: `.NAME.part-RANDOM` beside the target, removed unless persisted.
-pub(super) struct PartFile {
+pub(crate) struct PartFile {
     path: PathBuf,
     target: PathBuf,
     file: Option<tokio::fs::File>,
 }
 
 impl PartFile {
-    pub(super) async fn create(target: &Path) -> Result<Self, CliError> {
+    pub(crate) async fn create(target: &Path) -> Result<Self, ClientError> {
         let name = target
             .file_name()
-            .ok_or_else(|| CliError::File {
+            .ok_or_else(|| ClientError::File {
                 path: target.into(),
                 cause: std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a file name"),
             })?
@@ -29,7 +29,7 @@ impl PartFile {
             .create_new(true)
             .open(&path)
             .await
-            .map_err(|cause| CliError::File {
+            .map_err(|cause| ClientError::File {
                 path: path.clone(),
                 cause,
             })?;
@@ -40,24 +40,23 @@ impl PartFile {
         })
     }
 
-    fn error(&self, cause: std::io::Error) -> CliError {
-        CliError::File {
+    fn error(&self, cause: std::io::Error) -> ClientError {
+        ClientError::File {
             path: self.target.clone(),
             cause,
         }
     }
 
-    pub(super) async fn write(&mut self, bytes: &[u8]) -> Result<(), CliError> {
-        let file = self
-            .file
-            .as_mut()
-            .ok_or_else(|| CliError::Unexpected("the download's file is already closed".into()))?;
+    pub(crate) async fn write(&mut self, bytes: &[u8]) -> Result<(), ClientError> {
+        let file = self.file.as_mut().ok_or_else(|| {
+            ClientError::Unexpected("the download's file is already closed".into())
+        })?;
         let result = file.write_all(bytes).await;
         result.map_err(|e| self.error(e))
     }
 
     /// Flushes to disk and renames into place.
-    pub(super) async fn persist(mut self) -> Result<(), CliError> {
+    pub(crate) async fn persist(mut self) -> Result<(), ClientError> {
         if let Some(file) = self.file.take() {
             file.sync_all().await.map_err(|e| self.error(e))?;
         }

@@ -168,12 +168,11 @@ impl Piper {
             return Err(PiperError::Program { path: program });
         }
         let config_path = PathBuf::from(format!("{}.json", model.display()));
-        let text = std::fs::read_to_string(&config_path).map_err(|source| {
-            PiperError::Unreadable {
+        let text =
+            std::fs::read_to_string(&config_path).map_err(|source| PiperError::Unreadable {
                 path: config_path.clone(),
                 source,
-            }
-        })?;
+            })?;
         let config = parse_config(&text).map_err(|reason| PiperError::Config {
             path: config_path.clone(),
             reason,

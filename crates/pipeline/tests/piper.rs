@@ -374,3 +374,72 @@ async fn the_real_piper_speaks_english_at_the_rate_asked() {
         samples.len()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_storyboard_spoken_by_the_real_piper_becomes_a_film_as_long_as_its_narration() {
+    use pipeline::{ProgressSink, StageContext};
+    let Some((bin, model)) = installed() else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI runs scripts/setup --voices, so piper must be installed"
+        );
+        eprintln!(
+            "NOT RUN: piper is not installed (scripts/setup --voices installs it in .voices/)"
+        );
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let ffmpeg = PathBuf::from("ffmpeg");
+    let config = pipeline::video::VideoConfig {
+        tts: std::sync::Arc::new(Piper::new(bin, model).unwrap()),
+        store: pipeline::publish::store_from_url(dir.path().join("films").to_str().unwrap())
+            .unwrap(),
+        ffmpeg_version: pipeline::media::version(&ffmpeg, "-version")
+            .expect("apt-get install ffmpeg"),
+        ffmpeg,
+        max_encoders: 2,
+        cache: pipeline::cache::SegmentCache::new(dir.path().join("cache"), u64::MAX),
+    };
+    let pipeline = pipeline::video::video_pipeline(config, Default::default());
+    let board = serde_json::json!({
+        "version": 1,
+        "title": "Halves",
+        "frame": {"width": 320, "height": 180, "fps": 25},
+        "segments": [
+            {"narration": "One half plus one half makes one whole.",
+             "slide": {"heading": "Halves", "bullets": ["1/2 + 1/2 = 1"], "body": ""}},
+            {"narration": "Two quarters make one half.",
+             "slide": {"heading": "Quarters", "bullets": ["2/4 = 1/2"], "body": ""}}
+        ]
+    });
+    let (sink, _events) = ProgressSink::channel();
+    let ctx = StageContext::new(
+        domain::JobId::new(),
+        domain::LeaseEpoch::NEVER.next(),
+        std::sync::Arc::new(board),
+        dir.path().join("attempt"),
+        sink,
+        CancellationToken::new(),
+    );
+    let published = pipeline.run(&ctx).await.unwrap();
+    let mut samples = 0u64;
+    for entry in std::fs::read_dir(dir.path().join("cache")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "wav") {
+            let reader = hound::WavReader::open(&path).unwrap();
+            assert_eq!(reader.spec().sample_rate, RATE);
+            samples += u64::from(reader.duration());
+        }
+    }
+    let narration = samples as f64 / f64::from(RATE);
+    assert!((2.5..10.0).contains(&narration), "{narration} s of speech");
+    let film = dir.path().join("films").join(&published.artifact_key);
+    let p = pipeline::media::probe(Path::new("ffprobe"), &film)
+        .await
+        .unwrap();
+    let video = p.video_duration.unwrap();
+    assert!(
+        (video - narration).abs() <= 1.0 / 25.0,
+        "video {video} s vs narration {narration} s"
+    );
+}

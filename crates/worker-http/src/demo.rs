@@ -202,7 +202,10 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<PathBuf> {
         board.frame.height,
         board.frame.fps
     );
-    eprintln!("voice: {}", describe(voice, &media, &board.voice)?);
+    eprintln!(
+        "voice: {}",
+        describe(voice, installed, &media, &board.voice)?
+    );
     let mut queue = LoopbackQueue::new(url);
     queue.queue = "demo".into();
     let delivery = tokio::spawn(async move { queue.deliver(id).await });
@@ -246,11 +249,16 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<PathBuf> {
 /// Which engine speaks `spoken`, for the person watching the demo.
 fn describe(
     voice: DemoVoice,
+    installed: bool,
     media: &MediaSettings,
     spoken: &pipeline::storyboard::Voice,
 ) -> anyhow::Result<String> {
     if voice == DemoVoice::Espeak {
-        return Ok("espeak-ng".into());
+        return Ok(if installed {
+            "espeak-ng".into()
+        } else {
+            "espeak-ng (for a natural English voice: scripts/setup --voices)".into()
+        });
     }
     let piper = crate::media::piper(media)?;
     let primary = spoken.language.split(['-', '_']).next().unwrap_or_default();

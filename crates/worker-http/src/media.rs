@@ -159,6 +159,13 @@ mod tests {
             piper_model: PathBuf::new(),
         };
         let claim = WorkDirClaim::acquire(work.path()).unwrap();
+        let piper = MediaSettings {
+            tts_backend: "piper".into(),
+            piper_bin: work.path().join("no-piper"),
+            ..settings.clone()
+        };
+        let e = video_pipeline(&piper, &claim, 2500, Arc::default()).unwrap_err();
+        assert!(format!("{e:#}").contains("VIDEO_PIPER_BIN"), "{e:#}");
         let pipeline = video_pipeline(&settings, &claim, 2500, Arc::default()).unwrap();
         assert!(!work.path().join("attempts").exists());
         assert_eq!(std::fs::read_dir(&cache).unwrap().count(), 2);

@@ -90,6 +90,17 @@ pub struct DemoOptions {
     pub storyboard: Option<PathBuf>,
     /// Where the MP4 goes.
     pub out: PathBuf,
+    /// The voice; `None`: Piper when it is installed, else espeak-ng.
+    pub voice: Option<DemoVoice>,
+}
+
+/// The offline voices the demo can use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DemoVoice {
+    /// Piper's natural English voice (`scripts/setup --voices` installs it).
+    Piper,
+    /// espeak-ng: every language, robotic.
+    Espeak,
 }
 
 /// Runs the demo; returns the path of the MP4.
@@ -110,13 +121,33 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<PathBuf> {
     std::fs::create_dir_all(&options.out)
         .with_context(|| format!("creating {}", options.out.display()))?;
     let out = options.out.canonicalize().unwrap_or(options.out.clone());
+    let env = |var: &str| std::env::var(var).ok();
+    let (piper_bin, piper_model) = MediaSettings::piper_paths(&env);
+    let installed = piper_bin.exists() && piper_model.exists();
+    let voice = match options.voice {
+        Some(DemoVoice::Piper) if !installed => bail!(
+            "--voice piper: piper is not installed at {} with the voice {}; run \
+             scripts/setup --voices (or set VIDEO_PIPER_BIN and VIDEO_PIPER_MODEL)",
+            piper_bin.display(),
+            piper_model.display()
+        ),
+        Some(voice) => voice,
+        None if installed => DemoVoice::Piper,
+        None => DemoVoice::Espeak,
+    };
     let media = MediaSettings {
         artifact_store_url: out.display().to_string(),
-        tts_backend: "espeak".into(),
+        tts_backend: match voice {
+            DemoVoice::Piper => "piper",
+            DemoVoice::Espeak => "espeak",
+        }
+        .into(),
         tts_url: String::new(),
         tts_api_key: None,
         tts_voice: None,
         tts_model: None,
+        piper_bin,
+        piper_model,
     };
     // Shared by demo runs, so a second run reuses the first one's segments; a demo started
     // while another runs works in a directory of its own, removed when it ends.
@@ -171,6 +202,10 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<PathBuf> {
         board.frame.height,
         board.frame.fps
     );
+    eprintln!(
+        "voice: {}",
+        describe(voice, installed, &media, &board.voice)?
+    );
     let mut queue = LoopbackQueue::new(url);
     queue.queue = "demo".into();
     let delivery = tokio::spawn(async move { queue.deliver(id).await });
@@ -209,6 +244,34 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<PathBuf> {
             bail!("the job ended {status}: {why}")
         }
     }
+}
+
+/// Which engine speaks `spoken`, for the person watching the demo.
+fn describe(
+    voice: DemoVoice,
+    installed: bool,
+    media: &MediaSettings,
+    spoken: &video::storyboard::Voice,
+) -> anyhow::Result<String> {
+    if voice == DemoVoice::Espeak {
+        return Ok(if installed {
+            "espeak-ng".into()
+        } else {
+            "espeak-ng (for a natural English voice: scripts/setup --voices)".into()
+        });
+    }
+    let piper = crate::media::piper(media)?;
+    let primary = spoken.language.split(['-', '_']).next().unwrap_or_default();
+    Ok(if primary.eq_ignore_ascii_case(piper.language()) {
+        format!("piper ({})", piper.voice_name())
+    } else {
+        format!(
+            "espeak-ng (piper's voice {} speaks only {}, the storyboard is {})",
+            piper.voice_name(),
+            piper.language(),
+            spoken.language
+        )
+    })
 }
 
 /// A directory removed when this is dropped, however the function holding it returns.

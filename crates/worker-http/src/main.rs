@@ -65,6 +65,10 @@ enum Command {
         /// Where the MP4 is written.
         #[arg(long, value_name = "DIR", default_value = "artifacts")]
         out: PathBuf,
+        /// The voice (default: piper when `scripts/setup --voices` installed it, else
+        /// espeak-ng). Piper speaks English; other languages are spoken by espeak-ng.
+        #[arg(long, value_enum)]
+        voice: Option<worker_http::demo::DemoVoice>,
     },
     /// The push worker for production: Postgres required, settings from the environment
     /// (see README, "Settings").
@@ -145,7 +149,11 @@ fn env(var: &str) -> Option<String> {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Demo { storyboard, out } => demo(storyboard, out).await,
+        Command::Demo {
+            storyboard,
+            out,
+            voice,
+        } => demo(storyboard, out, voice).await,
         Command::Serve => serve().await,
         Command::Migrate => migrate().await,
         Command::Api => api().await,
@@ -161,7 +169,11 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn demo(storyboard: Option<PathBuf>, out: PathBuf) -> anyhow::Result<()> {
+async fn demo(
+    storyboard: Option<PathBuf>,
+    out: PathBuf,
+    voice: Option<worker_http::demo::DemoVoice>,
+) -> anyhow::Result<()> {
     // Warnings only: the progress bar is the demo's output.
     let _telemetry = if std::env::var_os("RUST_LOG").is_none() {
         tracing_subscriber::fmt()
@@ -172,7 +184,12 @@ async fn demo(storyboard: Option<PathBuf>, out: PathBuf) -> anyhow::Result<()> {
     } else {
         Some(telemetry::init(&TelemetrySettings::text())?)
     };
-    worker_http::demo::run(worker_http::demo::DemoOptions { storyboard, out }).await?;
+    worker_http::demo::run(worker_http::demo::DemoOptions {
+        storyboard,
+        out,
+        voice,
+    })
+    .await?;
     Ok(())
 }
 

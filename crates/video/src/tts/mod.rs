@@ -1,11 +1,13 @@
 //! Speech per segment, behind a backend trait.
 //!
-//! `espeak-ng` (a subprocess, offline) is the default; [`http`] has cloud voices (Google
+//! `espeak-ng` (a subprocess, offline) is the default; [`piper`] is a natural offline voice
+//! for English (a subprocess too); [`http`] has cloud voices (Google
 //! `text:synthesize`, OpenAI-style `/v1/audio/speech`). Every backend writes a mono 16-bit
 //! PCM WAV file; the compose stage joins their samples and encodes AAC once.
 
 pub mod espeak;
 pub mod http;
+pub mod piper;
 
 use std::path::Path;
 

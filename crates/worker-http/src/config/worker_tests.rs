@@ -2,6 +2,7 @@
 
 use super::*;
 use std::collections::HashMap;
+use std::path::Path;
 
 fn settings(vars: &[(&str, &str)]) -> Result<Settings, ConfigError> {
     let map: HashMap<String, String> = vars
@@ -25,6 +26,29 @@ fn defaults_match_the_documented_table() {
     assert_eq!(s.max_runtime, Duration::from_secs(1200));
     assert_eq!(s.max_attempts, 5);
     assert_eq!(s.shutdown_grace, Duration::from_secs(8));
+}
+
+#[test]
+fn the_piper_backend_defaults_to_the_setup_scripts_install_and_takes_other_paths() {
+    let s = settings(&BASE).unwrap();
+    assert_eq!(s.media.tts_backend, "espeak", "espeak-ng needs nothing");
+    assert_eq!(s.media.piper_bin, Path::new(".voices/bin/piper"));
+    assert_eq!(
+        s.media.piper_model,
+        Path::new(".voices/en_US-joe-medium.onnx")
+    );
+    let mut vars = BASE.to_vec();
+    vars.extend([
+        ("VIDEO_TTS_BACKEND", "piper"),
+        ("VIDEO_PIPER_BIN", "/opt/voices/bin/piper"),
+        ("VIDEO_PIPER_MODEL", "/v/x.onnx"),
+    ]);
+    let s = settings(&vars).unwrap();
+    assert_eq!(s.media.tts_backend, "piper");
+    assert_eq!(s.media.piper_bin, Path::new("/opt/voices/bin/piper"));
+    assert_eq!(s.media.piper_model, Path::new("/v/x.onnx"));
+    vars[2] = ("VIDEO_TTS_BACKEND", "festival");
+    assert_eq!(settings(&vars).unwrap_err().var, "VIDEO_TTS_BACKEND");
 }
 
 #[test]

@@ -1,5 +1,6 @@
 //! Building and running the jobs API: the thing `video-worker api` and the tests both call.
 
+use secrecy::SecretString;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -14,22 +15,12 @@ use crate::{ApiKeys, ApiState, UpdateFeed, routes};
 
 /// How the API is configured: plain values, read from wherever the caller reads them
 /// (`video-worker api`: the environment).
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct ApiSettings {
     /// Where to listen; port 0 picks a free one.
     pub addr: SocketAddr,
-    /// The API keys callers may present (`VIDEO_API_KEYS`), as plain values.
-    pub api_keys: Vec<String>,
-}
-
-impl std::fmt::Debug for ApiSettings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // Never the keys.
-        f.debug_struct("ApiSettings")
-            .field("addr", &self.addr)
-            .field("api_keys", &format_args!("{} keys", self.api_keys.len()))
-            .finish()
-    }
+    /// The API keys callers may present (`VIDEO_API_KEYS`).
+    pub api_keys: Vec<SecretString>,
 }
 
 /// What the API is built from: the services it calls.

@@ -7,6 +7,7 @@ use axum::extract::{Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
@@ -44,11 +45,11 @@ impl std::fmt::Debug for ApiKeys {
 }
 
 impl ApiKeys {
-    /// Keys from their plain values.
-    pub fn new(keys: &[String]) -> Self {
+    /// Keys from their values; only their digests are kept.
+    pub fn new(keys: &[SecretString]) -> Self {
         Self(Arc::new(
             keys.iter()
-                .map(|k| Sha256::digest(k.as_bytes()).into())
+                .map(|k| Sha256::digest(k.expose_secret().as_bytes()).into())
                 .collect(),
         ))
     }

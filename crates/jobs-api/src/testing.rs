@@ -56,7 +56,10 @@ impl TestApi {
         let (repo, artifacts) = (parts.repo.clone(), parts.artifacts.clone());
         let settings = ApiSettings {
             addr: std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, 0)),
-            api_keys: keys.iter().map(|k| (*k).to_owned()).collect(),
+            api_keys: keys
+                .iter()
+                .map(|k| secrecy::SecretString::from(*k))
+                .collect(),
         };
         let app = ApiApplication::build(settings, parts).await.unwrap();
         let base = format!("http://127.0.0.1:{}", app.port());

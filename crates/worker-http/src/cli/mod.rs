@@ -5,6 +5,9 @@
 //! cannot be reached reads `cannot reach the jobs API at URL: connection refused`, whatever
 //! the command.
 
+mod args;
+mod run;
+
 use std::path::Path;
 use std::time::Duration;
 
@@ -12,6 +15,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use jobs_api::JobView;
 use jobs_api::client::{ApiClient, ClientError};
+
+pub use args::{ApiArgs, Operator};
+pub use run::run;
 
 /// Where the API is when `VIDEO_API_URL` is not set: `video-worker api` on this machine.
 pub const DEFAULT_API_URL: &str = "http://127.0.0.1:8081";

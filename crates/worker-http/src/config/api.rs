@@ -1,5 +1,7 @@
 //! What `api` reads.
 
+use secrecy::SecretString;
+
 use super::{ConfigError, Env, QueueSettings, err, get, number};
 
 /// Everything `api` reads.
@@ -10,7 +12,7 @@ pub struct ApiSettings {
     /// `DATABASE_URL`.
     pub database_url: String,
     /// `VIDEO_API_KEYS`.
-    pub api_keys: Vec<String>,
+    pub api_keys: Vec<SecretString>,
     /// `VIDEO_QUEUE` and its settings.
     pub queue: QueueSettings,
     /// `VIDEO_ARTIFACT_STORE_URL`.
@@ -45,6 +47,7 @@ impl ApiSettings {
                 "every key must be at least 16 characters",
             ));
         }
+        let api_keys = api_keys.into_iter().map(SecretString::from).collect();
         let queue = QueueSettings::from_env(env, true)?
             .ok_or_else(|| err("VIDEO_QUEUE", "required for api"))?;
         let json_logs = !matches!(get(env, "VIDEO_WORKER_LOG_FORMAT").as_deref(), Some("text"));

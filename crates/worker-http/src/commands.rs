@@ -5,6 +5,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
 use anyhow::Context;
+use secrecy::ExposeSecret;
 
 use crate::config::{ApiSettings, PipelineKind, Settings};
 use crate::telemetry::{self, Telemetry, TelemetrySettings};
@@ -32,7 +33,7 @@ fn server_telemetry(json: bool, service: &str) -> anyhow::Result<Telemetry> {
 pub async fn api() -> anyhow::Result<()> {
     let settings = ApiSettings::from_env(&env).context("configuration")?;
     let _telemetry = server_telemetry(settings.json_logs, "video-worker-api")?;
-    let pool = repo_pg::connect_lazy(&settings.database_url, &repo_pg::PoolConfig::default())
+    let pool = repo_pg::connect_lazy(settings.database_url.expose_secret(), &repo_pg::PoolConfig::default())
         .context("DATABASE_URL: not a valid Postgres URL")?;
     let parts = jobs_api::ApiParts {
         repo: Arc::new(repo_pg::PgRepository::new(pool)),
@@ -71,7 +72,7 @@ pub async fn migrate() -> anyhow::Result<()> {
 pub async fn serve() -> anyhow::Result<()> {
     let settings = Settings::from_env(&env).context("configuration")?;
     let _telemetry = server_telemetry(settings.json_logs, "video-worker")?;
-    let pool = repo_pg::connect_lazy(&settings.database_url, &repo_pg::PoolConfig::default())
+    let pool = repo_pg::connect_lazy(settings.database_url.expose_secret(), &repo_pg::PoolConfig::default())
         .context("DATABASE_URL: not a valid Postgres URL")?;
     let http = reqwest::Client::builder()
         .timeout(std::time::Duration::from_secs(5))

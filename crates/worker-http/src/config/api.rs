@@ -10,7 +10,7 @@ pub struct ApiSettings {
     /// `PORT`.
     pub port: u16,
     /// `DATABASE_URL`.
-    pub database_url: String,
+    pub database_url: SecretString,
     /// `VIDEO_API_KEYS`.
     pub api_keys: Vec<SecretString>,
     /// `VIDEO_QUEUE` and its settings.
@@ -53,7 +53,7 @@ impl ApiSettings {
         let json_logs = !matches!(get(env, "VIDEO_WORKER_LOG_FORMAT").as_deref(), Some("text"));
         Ok(Self {
             port,
-            database_url,
+            database_url: database_url.into(),
             api_keys,
             queue,
             artifact_store_url: get(env, "VIDEO_ARTIFACT_STORE_URL")

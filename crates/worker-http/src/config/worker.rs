@@ -20,7 +20,7 @@ pub struct Settings {
     /// `PORT`.
     pub port: u16,
     /// `DATABASE_URL`.
-    pub database_url: String,
+    pub database_url: SecretString,
     /// `VIDEO_WORKER_INSTANCE_ID`.
     pub instance_id: InstanceId,
     /// `VIDEO_WORKER_AUTH_TOKEN`.
@@ -189,7 +189,7 @@ impl Settings {
         };
         Ok(Self {
             port,
-            database_url,
+            database_url: database_url.into(),
             instance_id,
             auth_token,
             oidc,

@@ -496,6 +496,32 @@ mod tests {
     }
 
     #[test]
+    fn a_full_storyboard_of_dense_slides_is_valid() {
+        // 200 slides, each with a heading, five bullets and a body, all laid out by
+        // validation; the time it takes is printed (it runs in the API's request path).
+        let segments: Vec<serde_json::Value> = (0..limits::MAX_SEGMENTS)
+            .map(|i| {
+                json!({
+                    "narration": format!("Slide {i} is spoken here."),
+                    "slide": {
+                        "heading": format!("Slide {i}: adding fractions with unlike denominators"),
+                        "bullets": (0..5).map(|j| format!("Point {j} of slide {i}: find a common denominator first")).collect::<Vec<_>>(),
+                        "body": format!("Slide {i}. ").repeat(20),
+                    }
+                })
+            })
+            .collect();
+        let board = json!({"version": 1, "title": "Fractions", "segments": segments});
+        let started = std::time::Instant::now();
+        Storyboard::from_json(&board).unwrap();
+        println!(
+            "validating {} dense slides took {:?}",
+            limits::MAX_SEGMENTS,
+            started.elapsed()
+        );
+    }
+
+    #[test]
     fn the_examples_are_valid() {
         for path in [
             "../../examples/en-fractions.json",

@@ -698,6 +698,17 @@ mod tests {
             ("Hebrew", hebrew()),
             ("emoji", emoji()),
             ("Hanja", hanja),
+            (
+                "joiners and marks",
+                slide(
+                    "👩\u{200D}🔬 ❤\u{FE0F} 👍🏽",
+                    &[
+                        "e\u{301} Z\u{337}\u{322}a\u{335} עִברִית",
+                        "½ ⅓ × ÷ √ ∫ °C µ “…”",
+                    ],
+                    "a\u{200B}b",
+                ),
+            ),
         ] {
             for (w, h) in [(1280, 720), (1920, 1080)] {
                 let layout = r.layout(&s, w, h);

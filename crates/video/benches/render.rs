@@ -17,7 +17,7 @@ use domain::{JobId, LeaseEpoch};
 use pipeline::{ProgressEvent, ProgressSink, StageContext};
 use tokio_util::sync::CancellationToken;
 use video::render::VIDEO_ARGS;
-use video::render::slide::SlideRenderer;
+use video::render::slide::{SlideFrame, SlideRenderer};
 use video::storyboard::Storyboard;
 use video::tts::espeak::Espeak;
 use video::video::{PipelineStats, VideoConfig, video_pipeline};
@@ -80,14 +80,14 @@ fn reference(board: &Storyboard, dir: &Path) -> (Duration, f64) {
     let n = board.segments.len();
     for (i, s) in board.segments.iter().enumerate() {
         std::fs::write(segments.join(format!("{i:03}.txt")), &s.narration).unwrap();
-        let rgba = renderer.draw(
-            &board.title,
-            &s.slide,
-            i,
-            n,
-            board.frame.width,
-            board.frame.height,
-        );
+        let rgba = renderer.draw(&SlideFrame {
+            title: &board.title,
+            slide: &s.slide,
+            index: i,
+            total: n,
+            width: board.frame.width,
+            height: board.frame.height,
+        });
         std::fs::write(segments.join(format!("{i:03}.rgba")), rgba).unwrap();
     }
     let f = board.frame;

@@ -13,7 +13,10 @@
 //! ```
 //! `voice` and `frame` may be left out (English at 160 words a minute; 1280×720 at 25 fps).
 //! A storyboard that fails validation is a permanent failure (`invalid_input`): no retry
-//! can fix it.
+//! can fix it. Besides limits and shapes, validation lays every slide out with the
+//! renderer's own layout function ([`crate::render::slide::layout::layout_slide`]) and
+//! refuses a character no embedded font draws and text that does not fit at the smallest
+//! legible type size, naming the field: what passes is drawn whole.
 
 use serde::{Deserialize, Serialize};
 
@@ -186,6 +189,33 @@ impl Checker {
     }
 }
 
+impl Checker {
+    /// What drawing would get wrong: characters of the title and of each slide that no
+    /// embedded font draws, and slides whose text does not fit at the smallest legible
+    /// size. Slides are laid out by the renderer's own layout function.
+    fn drawing(&mut self, board: &Storyboard, title_ok: bool, slides: &[(usize, &Slide)]) {
+        use crate::render::slide::{fonts, layout, title_missing_chars};
+        let Frame { width, height, .. } = board.frame;
+        fonts::with_shared_fonts(|fonts| {
+            if title_ok {
+                let missing = title_missing_chars(fonts, &board.title);
+                if !missing.is_empty() {
+                    self.fail("title", fonts::cannot_draw(&missing));
+                }
+            }
+            for (i, slide) in slides {
+                let laid_out = layout::layout_slide(fonts, slide, width, height);
+                for problem in laid_out.problems() {
+                    self.fail(
+                        format!("segments[{i}].slide.{}", problem.field()),
+                        problem.reason(),
+                    );
+                }
+            }
+        });
+    }
+}
+
 impl Storyboard {
     /// Parses and validates a job's input.
     pub fn from_json(input: &serde_json::Value) -> Result<Self, StoryboardError> {
@@ -276,7 +306,10 @@ impl Storyboard {
                 ),
             );
         }
+        // Segments whose text is within the limits, to be laid out below.
+        let mut drawable = Vec::new();
         for (i, s) in self.segments.iter().enumerate().take(MAX_SEGMENTS) {
+            let problems_before = c.0.len();
             let at = |field: &str| format!("segments[{i}].{field}");
             c.text(&at("narration"), &s.narration, MAX_NARRATION_CHARS, true);
             if !s.narration.trim().is_empty() && !s.narration.chars().any(char::is_alphanumeric) {
@@ -303,6 +336,14 @@ impl Storyboard {
                 );
             }
             c.text(&at("slide.body"), &s.slide.body, MAX_BODY_CHARS, false);
+            if c.0.len() == problems_before {
+                drawable.push((i, &s.slide));
+            }
+        }
+        let frame_ok = c.0.iter().all(|e| !e.field.starts_with("frame."));
+        let title_ok = c.0.iter().all(|e| e.field != "title");
+        if frame_ok {
+            c.drawing(self, title_ok, &drawable);
         }
         if c.0.is_empty() {
             Ok(())
@@ -390,6 +431,94 @@ mod tests {
         ]);
         let err = Storyboard::from_json(&many).unwrap_err();
         assert_eq!(err.0[0].field, "segments");
+    }
+
+    #[test]
+    fn undrawable_characters_are_refused_with_field_and_character() {
+        let mut v = good();
+        v["title"] = json!("Lab 🧪");
+        v["segments"][0]["slide"]["bullets"] = json!(["fine", "a test tube 🧪"]);
+        v["segments"][0]["slide"]["body"] = json!("数");
+        let err = Storyboard::from_json(&v).unwrap_err();
+        let found: Vec<(&str, &str)> = err
+            .0
+            .iter()
+            .map(|e| (e.field.as_str(), e.reason.as_str()))
+            .collect();
+        assert_eq!(
+            found,
+            [
+                (
+                    "title",
+                    "U+1F9EA 🧪 cannot be drawn with the embedded fonts"
+                ),
+                (
+                    "segments[0].slide.bullets[1]",
+                    "U+1F9EA 🧪 cannot be drawn with the embedded fonts"
+                ),
+                (
+                    "segments[0].slide.body",
+                    "U+6570 数 cannot be drawn with the embedded fonts"
+                ),
+            ]
+        );
+        // Every script the fonts draw passes.
+        v["title"] = json!("광합성 — Photosynthesis 🎉");
+        v["segments"][0]["slide"] = json!({
+            "heading": "البناء الضوئي",
+            "bullets": ["פוטוסינתזה", "광합성 數學", "☀️ 🌱 → 🍃"],
+            "body": "Plants 🌿"
+        });
+        Storyboard::from_json(&v).unwrap();
+    }
+
+    #[test]
+    fn text_that_does_not_fit_is_refused_with_the_field_named() {
+        let mut v = good();
+        let bullet = "A bullet that goes on and on about fractions and their parts ".repeat(4);
+        v["segments"][0]["slide"]["bullets"] = json!(vec![bullet.trim(); 10]);
+        let err = Storyboard::from_json(&v).unwrap_err();
+        assert_eq!(err.0.len(), 1, "{err}");
+        assert!(
+            err.0[0].field.starts_with("segments[0].slide.bullets["),
+            "{err}"
+        );
+        assert!(err.0[0].reason.contains("does not fit"), "{err}");
+        // The same text on a slide of its own fits (bigger frames give no more room: the
+        // type scales with the frame).
+        v["segments"][0]["slide"]["bullets"] = json!(vec![bullet.trim(); 3]);
+        Storyboard::from_json(&v).unwrap();
+        // Text over its limits is reported as such and not laid out.
+        v["segments"][0]["slide"]["body"] = json!("x ".repeat(1000));
+        let err = Storyboard::from_json(&v).unwrap_err();
+        assert_eq!(err.0.len(), 1);
+        assert!(err.0[0].reason.contains("at most"), "{err}");
+    }
+
+    #[test]
+    fn a_full_storyboard_of_dense_slides_is_valid() {
+        // 200 slides, each with a heading, five bullets and a body, all laid out by
+        // validation; the time it takes is printed (it runs in the API's request path).
+        let segments: Vec<serde_json::Value> = (0..limits::MAX_SEGMENTS)
+            .map(|i| {
+                json!({
+                    "narration": format!("Slide {i} is spoken here."),
+                    "slide": {
+                        "heading": format!("Slide {i}: adding fractions with unlike denominators"),
+                        "bullets": (0..5).map(|j| format!("Point {j} of slide {i}: find a common denominator first")).collect::<Vec<_>>(),
+                        "body": format!("Slide {i}. ").repeat(20),
+                    }
+                })
+            })
+            .collect();
+        let board = json!({"version": 1, "title": "Fractions", "segments": segments});
+        let started = std::time::Instant::now();
+        Storyboard::from_json(&board).unwrap();
+        println!(
+            "validating {} dense slides took {:?}",
+            limits::MAX_SEGMENTS,
+            started.elapsed()
+        );
     }
 
     #[test]

@@ -30,7 +30,7 @@ use tokio::sync::Semaphore;
 use tokio_util::task::AbortOnDropHandle;
 
 use crate::cache::{SegmentCache, key};
-use crate::render::slide::SlideRenderer;
+use crate::render::slide::{SlideFrame, SlideRenderer};
 use crate::render::{Encoder, VIDEO_ARGS, frame_counts};
 use crate::storyboard::Storyboard;
 use crate::tts::TtsBackend;
@@ -502,7 +502,14 @@ impl Render {
                 .unwrap_or_else(PoisonError::into_inner)
                 .pop();
             let mut renderer = taken.unwrap_or_default();
-            let rgba = renderer.draw(&title, &slide, index, total, w, h);
+            let rgba = renderer.draw(&SlideFrame {
+                title: &title,
+                slide: &slide,
+                index,
+                total,
+                width: w,
+                height: h,
+            });
             shared
                 .renderers
                 .lock()

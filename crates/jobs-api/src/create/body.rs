@@ -35,8 +35,8 @@ pub(crate) fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
 
 /// A create's body, read in three steps, each refusal naming the field at fault: JSON at all
 /// (400 `invalid_json`), the shape `{"storyboard": {…}}` (422 `invalid_request`), then the
-/// storyboard — its types and fields, then its limits (422 `invalid_storyboard`, paths from
-/// the storyboard). Returns the storyboard as sent, which is what the job stores.
+/// storyboard — its types and fields, then its limits and whether every slide can be drawn
+/// whole (422 `invalid_storyboard`, paths from the storyboard). Returns the storyboard as sent, which is what the job stores.
 pub(crate) fn read_create(body: &[u8]) -> Result<serde_json::Value, ApiError> {
     let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| {
         ApiError::new(

@@ -40,7 +40,7 @@ use crate::views::{CreateJob, JobView};
         (status = 401, description = "no valid API key (`unauthorized`): send `Authorization: Bearer <key>`", body = ApiErrorBody),
         (status = 413, description = "the body is over 1 MiB (`body_too_large`)", body = ApiErrorBody),
         (status = 415, description = "the body is not declared JSON (`unsupported_media_type`): send `Content-Type: application/json`", body = ApiErrorBody),
-        (status = 422, description = "a well-formed JSON body that cannot be accepted, nothing stored: not `{\"storyboard\": {…}}` (`invalid_request`, fields name the body's keys); a storyboard with a value of the wrong type, a missing or unknown field, or a value out of its limits (`invalid_storyboard`, fields name paths in the storyboard such as `frame.width` or `segments[2].slide`); or the Idempotency-Key was first used with a different request (`idempotency_key_reused`, field `Idempotency-Key`)", body = ApiErrorBody),
+        (status = 422, description = "a well-formed JSON body that cannot be accepted, nothing stored: not `{\"storyboard\": {…}}` (`invalid_request`, fields name the body's keys); a storyboard with a value of the wrong type, a missing or unknown field, a value out of its limits, a character the embedded fonts cannot draw, or slide text that does not fit at the smallest legible size (`invalid_storyboard`, fields name paths in the storyboard such as `frame.width` or `segments[2].slide`); or the Idempotency-Key was first used with a different request (`idempotency_key_reused`, field `Idempotency-Key`)", body = ApiErrorBody),
         (status = 502, description = "the queue refused: the job is failed (enqueue_failed)", body = JobView),
         (status = 503, description = "the job store is unavailable (`unavailable`); try again", body = ApiErrorBody)),
     security(("api_key" = [])))]
@@ -68,9 +68,20 @@ pub(crate) async fn create_job(
             )
         }
     })?;
+    // Validation lays every slide out (text shaping): CPU work, up to a few hundred
+    // milliseconds for a storyboard at its limits, so it runs off the async workers.
+    let input = tokio::task::spawn_blocking(move || read_create(&body))
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "the storyboard could not be checked",
+            )
+        })??;
     let new = NewJob {
         id: JobId::new(),
-        input: read_create(&body)?,
+        input,
     };
     let (job, replayed) = match key {
         None => (

@@ -164,6 +164,26 @@ async fn wrong_types_missing_and_unknown_fields_name_their_path_in_the_storyboar
 }
 
 #[tokio::test]
+async fn a_character_no_embedded_font_draws_is_422_naming_field_and_character() {
+    let api = mem().await;
+    let mut b = board();
+    b["segments"][1]["slide"]["bullets"] = json!(["a test tube 🧪"]);
+    let body = json!({ "storyboard": b }).to_string();
+    let (status, e) = error_of(api.post_json(body).send().await.unwrap()).await;
+    assert_eq!(
+        (status, e["error"].as_str()),
+        (422, Some("invalid_storyboard")),
+        "{e}"
+    );
+    assert_eq!(fields(&e), ["segments[1].slide.bullets[0]"], "{e}");
+    assert_eq!(
+        e["fields"][0]["reason"], "U+1F9EA 🧪 cannot be drawn with the embedded fonts",
+        "{e}"
+    );
+    assert_eq!(api.stored().await, 0, "nothing was stored");
+}
+
+#[tokio::test]
 async fn a_body_over_the_limit_is_413_in_the_json_error_shape() {
     let api = mem().await;
     let big = json!({"storyboard": {"pad": "x".repeat(2 << 20)}}).to_string();

@@ -2,53 +2,37 @@
 //! compose stage pipes into ffmpeg (`-f rawvideo -pix_fmt rgba`).
 //!
 //! Text is shaped and laid out with cosmic-text and rasterised with its swash cache, shapes
-//! are filled with tiny-skia. The four fonts are compiled into the binary and no system font
-//! is ever looked at, so the same slide gives the same bytes on every machine; that is what
-//! lets [`SlideRenderer::fingerprint`] stand in for "everything but the slide" in the render
-//! cache key.
+//! are filled with tiny-skia. The fonts ([`fonts`]) are compiled into the binary and no
+//! system font is ever looked at, so the same slide gives the same bytes on every machine;
+//! that is what lets [`SlideRenderer::fingerprint`] stand in for "everything but the slide"
+//! in the render cache key.
 //!
-//! Layout: a near-white background, a bold heading with an accent rule under it, bullet
+//! Look: a near-white background, a bold heading with an accent rule under it, bullet
 //! points with a hanging indent, the body paragraph, and a footer with the video's title
-//! and the slide number. Every size is a fraction of one unit (the frame height, or less on
-//! frames narrower than 16:9), so 1280×720 and 1920×1080 look alike. Content that does not
-//! fit is shrunk step by step down to a floor, and past the floor cut off at whole lines
-//! above the footer.
+//! and the slide number. Where each goes and at what size is decided by
+//! [`layout::layout_slide`], the same function validation uses, so a slide that passed
+//! validation is drawn whole, every character with a real glyph.
+
+pub mod fonts;
+pub mod layout;
 
 use std::fmt::Write as _;
 use std::sync::OnceLock;
 
 use cosmic_text::{
-    Attrs, Buffer, Family, FontSystem, Metrics, Shaping, SwashCache, SwashContent, SwashImage,
-    Weight, Wrap,
+    Buffer, FontSystem, Metrics, Shaping, SwashCache, SwashContent, SwashImage, Wrap,
 };
 use sha2::{Digest, Sha256};
 use tiny_skia::{FillRule, Paint, PathBuilder, Pixmap, Rect, Transform};
 
+use self::fonts::FONTS;
+use self::layout::{Area, Disc, FrameGeometry, Placed, SlideLayout, block_width, metrics, size};
 use crate::storyboard::Slide;
-
-const LIBERATION_REGULAR: &[u8] = include_bytes!("../../fonts/LiberationSans-Regular.ttf");
-const LIBERATION_BOLD: &[u8] = include_bytes!("../../fonts/LiberationSans-Bold.ttf");
-const NANUM_REGULAR: &[u8] = include_bytes!("../../fonts/NanumGothic.ttf");
-const NANUM_BOLD: &[u8] = include_bytes!("../../fonts/NanumGothicBold.ttf");
-
-/// Every font the renderer knows. Latin first: the load order fixes fontdb's face ids, and
-/// those order the fallback candidates, so it must not depend on anything at run time.
-const FONTS: [&[u8]; 4] = [
-    LIBERATION_REGULAR,
-    LIBERATION_BOLD,
-    NANUM_REGULAR,
-    NANUM_BOLD,
-];
 
 /// Bump whenever the pixels change for the same slide and fonts: layout, colours, blending,
 /// or an upgrade of cosmic-text, swash or tiny-skia. It is hashed into
 /// [`SlideRenderer::fingerprint`], so a bump invalidates cached renders.
-const RENDERER_VERSION: &str = "slide-renderer/1";
-
-/// The family every text run asks for. Hangul is not in it, so cosmic-text's fallback goes
-/// on to the other loaded faces and finds Nanum Gothic (the only other family there is);
-/// with bold asked for, the bold Nanum face is the closest weight and wins.
-const LATIN_FAMILY: &str = "Liberation Sans";
+const RENDERER_VERSION: &str = "slide-renderer/2";
 
 /// Swash keeps every rasterised glyph (per size and subpixel offset). Slides shrink to many
 /// different sizes, so a long-lived renderer would grow without end; past this many glyph
@@ -66,39 +50,21 @@ mod colour {
     pub const FOOTER_RULE: [u8; 3] = [0xE2, 0xE8, 0xF0];
 }
 
-/// Sizes as fractions of the layout unit (see [`unit`]). Font sizes and the gaps between
-/// blocks shrink with the content scale; margins and the footer do not, so a crowded slide
-/// keeps its frame.
-mod size {
-    pub const MARGIN_X: f32 = 0.09;
-    pub const MARGIN_TOP: f32 = 0.08;
-    pub const HEADING: f32 = 0.072;
-    pub const HEADING_LINE: f32 = 1.2;
-    pub const RULE_GAP_ABOVE: f32 = 0.02;
-    pub const RULE_HEIGHT: f32 = 0.0065;
-    pub const RULE_WIDTH: f32 = 0.1;
-    pub const RULE_GAP_BELOW: f32 = 0.045;
-    pub const BULLET: f32 = 0.044;
-    pub const BULLET_LINE: f32 = 1.3;
-    /// Hanging indent of bullet text, in bullet font sizes.
-    pub const BULLET_INDENT: f32 = 1.15;
-    /// Radius of the bullet disc, in bullet font sizes.
-    pub const BULLET_RADIUS: f32 = 0.15;
-    /// Height of the disc's centre over the baseline, in bullet font sizes: about half the
-    /// x-height, where the eye expects it.
-    pub const BULLET_RAISE: f32 = 0.3;
-    pub const BULLET_GAP: f32 = 0.016;
-    pub const BODY_GAP: f32 = 0.04;
-    pub const BODY: f32 = 0.037;
-    pub const BODY_LINE: f32 = 1.45;
-    pub const FOOTER_BAND: f32 = 0.085;
-    pub const FOOTER: f32 = 0.026;
-    pub const FOOTER_LINE: f32 = 1.25;
-    pub const FOOTER_RULE: f32 = 0.0018;
-    /// Space kept free between the content and the footer rule.
-    pub const FOOTER_GAP: f32 = 0.03;
-    /// Content scales tried in order until everything fits; the last is the floor.
-    pub const SCALES: [f32; 9] = [1.0, 0.92, 0.85, 0.78, 0.72, 0.66, 0.6, 0.55, 0.5];
+/// One slide to draw: what it shows, where it stands in the video, and the frame size.
+#[derive(Debug, Clone, Copy)]
+pub struct SlideFrame<'a> {
+    /// The video's title, shown in the footer.
+    pub title: &'a str,
+    /// The slide.
+    pub slide: &'a Slide,
+    /// Counts from 0; the footer shows `index+1 / total`.
+    pub index: usize,
+    /// Slides in the video.
+    pub total: usize,
+    /// Pixels.
+    pub width: u32,
+    /// Pixels.
+    pub height: u32,
 }
 
 /// Draws slides; holds the font system (expensive to build: build once, reuse).
@@ -124,27 +90,17 @@ impl Default for SlideRenderer {
 }
 
 impl SlideRenderer {
-    /// Loads the four embedded fonts (and nothing else) into a font system with the
-    /// locale `en-US`. Takes a while (the fonts are parsed); keep the renderer.
+    /// Loads the embedded fonts (and nothing else) into a font system with the locale
+    /// `en-US`. Takes a while (the fonts are parsed); keep the renderer.
     pub fn new() -> Self {
         Self::with_fonts(&FONTS)
     }
 
     /// A renderer that knows only `fonts`; the tests use it to show what a missing font
     /// looks like.
-    fn with_fonts(fonts: &[&[u8]]) -> Self {
-        // fontdb is not a dependency of ours, so the database is named by inference:
-        // `Default` gives an empty one. Unlike `FontSystem::new`, nothing here scans the
-        // system's fonts, and the locale is fixed rather than read from the environment.
-        let mut font_system =
-            FontSystem::new_with_locale_and_db("en-US".to_owned(), Default::default());
-        let db = font_system.db_mut();
-        for font in fonts {
-            db.load_font_data(font.to_vec());
-        }
-        db.set_sans_serif_family(LATIN_FAMILY);
+    fn with_fonts(fonts: &[&'static [u8]]) -> Self {
         Self {
-            fonts: font_system,
+            fonts: fonts::font_system(fonts),
             glyphs: SwashCache::new(),
         }
     }
@@ -170,22 +126,21 @@ impl SlideRenderer {
         })
     }
 
+    /// Lays a slide out as [`SlideRenderer::draw`] would, with this renderer's fonts.
+    pub fn layout(&mut self, slide: &Slide, width: u32, height: u32) -> SlideLayout {
+        layout::layout_slide(&mut self.fonts, slide, width, height)
+    }
+
     /// Draws one slide into straight (non-premultiplied) RGBA8 bytes, `width*height*4` long,
     /// row-major, for ffmpeg `-f rawvideo -pix_fmt rgba`.
     ///
-    /// `index` counts from 0; the footer shows `index+1 / total`. Never panics: text that
-    /// does not fit is shrunk and then cut off, characters in no font are drawn as the
-    /// font's missing-glyph box. Sizes are expected within the storyboard limits
-    /// (320..=3840 × 180..=2160); a zero side gives an empty vector.
-    pub fn draw(
-        &mut self,
-        title: &str,
-        slide: &Slide,
-        index: usize,
-        total: usize,
-        width: u32,
-        height: u32,
-    ) -> Vec<u8> {
+    /// Never panics. A slide that validation would refuse (see
+    /// [`layout::SlideLayout::problems`]) is still drawn, at the smallest size, clipped
+    /// above the footer and with missing-glyph boxes, and a warning is logged. Sizes are
+    /// expected within the storyboard limits (320..=3840 × 180..=2160); a zero side gives
+    /// an empty vector.
+    pub fn draw(&mut self, frame: &SlideFrame<'_>) -> Vec<u8> {
+        let (width, height) = (frame.width, frame.height);
         let Some(mut pixmap) = Pixmap::new(width, height) else {
             // Only a zero side (or one beyond tiny-skia's limits, which validated sizes
             // never are) gets here; return what the caller asked for, in background colour.
@@ -200,15 +155,22 @@ impl SlideRenderer {
         let [r, g, b] = colour::BACKGROUND;
         pixmap.fill(tiny_skia::Color::from_rgba8(r, g, b, 255));
 
-        let frame = FrameGeometry::new(width, height);
+        let layout = layout::layout_slide(&mut self.fonts, frame.slide, width, height);
+        if !layout.problems().is_empty() {
+            let problems: Vec<String> = layout
+                .problems()
+                .iter()
+                .map(|p| format!("{}: {}", p.field(), p.reason()))
+                .collect();
+            tracing::warn!(?problems, "drawing a slide that validation refuses");
+        }
         let mut canvas = Canvas {
             pixmap: &mut pixmap,
             fonts: &mut self.fonts,
             glyphs: &mut self.glyphs,
         };
-        let mut content = Content::new(canvas.fonts, slide, &frame);
-        content.paint(&mut canvas, &frame);
-        paint_footer(&mut canvas, &frame, title, index, total);
+        paint_content(&mut canvas, &layout);
+        paint_footer(&mut canvas, &layout.frame, frame);
 
         // The background is opaque and every blend below keeps alpha at 255, so the
         // premultiplied pixmap already is straight RGBA. Demultiply anyway should a pixel
@@ -230,39 +192,6 @@ impl SlideRenderer {
     }
 }
 
-/// Where things go on a frame of a given size.
-struct FrameGeometry {
-    height: f32,
-    /// The layout unit: the frame height, or the height of a 16:9 frame of this width
-    /// when the frame is narrower than 16:9 (otherwise a tall narrow frame would get
-    /// headings wider than itself).
-    unit: f32,
-    margin_x: f32,
-    content_top: f32,
-    content_width: f32,
-    /// The lowest y content may reach: just above the footer.
-    content_bottom: f32,
-    footer_top: f32,
-}
-
-impl FrameGeometry {
-    fn new(width: u32, height: u32) -> Self {
-        let (w, h) = (width as f32, height as f32);
-        let unit = h.min(w * 9.0 / 16.0).max(1.0);
-        let margin_x = size::MARGIN_X * unit;
-        let footer_top = h - size::FOOTER_BAND * unit;
-        Self {
-            height: h,
-            unit,
-            margin_x,
-            content_top: size::MARGIN_TOP * unit,
-            content_width: (w - 2.0 * margin_x).max(1.0),
-            content_bottom: footer_top - size::FOOTER_GAP * unit,
-            footer_top,
-        }
-    }
-}
-
 /// The pixmap being drawn and what text needs for drawing.
 struct Canvas<'a> {
     pixmap: &'a mut Pixmap,
@@ -270,16 +199,26 @@ struct Canvas<'a> {
     glyphs: &'a mut SwashCache,
 }
 
+/// A glyph image placed on the pixmap, in a colour.
+struct GlyphInk<'a> {
+    image: &'a SwashImage,
+    /// Pixmap column of the image's left edge.
+    left: i32,
+    /// Pixmap row of the image's top edge.
+    top: i32,
+    rgb: [u8; 3],
+}
+
 impl Canvas<'_> {
-    fn fill_rect(&mut self, x: f32, y: f32, w: f32, h: f32, rgb: [u8; 3]) {
-        if let Some(rect) = Rect::from_xywh(x, y, w, h) {
+    fn fill_rect(&mut self, area: Area, rgb: [u8; 3]) {
+        if let Some(rect) = Rect::from_xywh(area.x, area.y, area.w, area.h) {
             self.pixmap
                 .fill_rect(rect, &solid(rgb), Transform::identity(), None);
         }
     }
 
-    fn fill_circle(&mut self, cx: f32, cy: f32, r: f32, rgb: [u8; 3]) {
-        if let Some(path) = PathBuilder::from_circle(cx, cy, r) {
+    fn fill_circle(&mut self, disc: Disc, rgb: [u8; 3]) {
+        if let Some(path) = PathBuilder::from_circle(disc.cx, disc.cy, disc.r) {
             self.pixmap.fill_path(
                 &path,
                 &solid(rgb),
@@ -290,9 +229,10 @@ impl Canvas<'_> {
         }
     }
 
-    /// Draws `buffer` with its top-left corner at (x, y). Lines whose box would end below
-    /// `bottom` are left out whole, so clipped text never shows half a line.
-    fn text(&mut self, buffer: &Buffer, x: f32, y: f32, rgb: [u8; 3], bottom: f32) {
+    /// Draws `buffer` with its top-left corner at `origin`. Lines whose box would end below
+    /// `bottom` are left out whole; only a slide that validation refuses has any.
+    fn text(&mut self, buffer: &Buffer, origin: (f32, f32), rgb: [u8; 3], bottom: f32) {
+        let (x, y) = origin;
         for run in buffer.layout_runs() {
             if y + run.line_top + run.line_height > bottom + 0.5 {
                 break;
@@ -302,10 +242,12 @@ impl Canvas<'_> {
                 if let Some(image) = self.glyphs.get_image(self.fonts, physical.cache_key) {
                     blend_glyph(
                         self.pixmap,
-                        image,
-                        physical.x + image.placement.left,
-                        physical.y - image.placement.top,
-                        rgb,
+                        &GlyphInk {
+                            image,
+                            left: physical.x + image.placement.left,
+                            top: physical.y - image.placement.top,
+                            rgb,
+                        },
                     );
                 }
             }
@@ -323,7 +265,13 @@ fn solid(rgb: [u8; 3]) -> Paint<'static> {
 /// Source-over of one glyph image onto the premultiplied pixmap, clipped to the pixmap.
 /// Mask glyphs are coverage in `rgb`; colour glyphs (none of our fonts has any) carry
 /// their own colour.
-fn blend_glyph(pixmap: &mut Pixmap, image: &SwashImage, left: i32, top: i32, rgb: [u8; 3]) {
+fn blend_glyph(pixmap: &mut Pixmap, glyph: &GlyphInk<'_>) {
+    let GlyphInk {
+        image,
+        left,
+        top,
+        rgb,
+    } = *glyph;
     let (pw, ph) = (pixmap.width() as i64, pixmap.height() as i64);
     let (gw, gh) = (
         i64::from(image.placement.width),
@@ -374,232 +322,112 @@ fn blend_glyph(pixmap: &mut Pixmap, image: &SwashImage, left: i32, top: i32, rgb
     }
 }
 
-fn regular() -> Attrs<'static> {
-    Attrs::new().family(Family::Name(LATIN_FAMILY))
-}
-
-fn bold() -> Attrs<'static> {
-    regular().weight(Weight::BOLD)
-}
-
-/// A wrapped text block, shaped once; relaying it out at another size is cheap.
-fn text_block(fonts: &mut FontSystem, text: &str, attrs: &Attrs) -> Buffer {
-    let mut buffer = Buffer::new_empty(Metrics::new(16.0, 20.0));
-    buffer.set_wrap(fonts, Wrap::WordOrGlyph);
-    buffer.set_text(fonts, text, attrs, Shaping::Advanced, None);
-    buffer
-}
-
-/// Height of all laid-out lines of a buffer.
-fn block_height(buffer: &Buffer) -> f32 {
-    buffer.layout_runs().map(|run| run.line_height).sum()
-}
-
-/// Width of the widest laid-out line.
-fn block_width(buffer: &Buffer) -> f32 {
-    buffer
-        .layout_runs()
-        .map(|run| run.line_w)
-        .fold(0.0, f32::max)
-}
-
-fn metrics(size: f32, line: f32) -> Metrics {
-    // cosmic-text asserts non-zero sizes; validated frames never come near 1 px.
-    let size = size.max(1.0);
-    Metrics::new(size, size * line)
-}
-
-/// The slide's text blocks, laid out at one content scale.
-struct Content {
-    heading: Option<Buffer>,
-    bullets: Vec<Buffer>,
-    body: Option<Buffer>,
-    /// The content scale the blocks are laid out at.
-    scale: f32,
-}
-
-impl Content {
-    fn new(fonts: &mut FontSystem, slide: &Slide, frame: &FrameGeometry) -> Self {
-        let present = |s: &str| !s.trim().is_empty();
-        let mut content = Self {
-            heading: present(&slide.heading)
-                .then(|| text_block(fonts, slide.heading.trim(), &bold())),
-            bullets: slide
-                .bullets
-                .iter()
-                .filter(|b| present(b))
-                .map(|b| text_block(fonts, b.trim(), &regular()))
-                .collect(),
-            body: present(&slide.body).then(|| text_block(fonts, slide.body.trim(), &regular())),
-            scale: 1.0,
-        };
-        // The largest scale at which everything fits; the floor if none does.
-        let room = frame.content_bottom - frame.content_top;
-        for scale in size::SCALES {
-            if content.layout(fonts, frame, scale) <= room {
-                break;
-            }
-        }
-        content
+/// Paints the laid-out heading, rule, bullets and body.
+fn paint_content(canvas: &mut Canvas<'_>, layout: &SlideLayout) {
+    let bottom = layout.frame.content_bottom;
+    let text = |canvas: &mut Canvas<'_>, block: &Placed, rgb| {
+        canvas.text(&block.buffer, (block.x, block.y), rgb, bottom);
+    };
+    if let Some(heading) = &layout.heading {
+        text(canvas, heading, colour::HEADING);
     }
-
-    /// Lays every block out at `scale` and returns the total height.
-    fn layout(&mut self, fonts: &mut FontSystem, frame: &FrameGeometry, scale: f32) -> f32 {
-        self.scale = scale;
-        let u = frame.unit * scale;
-        let mut height = 0.0;
-        if let Some(heading) = &mut self.heading {
-            heading.set_metrics_and_size(
-                fonts,
-                metrics(size::HEADING * u, size::HEADING_LINE),
-                Some(frame.content_width),
-                None,
-            );
-            height += block_height(heading)
-                + (size::RULE_GAP_ABOVE + size::RULE_HEIGHT + size::RULE_GAP_BELOW) * u;
-        }
-        let indent = size::BULLET_INDENT * size::BULLET * u;
-        for (i, bullet) in self.bullets.iter_mut().enumerate() {
-            bullet.set_metrics_and_size(
-                fonts,
-                metrics(size::BULLET * u, size::BULLET_LINE),
-                Some((frame.content_width - indent).max(1.0)),
-                None,
-            );
-            if i > 0 {
-                height += size::BULLET_GAP * u;
-            }
-            height += block_height(bullet);
-        }
-        if let Some(body) = &mut self.body {
-            body.set_metrics_and_size(
-                fonts,
-                metrics(size::BODY * u, size::BODY_LINE),
-                Some(frame.content_width),
-                None,
-            );
-            if !self.bullets.is_empty() {
-                height += size::BODY_GAP * u;
-            }
-            height += block_height(body);
-        }
-        height
+    if let Some(rule) = layout.rule
+        && rule.y + rule.h <= bottom
+    {
+        canvas.fill_rect(rule, colour::ACCENT);
     }
-
-    /// Paints the blocks top-down as laid out; whatever lies below the content area is
-    /// left out (whole lines at a time).
-    fn paint(&mut self, canvas: &mut Canvas<'_>, frame: &FrameGeometry) {
-        let u = frame.unit * self.scale;
-        let bottom = frame.content_bottom;
-        let x = frame.margin_x;
-        let mut y = frame.content_top;
-        if let Some(heading) = &self.heading {
-            canvas.text(heading, x, y, colour::HEADING, bottom);
-            y += block_height(heading) + size::RULE_GAP_ABOVE * u;
-            let rule_h = (size::RULE_HEIGHT * u).max(1.0);
-            if y + rule_h <= bottom {
-                canvas.fill_rect(x, y, size::RULE_WIDTH * u, rule_h, colour::ACCENT);
-            }
-            y += (size::RULE_HEIGHT + size::RULE_GAP_BELOW) * u;
+    for bullet in &layout.bullets {
+        // The disc goes with the bullet's first line: drawn only if that line is.
+        let first_line_bottom = bullet
+            .text
+            .buffer
+            .layout_runs()
+            .next()
+            .map(|run| bullet.text.y + run.line_top + run.line_height);
+        if first_line_bottom.is_some_and(|b| b <= bottom + 0.5) {
+            canvas.fill_circle(bullet.disc, colour::ACCENT);
         }
-        let bullet_size = size::BULLET * u;
-        let indent = size::BULLET_INDENT * bullet_size;
-        for (i, bullet) in self.bullets.iter().enumerate() {
-            if i > 0 {
-                y += size::BULLET_GAP * u;
-            }
-            // The disc goes with the bullet's first line: drawn only if that line is.
-            let first_line = bullet
-                .layout_runs()
-                .next()
-                .map(|run| (run.line_y, run.line_top + run.line_height));
-            if let Some((baseline, line_bottom)) = first_line
-                && y + line_bottom <= bottom + 0.5
-            {
-                canvas.fill_circle(
-                    x + size::BULLET_RADIUS * bullet_size,
-                    y + baseline - size::BULLET_RAISE * bullet_size,
-                    size::BULLET_RADIUS * bullet_size,
-                    colour::ACCENT,
-                );
-            }
-            canvas.text(bullet, x + indent, y, colour::BULLET_TEXT, bottom);
-            y += block_height(bullet);
-        }
-        if let Some(body) = &self.body {
-            if !self.bullets.is_empty() {
-                y += size::BODY_GAP * u;
-            }
-            canvas.text(body, x, y, colour::BODY, bottom);
-        }
+        text(canvas, &bullet.text, colour::BULLET_TEXT);
+    }
+    if let Some(body) = &layout.body {
+        text(canvas, body, colour::BODY);
     }
 }
 
 /// The footer: a hairline, the title on the left (cut with an ellipsis when long), the
 /// slide number on the right. It has a fixed size and never shrinks with the content.
-fn paint_footer(
-    canvas: &mut Canvas<'_>,
-    frame: &FrameGeometry,
-    title: &str,
-    index: usize,
-    total: usize,
-) {
+fn paint_footer(canvas: &mut Canvas<'_>, frame: &FrameGeometry, slide: &SlideFrame<'_>) {
     let u = frame.unit;
     let line = metrics(size::FOOTER * u, size::FOOTER_LINE);
     let band = frame.height - frame.footer_top;
     let text_y = frame.footer_top + (band - line.line_height) / 2.0;
     canvas.fill_rect(
-        frame.margin_x,
-        frame.footer_top,
-        frame.content_width,
-        (size::FOOTER_RULE * u).max(1.0),
+        Area {
+            x: frame.margin_x,
+            y: frame.footer_top,
+            w: frame.content_width,
+            h: (size::FOOTER_RULE * u).max(1.0),
+        },
         colour::FOOTER_RULE,
     );
 
-    let number = format!("{} / {}", index.saturating_add(1), total);
+    let number = format!("{} / {}", slide.index.saturating_add(1), slide.total);
     let number = single_line(canvas.fonts, &number, line, f32::INFINITY);
     let number_w = block_width(&number);
     let right = frame.margin_x + frame.content_width;
     canvas.text(
         &number,
-        right - number_w,
-        text_y,
+        (right - number_w, text_y),
         colour::FOOTER_TEXT,
         frame.height,
     );
 
     let room = frame.content_width - number_w - 2.0 * size::FOOTER * u;
     if room > 0.0 {
-        // A title is one line: line breaks in it become spaces.
-        let title: String = title
-            .trim()
-            .chars()
-            .map(|c| if c.is_control() { ' ' } else { c })
-            .collect();
-        let title = single_line(canvas.fonts, &title, line, room);
+        let title = single_line(canvas.fonts, &footer_title(slide.title), line, room);
         canvas.text(
             &title,
-            frame.margin_x,
-            text_y,
+            (frame.margin_x, text_y),
             colour::FOOTER_TEXT,
             frame.height,
         );
     }
 }
 
+/// The title as the footer shows it: one line, line breaks and other controls as spaces.
+fn footer_title(title: &str) -> String {
+    title
+        .trim()
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}
+
+/// The characters of a video title that no embedded font draws (the footer shows it).
+pub fn title_missing_chars(fonts: &mut FontSystem, title: &str) -> Vec<char> {
+    let line = metrics(16.0, 1.25);
+    fonts::missing_chars(&single_line(
+        fonts,
+        &footer_title(title),
+        line,
+        f32::INFINITY,
+    ))
+}
+
 /// `text` on one unwrapped line no wider than `max_width`: cut at a glyph boundary with an
 /// ellipsis appended if it is wider.
 fn single_line(fonts: &mut FontSystem, text: &str, line: Metrics, max_width: f32) -> Buffer {
+    let regular = layout::regular();
     let mut buffer = Buffer::new_empty(line);
     buffer.set_wrap(fonts, Wrap::None);
-    buffer.set_text(fonts, text, &regular(), Shaping::Advanced, None);
+    buffer.set_text(fonts, text, &regular, Shaping::Advanced, None);
     if block_width(&buffer) <= max_width {
         return buffer;
     }
     let ellipsis = "…";
     let mut probe = Buffer::new_empty(line);
     probe.set_wrap(fonts, Wrap::None);
-    probe.set_text(fonts, ellipsis, &regular(), Shaping::Advanced, None);
+    probe.set_text(fonts, ellipsis, &regular, Shaping::Advanced, None);
     let limit = max_width - block_width(&probe);
     // The first glyph (in logical order) that reaches past the limit; the text is cut
     // there. Glyph offsets are byte offsets into the line, always on char boundaries.
@@ -616,12 +444,14 @@ fn single_line(fonts: &mut FontSystem, text: &str, line: Metrics, max_width: f32
         .unwrap_or(0);
     let kept = text.get(..cut).unwrap_or("").trim_end();
     let cut_text = format!("{kept}{ellipsis}");
-    buffer.set_text(fonts, &cut_text, &regular(), Shaping::Advanced, None);
+    buffer.set_text(fonts, &cut_text, &regular, Shaping::Advanced, None);
     buffer
 }
 
 #[cfg(test)]
 mod tests {
+    use super::fonts::{LIBERATION_BOLD, LIBERATION_REGULAR, NANUM_REGULAR};
+    use super::layout::{MIN_BODY_PX_AT_1080, MIN_SCALE, Problem, SlideField};
     use super::*;
 
     fn slide(heading: &str, bullets: &[&str], body: &str) -> Slide {
@@ -630,6 +460,18 @@ mod tests {
             bullets: bullets.iter().map(|b| (*b).into()).collect(),
             body: body.into(),
         }
+    }
+
+    /// Draws `slide` as slide 1 of 1 of a video titled "Title".
+    fn draw(r: &mut SlideRenderer, slide: &Slide, width: u32, height: u32) -> Vec<u8> {
+        r.draw(&SlideFrame {
+            title: "Title",
+            slide,
+            index: 0,
+            total: 1,
+            width,
+            height,
+        })
     }
 
     fn english() -> Slide {
@@ -656,6 +498,37 @@ mod tests {
             ],
             "광합성은 잎의 엽록체에서 일어납니다. 명반응에서 만든 ATP와 NADPH로 \
              캘빈 회로가 당을 만들고, 이 당이 식물 전체의 양분이 됩니다.",
+        )
+    }
+
+    fn arabic() -> Slide {
+        slide(
+            "البناء الضوئي",
+            &[
+                "يمتص الكلوروفيل الضوء الأحمر والأزرق",
+                "ينقسم الماء ويخرج الأكسجين",
+                "Calvin cycle: يتحول ثاني أكسيد الكربون إلى سكر",
+            ],
+            "يحدث البناء الضوئي في البلاستيدات الخضراء لخلايا الورقة.",
+        )
+    }
+
+    fn hebrew() -> Slide {
+        slide(
+            "פוטוסינתזה",
+            &[
+                "הכלורופיל בולע אור אדום וכחול",
+                "המים מתפרקים והחמצן משתחרר",
+            ],
+            "הפוטוסינתזה מתרחשת בכלורופלסטים של תאי העלה.",
+        )
+    }
+
+    fn emoji() -> Slide {
+        slide(
+            "Science 🎉 time",
+            &["🌱 plants grow ☀️", "💧 water 👍 ✅ ❤️", "Math → ∑ ≤ ∞ π"],
+            "😀 Emoji are drawn in one colour, like the text.",
         )
     }
 
@@ -695,7 +568,7 @@ mod tests {
         fn send<T: Send + std::fmt::Debug>() {}
         send::<SlideRenderer>();
         let r = SlideRenderer::new();
-        assert!(format!("{r:?}").contains("faces: 4"));
+        assert!(format!("{r:?}").contains("faces: 7"));
     }
 
     #[test]
@@ -717,9 +590,9 @@ mod tests {
             (320, 2160),
             (854, 480),
         ] {
-            let a = r.draw("Title", &english(), 0, 3, w, h);
+            let a = draw(&mut r, &english(), w, h);
             assert_eq!(a.len(), (w * h * 4) as usize, "{w}x{h}");
-            let b = r.draw("Title", &english(), 0, 3, w, h);
+            let b = draw(&mut r, &english(), w, h);
             assert!(a == b, "{w}x{h}: two draws differ");
             assert!(
                 a.chunks_exact(4).all(|p| p[3] == 255),
@@ -727,24 +600,24 @@ mod tests {
             );
         }
         // A fresh renderer (empty caches) draws the same bytes too.
-        let a = r.draw("Title", &korean(), 1, 3, 1280, 720);
-        let b = SlideRenderer::new().draw("Title", &korean(), 1, 3, 1280, 720);
+        let a = draw(&mut r, &korean(), 1280, 720);
+        let b = draw(&mut SlideRenderer::new(), &korean(), 1280, 720);
         assert!(a == b);
     }
 
     #[test]
     fn degenerate_sizes_do_not_panic() {
         let mut r = SlideRenderer::new();
-        assert!(r.draw("t", &english(), 0, 1, 0, 720).is_empty());
-        assert!(r.draw("t", &english(), 0, 1, 1280, 0).is_empty());
-        assert_eq!(r.draw("t", &english(), 0, 1, 2, 2).len(), 16);
+        assert!(draw(&mut r, &english(), 0, 720).is_empty());
+        assert!(draw(&mut r, &english(), 1280, 0).is_empty());
+        assert_eq!(draw(&mut r, &english(), 2, 2).len(), 16);
     }
 
     #[test]
     fn heading_area_has_dark_pixels_and_empty_slide_is_background() {
         let mut r = SlideRenderer::new();
         let (w, h) = (1280, 720);
-        let bytes = r.draw("Title", &english(), 0, 1, w, h);
+        let bytes = draw(&mut r, &english(), w, h);
         // The heading's first line sits in the top ~160 px at 720p.
         let dark = bytes[..(160 * w * 4) as usize]
             .chunks_exact(4)
@@ -752,7 +625,14 @@ mod tests {
             .count();
         assert!(dark > 1000, "only {dark} dark pixels in the heading area");
 
-        let empty = r.draw("", &Slide::default(), 0, 0, w, h);
+        let empty = r.draw(&SlideFrame {
+            title: "",
+            slide: &Slide::default(),
+            index: 0,
+            total: 0,
+            width: w,
+            height: h,
+        });
         assert_eq!(empty.len(), (w * h * 4) as usize);
         // Nothing above the footer but background.
         let content = ink(&empty, w, 0..h - 70);
@@ -761,8 +641,8 @@ mod tests {
 
     /// Renders `text` as a heading alone and returns the ink of the heading area.
     fn heading_ink(r: &mut SlideRenderer, text: &str) -> Vec<bool> {
-        let bytes = r.draw("", &slide(text, &[], ""), 0, 1, 1280, 720);
-        ink(&bytes, 1280, 40..140)
+        let bytes = draw(r, &slide(text, &[], ""), 1280, 720);
+        ink(&bytes, 1280, 40..150)
     }
 
     #[test]
@@ -808,51 +688,385 @@ mod tests {
     }
 
     #[test]
-    fn emoji_and_unknown_characters_do_not_panic() {
+    fn every_script_is_laid_out_with_real_glyphs() {
         let mut r = SlideRenderer::new();
-        let s = slide(
-            "Emoji 🎉🧪 and \u{10FFFD}\u{E000}",
-            &["👩‍🔬 science", "\u{0}\u{7}\t control", "RTL שלום עולם", ""],
-            "Zalgo: Z̷̢a̵l̶g̴o̸ ‍ ‌ and a lone \u{FE0F}",
-        );
-        let bytes = r.draw("🎬 title\nwith newline", &s, 4, 5, 1280, 720);
-        assert_eq!(bytes.len(), 1280 * 720 * 4);
+        let hanja = slide("數學 (Korean Hanja)", &["中 日 本 語"], "");
+        for (name, s) in [
+            ("English", english()),
+            ("Korean", korean()),
+            ("Arabic", arabic()),
+            ("Hebrew", hebrew()),
+            ("emoji", emoji()),
+            ("Hanja", hanja),
+            (
+                "joiners and marks",
+                slide(
+                    "👩\u{200D}🔬 ❤\u{FE0F} 👍🏽",
+                    &[
+                        "e\u{301} Z\u{337}\u{322}a\u{335} עִברִית",
+                        "½ ⅓ × ÷ √ ∫ °C µ “…”",
+                    ],
+                    "a\u{200B}b",
+                ),
+            ),
+        ] {
+            for (w, h) in [(1280, 720), (1920, 1080)] {
+                let layout = r.layout(&s, w, h);
+                assert_eq!(layout.problems(), &[], "{name} {w}x{h}");
+                assert_eq!(layout.missing_chars(), Vec::<char>::new(), "{name}");
+            }
+            let bytes = draw(&mut r, &s, 1280, 720);
+            assert!(
+                count(&ink(&bytes, 1280, 0..600)) > 2000,
+                "{name} drew nothing"
+            );
+        }
     }
 
     #[test]
-    fn long_text_shrinks_and_is_clipped_above_the_footer() {
+    fn the_coverage_check_sees_the_box() {
+        // Without the fonts that draw them, these scripts are boxes, and the check on the
+        // laid-out glyphs says which characters.
+        let mut latin_only = SlideRenderer::with_fonts(&[LIBERATION_REGULAR, LIBERATION_BOLD]);
+        // (Liberation Sans draws Hebrew itself.)
+        for (s, c) in [(arabic(), 'ا'), (korean(), '광'), (emoji(), '🎉')] {
+            let layout = latin_only.layout(&s, 1280, 720);
+            assert!(layout.missing_chars().contains(&c), "{c}");
+        }
+        // A glyph of each script draws differently from the box; the box is the same.
+        let mut full = SlideRenderer::new();
+        let tofu = heading_ink(&mut full, "\u{10FFFD}");
+        for c in ["ش", "ש", "광", "🎉", "數"] {
+            let real = heading_ink(&mut full, c);
+            let n = count(&real);
+            assert!(n > 150, "{c}: only {n} pixels of ink");
+            assert!(
+                difference(&real, &tofu) > n.max(count(&tofu)) / 2,
+                "{c} looks like tofu"
+            );
+        }
+    }
+
+    #[test]
+    fn arabic_is_shaped_into_joined_forms() {
+        // Letters in a word take their joined (initial/medial/final) forms: the shaped
+        // word is narrower than its letters set apart, and uses other glyphs.
+        let mut r = SlideRenderer::new();
+        let word = r.layout(&slide("بيت", &[], ""), 1280, 720);
+        let apart = r.layout(&slide("ب ي ت", &[], ""), 1280, 720);
+        let glyphs = |l: &SlideLayout| -> Vec<u16> {
+            l.heading
+                .iter()
+                .flat_map(|h| h.buffer.layout_runs())
+                .flat_map(|run| run.glyphs.iter().filter(|g| g.w > 0.0).map(|g| g.glyph_id))
+                .collect()
+        };
+        let (joined, isolated) = (glyphs(&word), glyphs(&apart));
+        assert_eq!(joined.len(), 3);
+        assert!(isolated.len() >= 3);
+        for g in &joined {
+            assert!(!isolated.contains(g), "glyph {g} is an isolated form");
+        }
+    }
+
+    #[test]
+    fn rtl_paragraphs_are_right_aligned_with_the_disc_on_the_right() {
+        let mut r = SlideRenderer::new();
+        let s = slide("عنوان", &["نقطة قصيرة", "A short point"], "فقرة قصيرة.");
+        let layout = r.layout(&s, 1280, 720);
+        assert_eq!(layout.problems(), &[]);
+        let frame = layout.frame;
+        let middle = frame.margin_x + frame.content_width / 2.0;
+        let right = frame.margin_x + frame.content_width;
+        let [rtl, ltr] = &layout.bullets[..] else {
+            panic!("two bullets");
+        };
+        assert!(
+            rtl.disc.cx > middle && rtl.disc.cx < right,
+            "RTL disc at {}",
+            rtl.disc.cx
+        );
+        assert!(ltr.disc.cx < middle, "LTR disc at {}", ltr.disc.cx);
+        // The RTL bullet's text ends just left of its disc; the LTR one starts right of it.
+        let extent = |p: &Placed| {
+            let run = p.buffer.layout_runs().next().unwrap();
+            let xs = run.glyphs.iter().map(|g| (p.x + g.x, p.x + g.x + g.w));
+            xs.fold((f32::MAX, f32::MIN), |(a, b), (l, r)| (a.min(l), b.max(r)))
+        };
+        let (_, rtl_end) = extent(&rtl.text);
+        assert!(
+            rtl_end < rtl.disc.cx - rtl.disc.r && rtl_end > middle,
+            "RTL text ends at {rtl_end}"
+        );
+        let (ltr_start, _) = extent(&ltr.text);
+        assert!(ltr_start > ltr.disc.cx + ltr.disc.r && ltr_start < middle);
+        // The RTL heading and body hug the right margin; so does the accent rule.
+        for block in [
+            layout.heading.as_ref().unwrap(),
+            layout.body.as_ref().unwrap(),
+        ] {
+            let (start, end) = extent(block);
+            assert!(
+                end > right - 2.0 && start > middle,
+                "{:?}: {start}..{end}",
+                block.field
+            );
+        }
+        let rule = layout.rule.unwrap();
+        assert!((rule.x + rule.w - right).abs() < 0.5);
+        // And the pixels follow: the right half of the RTL bullet's line has the ink.
+        let bytes = draw(&mut r, &s, 1280, 720);
+        let y = rtl.text.y as u32;
+        let line_height = rtl.text.buffer.metrics().line_height as u32;
+        let row = ink(&bytes, 1280, y..y + line_height);
+        let left_ink = row
+            .iter()
+            .enumerate()
+            .filter(|(i, k)| **k && (*i as u32 % 1280) < 640)
+            .count();
+        let right_ink = row
+            .iter()
+            .enumerate()
+            .filter(|(i, k)| **k && (*i as u32 % 1280) >= 640)
+            .count();
+        assert!(
+            right_ink > 100 && left_ink == 0,
+            "left {left_ink}, right {right_ink}"
+        );
+    }
+
+    #[test]
+    fn uncovered_characters_are_problems_naming_field_and_character() {
+        let mut r = SlideRenderer::new();
+        let s = slide("Fine", &["fine", "a test tube 🧪 and 数"], "\u{10FFFD}");
+        let layout = r.layout(&s, 1280, 720);
+        assert_eq!(
+            layout.problems(),
+            &[
+                Problem::Uncovered {
+                    field: SlideField::Bullet(1),
+                    chars: vec!['🧪', '数']
+                },
+                Problem::Uncovered {
+                    field: SlideField::Body,
+                    chars: vec!['\u{10FFFD}']
+                },
+            ]
+        );
+        assert_eq!(
+            layout.problems()[0].reason(),
+            "U+1F9EA 🧪, U+6570 数 cannot be drawn with the embedded fonts"
+        );
+        let mut fonts = fonts::font_system(&FONTS);
+        assert_eq!(
+            title_missing_chars(&mut fonts, "Title 🧪\nline"),
+            vec!['🧪']
+        );
+        assert!(title_missing_chars(&mut fonts, "광합성 — שלום 🎉").is_empty());
+    }
+
+    #[test]
+    fn one_bullet_is_set_large_and_ten_shrink_to_fit() {
+        let mut r = SlideRenderer::new();
+        let one = r.layout(
+            &slide("Fractions", &["A half is one of two equal parts"], ""),
+            1280,
+            720,
+        );
+        assert_eq!(one.scale(), 1.0);
+        // One bullet at full scale is 6 % of the height: 43 px at 720p.
+        let bullet = &one.bullets[0].text.buffer;
+        assert!((bullet.metrics().font_size - 43.2).abs() < 0.1);
+        let ten_texts: Vec<String> = (1..=10)
+            .map(|i| format!("Point number {i} has a few words in it"))
+            .collect();
+        let ten: Vec<&str> = ten_texts.iter().map(String::as_str).collect();
+        let ten = r.layout(&slide("Fractions", &ten, "And a body line."), 1280, 720);
+        assert_eq!(ten.problems(), &[]);
+        assert!(
+            ten.scale() < 0.8 && ten.scale() > MIN_SCALE,
+            "scale {}",
+            ten.scale()
+        );
+        // Heading > bullets > body at every scale.
+        for l in [&one, &ten] {
+            let size = |p: &Placed| p.buffer.metrics().font_size;
+            let h = size(l.heading.as_ref().unwrap());
+            let b = size(&l.bullets[0].text);
+            assert!(h > b * 1.3, "{h} vs {b}");
+        }
+        assert!(ten.body_px() < ten.bullets[0].text.buffer.metrics().font_size);
+        // Everything is above the footer gap.
+        let last = ten.body.as_ref().unwrap();
+        assert!(last.y + layout::block_height(&last.buffer) <= ten.frame.content_bottom);
+    }
+
+    #[test]
+    fn text_that_just_fits_is_drawn_and_one_word_more_is_refused() {
+        let mut r = SlideRenderer::new();
+        let (w, h) = (1280, 720);
+        let body = |n: usize| {
+            (0..n)
+                .map(|i| if i % 7 == 6 { "fraction." } else { "equal" })
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        let bullets = ["Halves", "Thirds", "Quarters"];
+        let with = |n: usize| slide("Fractions", &bullets, &body(n));
+        // The most words that fit, by bisection: 10 always fit, 2000 never do.
+        let (mut fits, mut too_many) = (10, 2000);
+        while too_many - fits > 1 {
+            let mid = (fits + too_many) / 2;
+            if r.layout(&with(mid), w, h).problems().is_empty() {
+                fits = mid;
+            } else {
+                too_many = mid;
+            }
+        }
+        let just = r.layout(&with(fits), w, h);
+        assert_eq!(just.problems(), &[]);
+        // Just fitting means the smallest size, or the rung above it: 28 px at 1080p is
+        // 18.7 px at 720p.
+        let min_px = MIN_BODY_PX_AT_1080 * 720.0 / 1080.0;
+        assert!(
+            just.body_px() >= min_px - 0.01 && just.body_px() <= min_px / 0.96 + 0.01,
+            "{}",
+            just.body_px()
+        );
+        let body_block = just.body.as_ref().unwrap();
+        let bottom = body_block.y + layout::block_height(&body_block.buffer);
+        assert!(bottom <= just.frame.content_bottom);
+        // Every word of it is drawn: the last line has ink.
+        let bytes = draw(&mut r, &with(fits), w, h);
+        let last_line = ink(&bytes, w, (bottom - min_px) as u32..bottom as u32);
+        assert!(count(&last_line) > 50, "the last line is not drawn");
+
+        let over = r.layout(&with(fits + 1), w, h);
+        assert_eq!(
+            over.problems(),
+            &[Problem::DoesNotFit {
+                field: SlideField::Body,
+                min_body_px: over.body_px()
+            }]
+        );
+        assert!((over.body_px() - min_px).abs() < 0.01);
+        assert!(over.problems()[0].reason().contains("28 px at 1080p"));
+
+        // Too many bullets: the first that crosses the bottom is named.
+        let long = "A bullet that goes on and on and on about fractions and their parts ".repeat(3);
+        let many = slide("Fractions", &[long.as_str(); 10], "");
+        let layout = r.layout(&many, w, h);
+        let [
+            Problem::DoesNotFit {
+                field: SlideField::Bullet(i),
+                ..
+            },
+        ] = layout.problems()
+        else {
+            panic!("{:?}", layout.problems());
+        };
+        assert!((3..10).contains(i), "bullet {i}");
+    }
+
+    #[test]
+    fn validation_and_drawing_use_the_same_layout() {
+        // The layout validation computes (on the shared font system) is the one drawn.
+        let mut r = SlideRenderer::new();
+        let texts: Vec<String> = (1..=8)
+            .map(|i| format!("Point {i}: a third is one of three equal parts"))
+            .collect();
+        let bullets: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let s = slide(
+            "Fractions and their parts",
+            &bullets,
+            "Body text under the points.",
+        );
+        let (w, h) = (1280, 720);
+        let lines = |l: &SlideLayout| -> Vec<(String, u32, u32, u32)> {
+            l.blocks()
+                .flat_map(|b| {
+                    b.buffer.layout_runs().map(move |run| {
+                        let first = run.glyphs.first().map_or(0, |g| g.start);
+                        let last = run.glyphs.last().map_or(0, |g| g.end);
+                        (
+                            run.text[first..last].to_owned(),
+                            (b.x * 100.0) as u32,
+                            ((b.y + run.line_y) * 100.0) as u32,
+                            (b.buffer.metrics().font_size * 100.0) as u32,
+                        )
+                    })
+                })
+                .collect()
+        };
+        let validated =
+            fonts::with_shared_fonts(|fonts| lines(&layout::layout_slide(fonts, &s, w, h)));
+        let drawn_layout = r.layout(&s, w, h);
+        assert_eq!(validated, lines(&drawn_layout));
+        assert!(validated.len() >= 10);
+        // The pixels end where the layout's last line ends.
+        let bytes = draw(&mut r, &s, w, h);
+        let body = drawn_layout.body.as_ref().unwrap();
+        let bottom = body.y + layout::block_height(&body.buffer);
+        let frame = drawn_layout.frame;
+        let below = ink(
+            &bytes,
+            w,
+            bottom.ceil() as u32 + 2..frame.footer_top as u32 - 1,
+        );
+        assert_eq!(count(&below), 0);
+        let last_line = ink(
+            &bytes,
+            w,
+            (bottom - body.buffer.metrics().line_height) as u32..bottom as u32,
+        );
+        assert!(count(&last_line) > 50);
+    }
+
+    #[test]
+    fn refused_slides_still_draw_without_panic_and_stay_above_the_footer() {
         let mut r = SlideRenderer::new();
         let (w, h) = (1280u32, 720u32);
         let word = "Pneumonoultramicroscopicsilicovolcanoconiosis".repeat(6);
         let long = slide(
-            &format!("{word} {}", "heading ".repeat(20)),
+            &format!("{word} {} 🧪 \u{10FFFD}", "heading ".repeat(20)),
             &["A bullet that goes on and on and on and on and on "
                 .repeat(6)
                 .as_str(); 10],
             &"The body is far too long for one slide. ".repeat(38),
         );
-        let frame = FrameGeometry::new(w, h);
-        let mut fonts = SlideRenderer::new();
-        let content = Content::new(&mut fonts.fonts, &long, &frame);
-        assert_eq!(
-            content.scale,
-            *size::SCALES.last().unwrap(),
-            "should hit the floor"
+        let layout = r.layout(&long, w, h);
+        assert!((layout.scale() - MIN_SCALE).abs() < 1e-6);
+        assert!(
+            layout
+                .problems()
+                .iter()
+                .any(|p| matches!(p, Problem::DoesNotFit { .. }))
         );
-
-        let bytes = r.draw("A title that is also much too long to fit in the footer of the slide, so it ends in an ellipsis instead of running into the number", &long, 9, 10, w, h);
+        assert!(layout.problems().iter().any(|p| matches!(
+            p,
+            Problem::Uncovered {
+                field: SlideField::Heading,
+                ..
+            }
+        )));
+        let frame = layout.frame;
+        let bytes = r.draw(&SlideFrame {
+            title: "A title that is also much too long to fit in the footer of the slide, so it ends in an ellipsis instead of running into the number",
+            slide: &long,
+            index: 9,
+            total: 10,
+            width: w,
+            height: h,
+        });
         assert_eq!(bytes.len(), (w * h * 4) as usize);
-        // The band between the content area and the footer rule stays clear.
         let gap = ink(
             &bytes,
             w,
             frame.content_bottom.ceil() as u32 + 1..frame.footer_top as u32 - 1,
         );
         assert_eq!(count(&gap), 0, "content ran into the footer gap");
-        // The footer (title and number) is still drawn.
         let footer = ink(&bytes, w, frame.footer_top as u32 + 3..h);
         assert!(count(&footer) > 200);
-        // Nothing to the right of the footer number's right edge (the margin).
         let margin_x = frame.margin_x + frame.content_width;
         let all = ink(&bytes, w, 0..h);
         let right_margin_ink = all
@@ -861,64 +1075,80 @@ mod tests {
             .filter(|(i, inked)| **inked && (*i as u32 % w) as f32 > margin_x + 2.0)
             .count();
         assert_eq!(right_margin_ink, 0, "text in the right margin");
-
-        // A shorter text fits at a larger scale.
-        let content = Content::new(&mut fonts.fonts, &english(), &frame);
-        assert_eq!(content.scale, 1.0);
+        // Odd input does not panic either.
+        let odd = slide(
+            "Emoji 🎉🧪 and \u{10FFFD}\u{E000}",
+            &["👩‍🔬 science", "\u{0}\u{7}\t control", "RTL שלום עולם", ""],
+            "Zalgo: Z̷̢a̵l̶g̴o̸ ‍ ‌ and a lone \u{FE0F}",
+        );
+        let bytes = r.draw(&SlideFrame {
+            title: "🎬 title\nwith newline",
+            slide: &odd,
+            index: 4,
+            total: 5,
+            width: 1280,
+            height: 720,
+        });
+        assert_eq!(bytes.len(), 1280 * 720 * 4);
     }
 
     #[test]
     fn save_sample_pngs() {
         let mut r = SlideRenderer::new();
-        let (w, h) = (1280, 720);
-        let en = r.draw("Photosynthesis for Beginners", &english(), 1, 8, w, h);
-        to_png(&en, w, h, "/tmp/slide-en.png");
-        let ko = r.draw("광합성 입문 — Photosynthesis", &korean(), 0, 8, w, h);
-        to_png(&ko, w, h, "/tmp/slide-ko.png");
-        let (w, h) = (1920, 1080);
-        let big = r.draw("Photosynthesis for Beginners", &english(), 1, 8, w, h);
-        to_png(&big, w, h, "/tmp/slide-en-1080.png");
-        let small = r.draw("Photosynthesis for Beginners", &korean(), 1, 8, 320, 180);
-        to_png(&small, 320, 180, "/tmp/slide-ko-180.png");
-        let word = "Pneumonoultramicroscopicsilicovolcanoconiosis".repeat(3);
-        let long = slide(
-            &format!("{word} 광합성 🎉 \u{10FFFD}"),
-            &["A bullet that goes on and on and on and on and on "
-                .repeat(6)
-                .as_str(); 10],
-            &"The body is far too long for one slide. ".repeat(38),
-        );
-        let (w, h) = (1280, 720);
-        let long = r.draw(&"A very long title ".repeat(20), &long, 9, 10, w, h);
-        to_png(&long, w, h, "/tmp/slide-long.png");
+        let samples = [
+            ("en", "Photosynthesis for Beginners", english()),
+            ("ko", "광합성 입문 — Photosynthesis", korean()),
+            ("ar", "البناء الضوئي", arabic()),
+            ("he", "פוטוסינתזה", hebrew()),
+            ("emoji", "Emoji", emoji()),
+            (
+                "one",
+                "Fractions",
+                slide("What is a half?", &["One of two equal parts"], ""),
+            ),
+        ];
+        for (name, title, s) in samples {
+            for (w, h) in [(1280, 720), (1920, 1080)] {
+                let bytes = r.draw(&SlideFrame {
+                    title,
+                    slide: &s,
+                    index: 1,
+                    total: 8,
+                    width: w,
+                    height: h,
+                });
+                to_png(&bytes, w, h, &format!("/tmp/slide-{name}-{h}.png"));
+            }
+        }
     }
 
     #[test]
     fn draw_time() {
         let mut r = SlideRenderer::new();
         // Warm the glyph cache as a video's second slide would find it.
-        r.draw("Photosynthesis", &english(), 0, 8, 1280, 720);
+        draw(&mut r, &english(), 1280, 720);
         let started = std::time::Instant::now();
         let n = 5;
-        for i in 0..n {
-            r.draw("Photosynthesis", &english(), i, 8, 1280, 720);
+        for _ in 0..n {
+            draw(&mut r, &english(), 1280, 720);
         }
         let warm = started.elapsed() / n as u32;
         let started = std::time::Instant::now();
-        SlideRenderer::new().draw("광합성", &korean(), 0, 8, 1280, 720);
+        draw(&mut SlideRenderer::new(), &korean(), 1280, 720);
         let cold = started.elapsed();
-        // The worst case: every field at its storyboard limit, shrunk to the floor.
+        // The worst case: every field at its storyboard limit.
         let full = slide(
             &"Heading ".repeat(25),
             &[&*"Bullet text ".repeat(25); 10],
             &"Body text. ".repeat(136),
         );
         let started = std::time::Instant::now();
-        r.draw(&"Title ".repeat(33), &full, 0, 8, 1280, 720);
+        let layout = r.layout(&full, 1280, 720);
         let crowded = started.elapsed();
+        assert!(!layout.problems().is_empty());
         println!(
             "one 1280x720 draw: {warm:?} warm; new renderer + first draw: {cold:?}; \
-             slide at the size limits: {crowded:?}"
+             layout of a slide at the size limits: {crowded:?}"
         );
     }
 }

@@ -1,6 +1,5 @@
 //! The HTTP TTS backends against a local mock server (axum on 127.0.0.1, loopback only):
 //! the requests they send, the WAV they write, and how each failure is classified.
-#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed assertion
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -21,6 +20,8 @@ use video::tts::http::{
     GoogleAuth, GoogleTts, GoogleTtsConfig, HttpOptions, HttpTtsSettings, OpenAiTts,
     OpenAiTtsConfig, from_settings,
 };
+
+use crate::common::voice;
 
 const KEY: &str = "sk-test-SECRET-4242";
 const RATE: u32 = 24_000;
@@ -225,13 +226,6 @@ fn both(mock: &Mock, http: HttpOptions) -> Vec<(&'static str, Arc<dyn TtsBackend
         ("google", Arc::new(google(mock, http.clone()))),
         ("openai", Arc::new(openai(mock, http))),
     ]
-}
-
-fn voice(language: &str, rate_wpm: u32) -> Voice {
-    Voice {
-        language: language.into(),
-        rate_wpm,
-    }
 }
 
 async fn speak(backend: &dyn TtsBackend, out: &Path) -> Result<(), StageError> {

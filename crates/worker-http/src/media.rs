@@ -8,7 +8,6 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use pipeline::Pipeline;
 use runner::scratch::WorkDirClaim;
-use secrecy::ExposeSecret;
 use video::cache::SegmentCache;
 use video::tts::TtsBackend;
 use video::video::{PipelineStats, VideoConfig};
@@ -89,20 +88,17 @@ pub fn video_pipeline(
     } else {
         let client = video::tts::http::HttpOptions::default()
             .client()
-            .map_err(anyhow::Error::msg)
             .context("building the TTS HTTP client")?;
         video::tts::http::from_settings(
-            &settings.tts_backend,
-            &settings.tts_url,
-            settings
-                .tts_api_key
-                .as_ref()
-                .map(ExposeSecret::expose_secret),
-            settings.tts_voice.as_deref(),
-            settings.tts_model.as_deref(),
+            &video::tts::http::HttpTtsSettings {
+                backend: &settings.tts_backend,
+                url: &settings.tts_url,
+                api_key: settings.tts_api_key.as_ref(),
+                voice: settings.tts_voice.as_deref(),
+                model: settings.tts_model.as_deref(),
+            },
             client,
-        )
-        .map_err(anyhow::Error::msg)?
+        )?
     };
     let store = video::publish::store_from_url(&settings.artifact_store_url)
         .map_err(|e| anyhow::anyhow!("VIDEO_ARTIFACT_STORE_URL: {e}"))?;

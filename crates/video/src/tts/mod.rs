@@ -8,6 +8,7 @@
 pub mod espeak;
 pub mod http;
 pub mod piper;
+mod wav;
 
 use std::path::Path;
 

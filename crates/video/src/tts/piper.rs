@@ -28,6 +28,7 @@ use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
 
 use super::TtsBackend;
+use super::wav::{self, WavError};
 use crate::StageError;
 use crate::media::ToolError;
 use crate::storyboard::Voice;
@@ -64,13 +65,28 @@ pub enum PiperError {
         source: std::io::Error,
     },
     /// The config is not a Piper voice config.
-    #[error("piper voice config {path}: {reason}")]
+    #[error("piper voice config {path}: {source}")]
     Config {
         /// The `*.onnx.json` file.
         path: PathBuf,
         /// What is wrong with it.
-        reason: String,
+        source: VoiceConfigError,
     },
+}
+
+/// What is wrong with a voice's `*.onnx.json`.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum VoiceConfigError {
+    /// Not JSON at all.
+    #[error("not JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    /// No usable sample rate.
+    #[error("audio.sample_rate is missing or out of 8000..=48000")]
+    SampleRate,
+    /// No language.
+    #[error("language.family (or espeak.voice) is missing")]
+    Language,
 }
 
 /// What the backend needs to know of a voice's `*.onnx.json`.
@@ -82,20 +98,20 @@ struct VoiceConfig {
     language: String,
 }
 
-fn parse_config(text: &str) -> Result<VoiceConfig, String> {
-    let v: serde_json::Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
+fn parse_config(text: &str) -> Result<VoiceConfig, VoiceConfigError> {
+    let v: serde_json::Value = serde_json::from_str(text)?;
     let sample_rate = v["audio"]["sample_rate"]
         .as_u64()
         .and_then(|r| u32::try_from(r).ok())
         .filter(|r| (8_000..=48_000).contains(r))
-        .ok_or("audio.sample_rate is missing or out of 8000..=48000")?;
+        .ok_or(VoiceConfigError::SampleRate)?;
     // `language.family` in current voices; the phonemizer's voice (`en-us`) in older ones.
     let language = v["language"]["family"]
         .as_str()
         .or_else(|| v["espeak"]["voice"].as_str())
         .and_then(|tag| tag.split(['-', '_']).next())
         .filter(|l| !l.is_empty())
-        .ok_or("language.family (or espeak.voice) is missing")?
+        .ok_or(VoiceConfigError::Language)?
         .to_lowercase();
     Ok(VoiceConfig {
         sample_rate,
@@ -173,9 +189,9 @@ impl Piper {
                 path: config_path.clone(),
                 source,
             })?;
-        let config = parse_config(&text).map_err(|reason| PiperError::Config {
+        let config = parse_config(&text).map_err(|source| PiperError::Config {
             path: config_path.clone(),
-            reason,
+            source,
         })?;
         let model_hash = sha256_file(&model).map_err(|source| PiperError::Unreadable {
             path: model.clone(),
@@ -241,28 +257,8 @@ impl Piper {
 
     /// Checks that `out` is the WAV this voice makes: 16-bit integer mono PCM at the model's
     /// sample rate, with some samples.
-    fn check_output(&self, out: &Path) -> Result<(), String> {
-        let reader = hound::WavReader::open(out).map_err(|e| format!("not a WAV file: {e}"))?;
-        let spec = reader.spec();
-        if spec.channels != 1
-            || spec.bits_per_sample != 16
-            || spec.sample_format != hound::SampleFormat::Int
-        {
-            return Err(format!(
-                "{} channels of {}-bit {:?}, not mono 16-bit integer PCM",
-                spec.channels, spec.bits_per_sample, spec.sample_format
-            ));
-        }
-        if spec.sample_rate != self.config.sample_rate {
-            return Err(format!(
-                "{} Hz, not the model's {} Hz",
-                spec.sample_rate, self.config.sample_rate
-            ));
-        }
-        if reader.duration() == 0 {
-            return Err("no samples".into());
-        }
-        Ok(())
+    fn check_output(&self, out: &Path) -> Result<(), WavError> {
+        wav::check_file(out, self.config.sample_rate)
     }
 }
 

@@ -1,7 +1,6 @@
 //! The real pipeline end to end: espeak-ng, the slide renderer, ffmpeg, a local object store.
 //! Output is checked with ffprobe. Needs `ffmpeg`, `ffprobe` and `espeak-ng` on PATH (CI
 //! installs them; the failure message says how).
-#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed assertion
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -17,6 +16,8 @@ use video::media::probe;
 use video::render::frame_counts;
 use video::tts::espeak::Espeak;
 use video::video::{PipelineStats, VideoConfig, video_pipeline};
+
+use crate::common::CACHE_HITS;
 
 struct Rig {
     pipeline: Pipeline,
@@ -124,6 +125,7 @@ async fn film_path(rig: &Rig, key: &str) -> PathBuf {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_storyboard_becomes_an_h264_aac_mp4_as_long_as_its_narration() {
+    let _counters = CACHE_HITS.read().await;
     let rig = rig();
     let job = JobId::new();
     let (ctx, mut events) = context(&rig, job, small(3), CancellationToken::new());
@@ -181,6 +183,7 @@ async fn a_storyboard_becomes_an_h264_aac_mp4_as_long_as_its_narration() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_korean_example_renders() {
+    let _counters = CACHE_HITS.read().await;
     let rig = rig();
     let text = std::fs::read_to_string(
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/ko-photosynthesis.json"),
@@ -213,6 +216,7 @@ fn ffmpeg_children_for(dir: &Path) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_during_render_kills_ffmpeg_and_leaves_no_child() {
+    let _counters = CACHE_HITS.read().await;
     let rig = rig();
     let mut input = small(6);
     input["frame"] = json!({"width": 1920, "height": 1080, "fps": 60});
@@ -260,6 +264,7 @@ async fn cancel_during_render_kills_ffmpeg_and_leaves_no_child() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_stopped_after_some_segments_resumes_without_redoing_them() {
+    let _counters = CACHE_HITS.read().await;
     let rig = rig();
     let job = JobId::new();
     let input = small(6);
@@ -317,6 +322,7 @@ async fn a_job_stopped_after_some_segments_resumes_without_redoing_them() {
 
 #[tokio::test]
 async fn invalid_storyboards_fail_permanently_with_field_level_errors() {
+    let _counters = CACHE_HITS.read().await;
     let rig = rig();
     let mut input = small(1);
     input["segments"][0]["slide"]["heading"] = json!("");
@@ -341,6 +347,7 @@ async fn invalid_storyboards_fail_permanently_with_field_level_errors() {
 
 #[tokio::test]
 async fn an_unknown_voice_fails_permanently_and_names_the_field() {
+    let _counters = CACHE_HITS.read().await;
     use video::tts::TtsBackend;
     tools_or_explain();
     let espeak = Espeak::new("espeak-ng").unwrap();

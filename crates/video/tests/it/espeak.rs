@@ -3,52 +3,35 @@
 //! signal, a timeout or a failing exit for a voice it has is worth a retry. A stand-in script
 //! plays espeak-ng where a real one cannot be made to fail; the unknown voice uses the real
 //! one.
-#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed assertion
 #![cfg(unix)]
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use pipeline::StageError;
 use tokio_util::sync::CancellationToken;
-use video::storyboard::Voice;
 use video::tts::TtsBackend;
 use video::tts::espeak::Espeak;
 
-fn voice(language: &str) -> Voice {
-    Voice {
-        language: language.into(),
-        rate_wpm: 160,
-    }
+use crate::common::{code, script};
+
+fn voice(language: &str) -> video::storyboard::Voice {
+    crate::common::voice(language, 160)
 }
 
 /// A stand-in espeak-ng that knows `en-us` (and so `en`) and, asked to speak, runs `speak`.
 fn fake(dir: &Path, speak: &str) -> PathBuf {
-    let path = dir.join("espeak-ng");
-    let script = format!(
-        "#!/bin/sh\n\
-         case \"$1\" in\n\
-         --version) echo 'eSpeak NG text-to-speech: 1.51 stand-in' ;;\n\
-         --voices) echo 'Pty Language Age/Gender VoiceName File Other Languages'\n\
-                   echo ' 2  en-us --/M English_(America) gmw/en-US (en 3)' ;;\n\
-         *) cat >/dev/null; {speak} ;;\n\
-         esac\n"
-    );
-    std::fs::write(&path, script).unwrap();
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
-    // A child forked by a parallel test in the instant the script was open for writing holds
-    // its descriptor until that child execs, and exec of the script fails with ETXTBSY
-    // meanwhile. Once one run gets through, nobody can hold it any more.
-    for _ in 0..100 {
-        match std::process::Command::new(&path).arg("--version").output() {
-            Err(e) if e.raw_os_error() == Some(26) => {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            _ => break,
-        }
-    }
-    path
+    script(
+        &dir.join("espeak-ng"),
+        &format!(
+            "case \"$1\" in\n\
+             --version) echo 'eSpeak NG text-to-speech: 1.51 stand-in' ;;\n\
+             --voices) echo 'Pty Language Age/Gender VoiceName File Other Languages'\n\
+                       echo ' 2  en-us --/M English_(America) gmw/en-US (en 3)' ;;\n\
+             *) cat >/dev/null; {speak} ;;\n\
+             esac\n"
+        ),
+    )
 }
 
 async fn speak(espeak: &Espeak, language: &str, dir: &Path) -> Result<(), StageError> {
@@ -60,14 +43,6 @@ async fn speak(espeak: &Espeak, language: &str, dir: &Path) -> Result<(), StageE
             &CancellationToken::new(),
         )
         .await
-}
-
-fn code(e: &StageError) -> (&'static str, String) {
-    match e {
-        StageError::Permanent(e) => ("permanent", e.code.as_str().to_owned()),
-        StageError::Retryable(e) => ("retryable", e.code.as_str().to_owned()),
-        StageError::Canceled => ("canceled", String::new()),
-    }
 }
 
 #[tokio::test]

@@ -1,6 +1,5 @@
 //! The HTTP TTS backends against a local mock server (axum on 127.0.0.1, loopback only):
 //! the requests they send, the WAV they write, and how each failure is classified.
-#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed assertion
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -13,13 +12,16 @@ use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use pipeline::StageError;
+use secrecy::SecretString;
 use tokio_util::sync::CancellationToken;
 use video::storyboard::Voice;
 use video::tts::TtsBackend;
 use video::tts::http::{
-    GoogleAuth, GoogleTts, GoogleTtsConfig, HttpOptions, OpenAiTts, OpenAiTtsConfig, Secret,
-    from_settings,
+    GoogleAuth, GoogleTts, GoogleTtsConfig, HttpOptions, HttpTtsSettings, OpenAiTts,
+    OpenAiTtsConfig, from_settings,
 };
+
+use crate::common::voice;
 
 const KEY: &str = "sk-test-SECRET-4242";
 const RATE: u32 = 24_000;
@@ -202,7 +204,7 @@ fn google(mock: &Mock, http: HttpOptions) -> GoogleTts {
     google_with(
         mock,
         http,
-        GoogleAuth::ApiKey(Secret::new(KEY)),
+        GoogleAuth::ApiKey(SecretString::from(KEY)),
         Some("en-US-Neural2-C"),
     )
 }
@@ -210,7 +212,7 @@ fn google(mock: &Mock, http: HttpOptions) -> GoogleTts {
 fn openai(mock: &Mock, http: HttpOptions) -> OpenAiTts {
     let config = OpenAiTtsConfig {
         base_url: mock.url(),
-        api_key: Some(Secret::new(KEY)),
+        api_key: Some(SecretString::from(KEY)),
         model: "tts-1".into(),
         voice: "nova".into(),
         http,
@@ -224,13 +226,6 @@ fn both(mock: &Mock, http: HttpOptions) -> Vec<(&'static str, Arc<dyn TtsBackend
         ("google", Arc::new(google(mock, http.clone()))),
         ("openai", Arc::new(openai(mock, http))),
     ]
-}
-
-fn voice(language: &str, rate_wpm: u32) -> Voice {
-    Voice {
-        language: language.into(),
-        rate_wpm,
-    }
 }
 
 async fn speak(backend: &dyn TtsBackend, out: &Path) -> Result<(), StageError> {
@@ -318,7 +313,7 @@ async fn google_sends_a_bearer_token_and_omits_an_unset_voice_name() {
     let backend = google_with(
         &mock,
         options(Duration::from_secs(5)),
-        GoogleAuth::from_setting("Bearer ya29.token"),
+        GoogleAuth::from_setting(&SecretString::from("Bearer ya29.token")),
         None,
     );
     let dir = tempfile::tempdir().unwrap();
@@ -780,12 +775,15 @@ async fn from_settings_builds_working_backends() {
     let mock = Mock::start(Reply::Audio(mono(HALF_SECOND))).await;
     let dir = tempfile::tempdir().unwrap();
 
+    let key = SecretString::from(KEY);
     let google = from_settings(
-        "google",
-        &mock.base,
-        Some(KEY),
-        Some("en-GB-Wavenet-A"),
-        None,
+        &HttpTtsSettings {
+            backend: "google",
+            url: &mock.base,
+            api_key: Some(&key),
+            voice: Some("en-GB-Wavenet-A"),
+            model: None,
+        },
         client(),
     )
     .unwrap();
@@ -793,12 +791,14 @@ async fn from_settings_builds_working_backends() {
         .await
         .unwrap();
     // A base URL ending in `/v1`, as OpenAI clients usually take it, is not doubled.
+    let base = format!("{}/v1/", mock.base);
     let openai = from_settings(
-        "openai",
-        &format!("{}/v1/", mock.base),
-        Some(KEY),
-        None,
-        None,
+        &HttpTtsSettings {
+            backend: "openai",
+            url: &base,
+            api_key: Some(&key),
+            ..HttpTtsSettings::default()
+        },
         client(),
     )
     .unwrap();
@@ -815,14 +815,16 @@ async fn from_settings_builds_working_backends() {
     assert_eq!(seen[1].body["voice"], "alloy");
 
     let err = from_settings(
-        "openai",
-        "http://user:pw@127.0.0.1/",
-        None,
-        None,
-        None,
+        &HttpTtsSettings {
+            backend: "openai",
+            url: "http://user:pw@127.0.0.1/",
+            ..HttpTtsSettings::default()
+        },
         client(),
     )
-    .unwrap_err();
+    .map(|_| ())
+    .unwrap_err()
+    .to_string();
     assert!(
         err.starts_with("VIDEO_TTS_URL:") && !err.contains("pw"),
         "{err}"

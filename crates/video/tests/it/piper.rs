@@ -4,28 +4,20 @@
 //! field, and that segments of different engines or voices never share a cache key. A
 //! stand-in script plays piper where a real one cannot be made to fail; the last test runs
 //! the real one installed by `scripts/setup --voices` and checks the WAV it makes.
-#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed assertion
 #![cfg(unix)]
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use pipeline::StageError;
 use tokio_util::sync::CancellationToken;
-use video::storyboard::Voice;
 use video::tts::TtsBackend;
 use video::tts::espeak::Espeak;
 use video::tts::piper::{Piper, PiperError};
 
-const RATE: u32 = 22050;
+use crate::common::{CACHE_HITS, code, script, voice};
 
-fn voice(language: &str, rate_wpm: u32) -> Voice {
-    Voice {
-        language: language.into(),
-        rate_wpm,
-    }
-}
+const RATE: u32 = 22050;
 
 /// A mono 16-bit WAV of a 440 Hz tone, `seconds` long at `rate`.
 fn tone(path: &Path, rate: u32, seconds: f64) {
@@ -42,25 +34,6 @@ fn tone(path: &Path, rate: u32, seconds: f64) {
             .unwrap();
     }
     w.finalize().unwrap();
-}
-
-/// Writes an executable script, waiting out ETXTBSY (see tests/espeak.rs).
-fn script(path: &Path, body: &str) -> PathBuf {
-    std::fs::write(path, format!("#!/bin/sh\n{body}")).unwrap();
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
-    for _ in 0..100 {
-        match std::process::Command::new(path)
-            .arg("--version")
-            .stdin(std::process::Stdio::null())
-            .output()
-        {
-            Err(e) if e.raw_os_error() == Some(26) => {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            _ => break,
-        }
-    }
-    path.to_path_buf()
 }
 
 /// A voice model (any bytes) with a config saying it speaks English at 22050 Hz.
@@ -102,14 +75,6 @@ async fn speak(piper: &Piper, language: &str, dir: &Path) -> Result<(), StageErr
             &CancellationToken::new(),
         )
         .await
-}
-
-fn code(e: &StageError) -> (&'static str, String) {
-    match e {
-        StageError::Permanent(e) => ("permanent", e.code.as_str().to_owned()),
-        StageError::Retryable(e) => ("retryable", e.code.as_str().to_owned()),
-        StageError::Canceled => ("canceled", String::new()),
-    }
 }
 
 #[tokio::test]
@@ -377,6 +342,7 @@ async fn the_real_piper_speaks_english_at_the_rate_asked() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_storyboard_spoken_by_the_real_piper_becomes_a_film_as_long_as_its_narration() {
+    let _counters = CACHE_HITS.read().await;
     use pipeline::{ProgressSink, StageContext};
     let Some((bin, model)) = installed() else {
         assert!(

@@ -2,8 +2,8 @@
 //! worker with an empty work dir takes them from there; a damaged copy, local or stored, is
 //! evicted and redone; a store that is down costs only the resume. Real espeak-ng, ffmpeg
 //! and a local directory as the shared store. The segment-cache counter is read from a real
-//! Prometheus recorder (this file is its own process, so the counts are this file's).
-#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed assertion
+//! Prometheus recorder; it is process-wide, so these tests hold [`CACHE_HITS`] for writing
+//! and no other test runs a pipeline meanwhile.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -18,6 +18,8 @@ use video::cache::{SegmentCache, looks_whole};
 use video::tts::espeak::Espeak;
 use video::video::{PipelineStats, VideoConfig, video_pipeline};
 
+use crate::common::CACHE_HITS;
+
 fn metrics() -> &'static PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE.get_or_init(|| {
@@ -27,9 +29,6 @@ fn metrics() -> &'static PrometheusHandle {
         handle
     })
 }
-
-/// The counter is process-wide: the tests of this file take turns.
-static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// `video_worker_segment_cache_hits_total{source=...}` as rendered for Prometheus.
 fn hits(source: &str) -> u64 {
@@ -121,7 +120,7 @@ fn files(dir: &Path, ext: &str) -> Vec<PathBuf> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retry_on_an_empty_instance_renders_only_the_unfinished_segments() {
-    let _turn = SERIAL.lock().await;
+    let _turn = CACHE_HITS.write().await;
     let store = tempfile::tempdir().unwrap();
     let job = JobId::new();
     let input = board(6);
@@ -184,7 +183,7 @@ async fn a_retry_on_an_empty_instance_renders_only_the_unfinished_segments() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn damaged_segments_local_or_stored_are_evicted_and_redone_not_failed() {
-    let _turn = SERIAL.lock().await;
+    let _turn = CACHE_HITS.write().await;
     let store = tempfile::tempdir().unwrap();
     let job = JobId::new();
     let input = board(2);
@@ -244,7 +243,7 @@ fn undecodable_wav() -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_whole_but_undecodable_narration_is_evicted_and_spoken_again() {
-    let _turn = SERIAL.lock().await;
+    let _turn = CACHE_HITS.write().await;
     let store = tempfile::tempdir().unwrap();
     let job = JobId::new();
     let input = board(2);
@@ -279,7 +278,7 @@ async fn a_whole_but_undecodable_narration_is_evicted_and_spoken_again() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_that_refuses_segment_uploads_does_not_fail_the_job() {
-    let _turn = SERIAL.lock().await;
+    let _turn = CACHE_HITS.write().await;
     let store = tempfile::tempdir().unwrap();
     let job = JobId::new();
     // A file where the segments' folder should be: every segment upload fails.

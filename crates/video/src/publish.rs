@@ -16,39 +16,101 @@ use crate::StageError;
 /// Size of each uploaded part.
 const CHUNK: usize = 8 << 20;
 
+/// Why an object-store URL cannot be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreUrlError {
+    /// Nothing was given.
+    #[error("empty URL")]
+    Empty,
+    /// The local directory cannot be created or used.
+    #[error("{path}: {source}")]
+    Directory {
+        /// The directory.
+        path: String,
+        /// What the filesystem said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The local store refused the directory.
+    #[error("{path}: {source}")]
+    Local {
+        /// The directory.
+        path: String,
+        /// What the store said.
+        #[source]
+        source: object_store::Error,
+    },
+    /// The URL does not parse.
+    #[error("{url}: {source}")]
+    Url {
+        /// The URL.
+        url: String,
+        /// Why it does not parse.
+        #[source]
+        source: url::ParseError,
+    },
+    /// The cloud store cannot be configured from the URL and the environment.
+    #[error("{url}: {source}")]
+    Cloud {
+        /// The URL.
+        url: String,
+        /// What the store's builder said.
+        #[source]
+        source: object_store::Error,
+    },
+    /// Not a path, `file://`, `gs://` or `s3://`.
+    #[error("unsupported scheme {0:?}: use a path, file://, gs:// or s3://")]
+    Scheme(String),
+}
+
 /// Opens the store named by `url`: a path or `file:///…` (a local directory, created if
 /// missing), `gs://bucket/prefix` or `s3://bucket/prefix` (credentials from the usual
 /// `GOOGLE_*` / `AWS_*` environment).
-pub fn store_from_url(url: &str) -> Result<Arc<dyn ObjectStore>, String> {
+pub fn store_from_url(url: &str) -> Result<Arc<dyn ObjectStore>, StoreUrlError> {
     let url = url.trim();
     if url.is_empty() {
-        return Err("empty URL".into());
+        return Err(StoreUrlError::Empty);
     }
     let scheme = url.split_once("://").map(|(s, _)| s);
     match scheme {
         None | Some("file") => {
             let path = url.strip_prefix("file://").unwrap_or(url);
-            std::fs::create_dir_all(path).map_err(|e| format!("{path}: {e}"))?;
-            let store = object_store::local::LocalFileSystem::new_with_prefix(path)
-                .map_err(|e| format!("{path}: {e}"))?;
+            std::fs::create_dir_all(path).map_err(|source| StoreUrlError::Directory {
+                path: path.to_owned(),
+                source,
+            })?;
+            let store =
+                object_store::local::LocalFileSystem::new_with_prefix(path).map_err(|source| {
+                    StoreUrlError::Local {
+                        path: path.to_owned(),
+                        source,
+                    }
+                })?;
             Ok(Arc::new(store))
         }
         Some("gs") | Some("s3") => {
-            let parsed = url::Url::parse(url).map_err(|e| format!("{url}: {e}"))?;
+            let parsed = url::Url::parse(url).map_err(|source| StoreUrlError::Url {
+                url: url.to_owned(),
+                source,
+            })?;
             let prefix = parsed.path().trim_matches('/').to_owned();
+            let cloud = |source| StoreUrlError::Cloud {
+                url: url.to_owned(),
+                source,
+            };
             let store: Arc<dyn ObjectStore> = if scheme == Some("gs") {
                 Arc::new(
                     object_store::gcp::GoogleCloudStorageBuilder::from_env()
                         .with_url(url)
                         .build()
-                        .map_err(|e| format!("{url}: {e}"))?,
+                        .map_err(cloud)?,
                 )
             } else {
                 Arc::new(
                     object_store::aws::AmazonS3Builder::from_env()
                         .with_url(url)
                         .build()
-                        .map_err(|e| format!("{url}: {e}"))?,
+                        .map_err(cloud)?,
                 )
             };
             Ok(if prefix.is_empty() {
@@ -57,9 +119,7 @@ pub fn store_from_url(url: &str) -> Result<Arc<dyn ObjectStore>, String> {
                 Arc::new(object_store::prefix::PrefixStore::new(store, prefix))
             })
         }
-        Some(other) => Err(format!(
-            "unsupported scheme {other:?}: use a path, file://, gs:// or s3://"
-        )),
+        Some(other) => Err(StoreUrlError::Scheme(other.to_owned())),
     }
 }
 

@@ -33,8 +33,11 @@ fn server_telemetry(json: bool, service: &str) -> anyhow::Result<Telemetry> {
 pub async fn api() -> anyhow::Result<()> {
     let settings = ApiSettings::from_env(&env).context("configuration")?;
     let _telemetry = server_telemetry(settings.json_logs, "video-worker-api")?;
-    let pool = repo_pg::connect_lazy(settings.database_url.expose_secret(), &repo_pg::PoolConfig::default())
-        .context("DATABASE_URL: not a valid Postgres URL")?;
+    let pool = repo_pg::connect_lazy(
+        settings.database_url.expose_secret(),
+        &repo_pg::PoolConfig::default(),
+    )
+    .context("DATABASE_URL: not a valid Postgres URL")?;
     let parts = jobs_api::ApiParts {
         repo: Arc::new(repo_pg::PgRepository::new(pool)),
         artifacts: video::publish::store_from_url(&settings.artifact_store_url)
@@ -72,8 +75,11 @@ pub async fn migrate() -> anyhow::Result<()> {
 pub async fn serve() -> anyhow::Result<()> {
     let settings = Settings::from_env(&env).context("configuration")?;
     let _telemetry = server_telemetry(settings.json_logs, "video-worker")?;
-    let pool = repo_pg::connect_lazy(settings.database_url.expose_secret(), &repo_pg::PoolConfig::default())
-        .context("DATABASE_URL: not a valid Postgres URL")?;
+    let pool = repo_pg::connect_lazy(
+        settings.database_url.expose_secret(),
+        &repo_pg::PoolConfig::default(),
+    )
+    .context("DATABASE_URL: not a valid Postgres URL")?;
     let http = reqwest::Client::builder()
         .timeout(std::time::Duration::from_secs(5))
         .build()

@@ -84,9 +84,10 @@ pub fn repeat_plan(frames: u64, fps: u32) -> Vec<Repeat> {
             times: frames / second,
         });
     }
-    if frames % second > 0 {
+    let rest = frames % second;
+    if rest > 0 {
         plan.push(Repeat {
-            frames: frames % second,
+            frames: rest,
             times: 1,
         });
     }

@@ -1,11 +1,18 @@
 //! The render benchmark: the reference storyboard (`examples/en-fractions.json`, 10
 //! segments, about 65 s of narration, 1280×720 at 25 fps) end to end through the real
-//! pipeline, next to `bench/reference.sh` — a plain sequential shell script calling the same
-//! espeak-ng and ffmpeg commands on the same inputs — in the same run. Then a 10-minute
-//! storyboard (the same 10 segments ten times) to show how the cost grows.
+//! pipeline, next to `bench/repeated-clip.sh` — a hand-written shell script making the same
+//! film from the same slides and speech with the repeated-clip technique (each picture
+//! encoded once) — in the same run. Then a storyboard of over ten minutes (the same 10
+//! segments ten times) to show how the cost grows.
+//!
+//! Each side is measured in wall time and in CPU-seconds: user + system time of the process
+//! and of every child it waited for (`/proc/self/stat`: `utime`, `stime`, `cutime`,
+//! `cstime`), read before and after — for the pipeline that is this process's threads
+//! (drawing, joining audio) and its ffmpeg and espeak-ng children; for the script, bash and
+//! everything it ran. The script's slides are drawn beforehand, untimed.
 //!
 //! Run: `cargo bench -p video --bench render` (needs ffmpeg, ffprobe, espeak-ng).
-//! `BENCH_LONG=0` skips the 10-minute storyboard.
+//! `BENCH_LONG=0` skips the long storyboard; `BENCH_RUNS=n` repeats each row n times.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark binary: fail loudly
 
 use std::collections::BTreeMap;
@@ -22,6 +29,29 @@ use video::storyboard::Storyboard;
 use video::tts::espeak::Espeak;
 use video::video::{PipelineStats, VideoConfig, video_pipeline};
 
+/// CPU-seconds used so far by this process and by every child it has waited for.
+fn cpu_seconds() -> f64 {
+    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    let ticks = *TICKS.get_or_init(|| {
+        let out = std::process::Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+    });
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    // Fields after the command name (which is in parentheses and may hold spaces): state is
+    // field 3, so utime, stime, cutime, cstime (14–17) are at 11..15 here.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<f64> = rest
+        .split_whitespace()
+        .skip(11)
+        .take(4)
+        .map(|f| f.parse().unwrap())
+        .collect();
+    fields.iter().sum::<f64>() / ticks
+}
+
 fn peak_rss_mib() -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     status
@@ -32,11 +62,15 @@ fn peak_rss_mib() -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
-/// Ours: wall time and per-stage times.
-async fn ours(
-    input: &serde_json::Value,
-    dir: &Path,
-) -> (Duration, BTreeMap<String, Duration>, f64) {
+/// What one side of the comparison cost and made.
+struct Run {
+    wall: Duration,
+    cpu: f64,
+    film: video::media::Probe,
+}
+
+/// Ours: the run and per-stage times.
+async fn ours(input: &serde_json::Value, dir: &Path) -> (Run, BTreeMap<String, Duration>) {
     let store = video::publish::store_from_url(dir.join("artifacts").to_str().unwrap()).unwrap();
     let config = VideoConfig {
         tts: Arc::new(Espeak::new("espeak-ng").unwrap()),
@@ -56,9 +90,9 @@ async fn ours(
         sink,
         CancellationToken::new(),
     );
-    let started = Instant::now();
+    let (started, cpu) = (Instant::now(), cpu_seconds());
     let published = pipeline.run(&ctx).await.unwrap();
-    let took = started.elapsed();
+    let (wall, cpu) = (started.elapsed(), cpu_seconds() - cpu);
     let mut stages = BTreeMap::new();
     while let Ok(e) = events.try_recv() {
         if let ProgressEvent::StageFinished { stage, duration } = e {
@@ -66,14 +100,14 @@ async fn ours(
         }
     }
     let film = dir.join("artifacts").join(&published.artifact_key);
-    let probe = video::media::probe(Path::new("ffprobe"), &film)
+    let film = video::media::probe(Path::new("ffprobe"), &film)
         .await
         .unwrap();
-    (took, stages, probe.duration)
+    (Run { wall, cpu, film }, stages)
 }
 
 /// The script, on inputs prepared here (slides drawn here, untimed).
-fn reference(board: &Storyboard, dir: &Path) -> (Duration, f64) {
+async fn script(board: &Storyboard, dir: &Path) -> Run {
     let segments = dir.join("segments");
     std::fs::create_dir_all(&segments).unwrap();
     let mut renderer = SlideRenderer::new();
@@ -99,33 +133,20 @@ fn reference(board: &Storyboard, dir: &Path) -> (Duration, f64) {
         ),
     )
     .unwrap();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../bench/reference.sh");
-    let started = Instant::now();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../bench/repeated-clip.sh");
+    let (started, cpu) = (Instant::now(), cpu_seconds());
     let status = std::process::Command::new("bash")
         .arg(&script)
         .arg(dir)
         .env("VIDEO_ARGS", VIDEO_ARGS.join(" "))
         .status()
         .unwrap();
-    let took = started.elapsed();
-    assert!(status.success(), "reference script failed");
-    let out = std::process::Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-show_entries",
-            "format=duration",
-            "-of",
-            "csv=p=0",
-        ])
-        .arg(dir.join("final.mp4"))
-        .output()
+    let (wall, cpu) = (started.elapsed(), cpu_seconds() - cpu);
+    assert!(status.success(), "the reference script failed");
+    let film = video::media::probe(Path::new("ffprobe"), &dir.join("final.mp4"))
+        .await
         .unwrap();
-    let duration = String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .parse()
-        .unwrap_or(0.0);
-    (took, duration)
+    Run { wall, cpu, film }
 }
 
 fn ms(d: Duration) -> String {
@@ -160,39 +181,57 @@ fn main() {
     );
     let mut cases = vec![("reference (10 segments)", input)];
     if std::env::var("BENCH_LONG").as_deref() != Ok("0") {
-        cases.push(("10-minute (100 segments)", long));
+        cases.push(("long (100 segments)", long));
     }
     println!(
         "cores: {}, ffmpeg processes at once: {}\n",
         VideoConfig::cores(),
         VideoConfig::cores()
     );
+    let runs: usize = std::env::var("BENCH_RUNS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1);
     println!(
-        "| storyboard | film s | pipeline ms | script ms | pipeline / script | plan | tts | render | compose | publish | peak RSS MiB |"
+        "| storyboard | film s | frames | pipeline CPU s | script CPU s | CPU pipeline / script | pipeline wall ms | script wall ms | wall pipeline / script | plan | tts | render | compose | publish | peak RSS MiB |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for (name, input) in cases {
         let board = Storyboard::from_json(&input).unwrap();
-        let ours_dir = tempfile::tempdir().unwrap();
-        let (took, stages, film) = rt.block_on(ours(&input, ours_dir.path()));
-        let rss = peak_rss_mib();
-        let script_dir = tempfile::tempdir().unwrap();
-        let (script, script_film) = reference(&board, script_dir.path());
-        assert!(
-            (film - script_film).abs() < 0.1,
-            "both make the same film length: {film} vs {script_film}"
-        );
-        let stage = |s: &str| stages.get(s).map_or("-".into(), |d| ms(*d));
-        println!(
-            "| {name} | {film:.1} | {} | {} | {:.2} | {} | {} | {} | {} | {} | {rss:.0} |",
-            ms(took),
-            ms(script),
-            took.as_secs_f64() / script.as_secs_f64(),
-            stage("plan"),
-            stage("tts"),
-            stage("render"),
-            stage("compose"),
-            stage("publish"),
-        );
+        for _ in 0..runs {
+            let ours_dir = tempfile::tempdir().unwrap();
+            let (ours, stages) = rt.block_on(ours(&input, ours_dir.path()));
+            let rss = peak_rss_mib();
+            let script_dir = tempfile::tempdir().unwrap();
+            let theirs = rt.block_on(script(&board, script_dir.path()));
+            assert_eq!(
+                ours.film.video_frames, theirs.film.video_frames,
+                "both make the same frames"
+            );
+            assert!(
+                (ours.film.duration - theirs.film.duration).abs()
+                    <= 1.0 / f64::from(board.frame.fps),
+                "both make the same film length: {:?} vs {:?}",
+                ours.film,
+                theirs.film
+            );
+            let stage = |s: &str| stages.get(s).map_or("-".into(), |d| ms(*d));
+            println!(
+                "| {name} | {:.1} | {} | {:.2} | {:.2} | {:.2} | {} | {} | {:.2} | {} | {} | {} | {} | {} | {rss:.0} |",
+                ours.film.duration,
+                ours.film.video_frames.unwrap_or(0),
+                ours.cpu,
+                theirs.cpu,
+                ours.cpu / theirs.cpu,
+                ms(ours.wall),
+                ms(theirs.wall),
+                ours.wall.as_secs_f64() / theirs.wall.as_secs_f64(),
+                stage("plan"),
+                stage("tts"),
+                stage("render"),
+                stage("compose"),
+                stage("publish"),
+            );
+        }
     }
 }

@@ -1,7 +1,8 @@
-//! One MP4 from the segments: the segment videos are concatenated without re-encoding
-//! (concat demuxer, `-c copy`); the narration's PCM is joined in Rust and encoded to AAC
+//! One MP4 from the segments: the narration's PCM is joined in Rust and encoded to AAC
 //! once — per-segment AAC would add priming samples at every join (drift and clicks); then
-//! both are muxed with `+faststart` so a browser can play while downloading.
+//! the segment videos are concatenated without re-encoding (concat demuxer, `-c copy`) and
+//! muxed with the AAC in the same ffmpeg run, with `+faststart` so a browser can play while
+//! downloading.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -11,6 +12,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::StageError;
+use crate::render::{Clip, write_concat_list};
 
 fn io(what: &str, e: impl std::fmt::Display) -> StageError {
     StageError::retryable("io_failed", format!("{what}: {e}"))
@@ -88,46 +90,39 @@ pub async fn encode_aac(
     Ok(())
 }
 
-/// Concatenates same-format video files without re-encoding.
-pub async fn concat_videos(
-    ffmpeg: &Path,
-    parts: &[PathBuf],
-    list: &Path,
-    out: &Path,
-    cancel: &CancellationToken,
-) -> Result<(), StageError> {
-    let mut text = String::new();
-    for part in parts {
-        // The concat demuxer's quoting: a single quote becomes '\''.
-        let escaped = part.display().to_string().replace('\'', r"'\''");
-        text.push_str(&format!("file '{escaped}'\n"));
-    }
-    tokio::fs::write(list, text)
-        .await
-        .map_err(|e| io("writing the concat list", e))?;
-    let mut cmd = Command::new(ffmpeg);
-    cmd.args(["-nostdin", "-hide_banner", "-loglevel", "error", "-y"])
-        .args(["-f", "concat", "-safe", "0", "-i"])
-        .arg(list)
-        .args(["-c", "copy", "-f", "mp4"])
-        .arg(out);
-    crate::media::run(cmd, "ffmpeg", cancel).await?;
-    Ok(())
+/// The film: segment videos joined without re-encoding and the narration muxed in.
+#[derive(Debug, Clone, Copy)]
+pub struct FilmMux<'a> {
+    /// The `ffmpeg` binary.
+    pub ffmpeg: &'a Path,
+    /// The segment videos, in order (same encoder arguments, so they join by stream copy).
+    pub videos: &'a [PathBuf],
+    /// The narration's AAC.
+    pub audio: &'a Path,
+    /// Where the concat list is written.
+    pub list: &'a Path,
+    /// The final MP4.
+    pub out: &'a Path,
 }
 
-/// Muxes the video and the audio into the final MP4.
-pub async fn mux(
-    ffmpeg: &Path,
-    video: &Path,
-    audio: &Path,
-    out: &Path,
-    cancel: &CancellationToken,
-) -> Result<(), StageError> {
-    let mut cmd = Command::new(ffmpeg);
-    cmd.args(["-nostdin", "-hide_banner", "-loglevel", "error", "-y", "-i"])
-        .arg(video)
+/// Joins the segment videos (concat demuxer, `-c copy`) and muxes the audio in the same
+/// ffmpeg run — one pass over the video's bytes, not two.
+pub async fn mux_film(job: &FilmMux<'_>, cancel: &CancellationToken) -> Result<(), StageError> {
+    let clips: Vec<Clip> = job
+        .videos
+        .iter()
+        .map(|file| Clip {
+            file: file.clone(),
+            times: 1,
+        })
+        .collect();
+    write_concat_list(&clips, job.list).await?;
+    let mut cmd = Command::new(job.ffmpeg);
+    cmd.args(["-nostdin", "-hide_banner", "-loglevel", "error", "-y"])
+        .args(["-f", "concat", "-safe", "0", "-i"])
+        .arg(job.list)
         .arg("-i")
-        .arg(audio)
+        .arg(job.audio)
         .args([
             "-map",
             "0:v:0",
@@ -140,7 +135,7 @@ pub async fn mux(
             "-f",
             "mp4",
         ])
-        .arg(out);
+        .arg(job.out);
     crate::media::run(cmd, "ffmpeg", cancel).await?;
     Ok(())
 }

@@ -3,9 +3,11 @@
 //! - **plan** parses and validates the storyboard (a failure is permanent: `invalid_input`);
 //! - **tts** speaks each segment (concurrently, up to the backend's bound), then starts
 //!   joining and encoding the narration to AAC in the background — overlapped with render;
-//! - **render** draws each slide in Rust and encodes exactly as many frames as its narration
-//!   needs (at most as many ffmpeg processes as cores, across the whole job);
-//! - **compose** concatenates the segment videos without re-encoding and muxes the AAC;
+//! - **render** draws each slide in Rust and encodes it once into a one-second clip and a
+//!   clip of the frames left, joined by stream copy into exactly as many frames as its
+//!   narration needs (at most as many ffmpeg processes as cores, across the whole job);
+//! - **compose** concatenates the segment videos without re-encoding and muxes the AAC, in
+//!   one ffmpeg run;
 //! - **publish** uploads the MP4 under a per-attempt key.
 //!
 //! Scratch (segment files being made, concat lists, the final MP4) lives in the attempt's
@@ -31,7 +33,9 @@ use tokio_util::task::AbortOnDropHandle;
 
 use crate::cache::{SegmentCache, key};
 use crate::render::slide::{SlideFrame, SlideRenderer};
-use crate::render::{Encoder, VIDEO_ARGS, frame_counts};
+use crate::render::{
+    Beat, ENCODING_SCHEME, Encoder, Geometry, SegmentEncode, VIDEO_ARGS, frame_counts,
+};
 use crate::storyboard::Storyboard;
 use crate::tts::TtsBackend;
 use crate::{Pipeline, Published, Stage, StageContext, StageData, StageError};
@@ -568,6 +572,7 @@ impl Stage for Render {
                     .as_bytes(),
                     SlideRenderer::fingerprint().as_bytes(),
                     VIDEO_ARGS.join(" ").as_bytes(),
+                    ENCODING_SCHEME.as_bytes(),
                     shared.config.ffmpeg_version.as_bytes(),
                 ]);
                 if let Some(source) = segments.find(&k, "mp4", &path).await {
@@ -591,17 +596,22 @@ impl Stage for Render {
                 tokio::fs::write(&still, rgba)
                     .await
                     .map_err(|e| io("slide file", e))?;
-                let encoded = encoder
-                    .encode_still(
-                        &still,
-                        frame.width,
-                        frame.height,
-                        frame.fps,
-                        n,
-                        &path,
-                        ctx.cancel_token(),
-                    )
-                    .await;
+                // One beat per segment today: the slide, for the whole narration.
+                let beats = [Beat {
+                    rgba: &still,
+                    frames: n,
+                }];
+                let job = SegmentEncode {
+                    beats: &beats,
+                    geometry: Geometry {
+                        width: frame.width,
+                        height: frame.height,
+                        fps: frame.fps,
+                    },
+                    scratch: &ctx.work_dir.join("tmp"),
+                    out: &path,
+                };
+                let encoded = encoder.encode_segment(&job, ctx.cancel_token()).await;
                 let _ = tokio::fs::remove_file(&still).await;
                 if let Err(e) = encoded {
                     let _ = tokio::fs::remove_file(&path).await;
@@ -653,22 +663,19 @@ impl Stage for Compose {
             .take::<PendingAudio>()
             .ok_or_else(|| StageError::permanent("internal", "no narration audio"))?;
         let tmp = ctx.work_dir.join("tmp");
-        let video = tmp.join("video.mp4");
-        crate::compose::concat_videos(
-            ffmpeg,
-            &videos.0,
-            &tmp.join("segments.txt"),
-            &video,
-            ctx.cancel_token(),
-        )
-        .await?;
         let audio = tokio::select! {
             joined = audio => joined.map_err(|e| StageError::retryable("internal", format!("audio task: {e}")))??,
             () = ctx.cancel_token().cancelled() => return Err(StageError::Canceled),
         };
         let film = tmp.join("final.mp4");
-        crate::compose::mux(ffmpeg, &video, &audio, &film, ctx.cancel_token()).await?;
-        let _ = tokio::fs::remove_file(&video).await;
+        let job = crate::compose::FilmMux {
+            ffmpeg,
+            videos: &videos.0,
+            audio: &audio,
+            list: &tmp.join("segments.txt"),
+            out: &film,
+        };
+        crate::compose::mux_film(&job, ctx.cancel_token()).await?;
         data.insert(Film(film));
         Ok(())
     }

@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed assertion
 
 mod common;
+mod encode;
 mod espeak;
 mod piper;
 mod resume;

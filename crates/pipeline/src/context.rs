@@ -47,16 +47,28 @@ pub struct StageContext {
     cancel: CancellationToken,
 }
 
+/// What one attempt works on: the job, its lease epoch, its input and its scratch directory.
+#[derive(Debug, Clone)]
+pub struct Attempt {
+    /// The job.
+    pub job_id: JobId,
+    /// The lease epoch of this attempt.
+    pub epoch: LeaseEpoch,
+    /// The storyboard.
+    pub input: Arc<serde_json::Value>,
+    /// This attempt's scratch directory.
+    pub work_dir: PathBuf,
+}
+
 impl StageContext {
-    /// A context for one attempt.
-    pub fn new(
-        job_id: JobId,
-        epoch: LeaseEpoch,
-        input: Arc<serde_json::Value>,
-        work_dir: PathBuf,
-        progress: ProgressSink,
-        cancel: CancellationToken,
-    ) -> Self {
+    /// A context for one attempt, reporting to `progress` and stopping on `cancel`.
+    pub fn new(attempt: Attempt, progress: ProgressSink, cancel: CancellationToken) -> Self {
+        let Attempt {
+            job_id,
+            epoch,
+            input,
+            work_dir,
+        } = attempt;
         Self {
             job_id,
             epoch,

@@ -21,7 +21,7 @@ pub mod testing;
 
 use std::sync::Arc;
 
-pub use context::{ProgressReceiver, ProgressSink, StageContext};
+pub use context::{Attempt, ProgressReceiver, ProgressSink, StageContext};
 pub use data::StageData;
 pub use error::StageError;
 pub use progress::{ProgressEvent, ProgressTracker, TrackedReport};

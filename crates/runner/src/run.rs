@@ -289,10 +289,12 @@ impl Runner {
         let token = CancellationToken::new();
         let (sink, mut events) = ProgressSink::channel();
         let ctx = StageContext::new(
-            job.id,
-            lease.epoch,
-            Arc::new(job.input),
-            work_dir.clone(),
+            pipeline::Attempt {
+                job_id: job.id,
+                epoch: lease.epoch,
+                input: Arc::new(job.input),
+                work_dir: work_dir.clone(),
+            },
             sink,
             token.clone(),
         );

@@ -83,10 +83,12 @@ async fn ours(input: &serde_json::Value, dir: &Path) -> (Run, BTreeMap<String, D
     let pipeline = video_pipeline(config, Arc::new(PipelineStats::default()));
     let (sink, mut events) = ProgressSink::channel();
     let ctx = StageContext::new(
-        JobId::new(),
-        LeaseEpoch::NEVER.next(),
-        Arc::new(input.clone()),
-        dir.join("work"),
+        pipeline::Attempt {
+            job_id: JobId::new(),
+            epoch: LeaseEpoch::NEVER.next(),
+            input: Arc::new(input.clone()),
+            work_dir: dir.join("work"),
+        },
         sink,
         CancellationToken::new(),
     );

@@ -378,10 +378,12 @@ async fn a_storyboard_spoken_by_the_real_piper_becomes_a_film_as_long_as_its_nar
     });
     let (sink, _events) = ProgressSink::channel();
     let ctx = StageContext::new(
-        domain::JobId::new(),
-        domain::LeaseEpoch::NEVER.next(),
-        std::sync::Arc::new(board),
-        dir.path().join("attempt"),
+        pipeline::Attempt {
+            job_id: domain::JobId::new(),
+            epoch: domain::LeaseEpoch::NEVER.next(),
+            input: std::sync::Arc::new(board),
+            work_dir: dir.path().join("attempt"),
+        },
         sink,
         CancellationToken::new(),
     );

@@ -76,14 +76,16 @@ fn context(
     let attempt = ATTEMPTS.fetch_add(1, Ordering::Relaxed);
     let (sink, events) = ProgressSink::channel();
     let ctx = StageContext::new(
-        job,
-        LeaseEpoch::NEVER.next(),
-        Arc::new(input.clone()),
-        worker
-            .work
-            .path()
-            .join("attempts")
-            .join(attempt.to_string()),
+        pipeline::Attempt {
+            job_id: job,
+            epoch: LeaseEpoch::NEVER.next(),
+            input: Arc::new(input.clone()),
+            work_dir: worker
+                .work
+                .path()
+                .join("attempts")
+                .join(attempt.to_string()),
+        },
         sink,
         cancel,
     );

@@ -74,13 +74,16 @@ fn context(
     // Each run is an attempt with scratch of its own, as the runner gives it.
     let attempt = ATTEMPTS.fetch_add(1, Ordering::Relaxed);
     let ctx = StageContext::new(
-        job,
-        LeaseEpoch::NEVER.next(),
-        Arc::new(input),
-        rig.dir
-            .path()
-            .join("attempts")
-            .join(format!("{job}-{attempt}")),
+        pipeline::Attempt {
+            job_id: job,
+            epoch: LeaseEpoch::NEVER.next(),
+            input: Arc::new(input),
+            work_dir: rig
+                .dir
+                .path()
+                .join("attempts")
+                .join(format!("{job}-{attempt}")),
+        },
         sink,
         cancel,
     );

@@ -1,7 +1,8 @@
 //! One MP4 from the segments: the segment videos are concatenated without re-encoding
 //! (concat demuxer, `-c copy`); the narration's PCM is joined in Rust and encoded to AAC
 //! once — per-segment AAC would add priming samples at every join (drift and clicks); then
-//! both are muxed with `+faststart` so a browser can play while downloading.
+//! both are muxed, with the captions as a `mov_text` track, with `+faststart` so a browser
+//! can play while downloading.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -115,11 +116,12 @@ pub async fn concat_videos(
     Ok(())
 }
 
-/// Muxes the video and the audio into the final MP4.
+/// Muxes the video and the audio into the final MP4, with `captions` (a WebVTT file and
+/// its ISO 639-2 language) as a soft `mov_text` subtitle track.
 pub async fn mux(
     ffmpeg: &Path,
-    video: &Path,
-    audio: &Path,
+    [video, audio]: [&Path; 2],
+    captions: Option<(&Path, &str)>,
     out: &Path,
     cancel: &CancellationToken,
 ) -> Result<(), StageError> {
@@ -127,20 +129,17 @@ pub async fn mux(
     cmd.args(["-nostdin", "-hide_banner", "-loglevel", "error", "-y", "-i"])
         .arg(video)
         .arg("-i")
-        .arg(audio)
-        .args([
-            "-map",
-            "0:v:0",
-            "-map",
-            "1:a:0",
-            "-c",
-            "copy",
-            "-movflags",
-            "+faststart",
-            "-f",
-            "mp4",
-        ])
-        .arg(out);
+        .arg(audio);
+    if let Some((vtt, _)) = captions {
+        cmd.arg("-i").arg(vtt);
+    }
+    cmd.args(["-map", "0:v:0", "-map", "1:a:0", "-c:v", "copy", "-c:a", "copy"]);
+    if let Some((_, language)) = captions {
+        cmd.args(["-map", "2:s:0", "-c:s", "mov_text"])
+            .arg("-metadata:s:s:0")
+            .arg(format!("language={language}"));
+    }
+    cmd.args(["-movflags", "+faststart", "-f", "mp4"]).arg(out);
     crate::media::run(cmd, "ffmpeg", cancel).await?;
     Ok(())
 }

@@ -64,6 +64,37 @@ mod colour {
     pub const BODY: [u8; 3] = [0x47, 0x55, 0x69];
     pub const FOOTER_TEXT: [u8; 3] = [0x64, 0x74, 0x8B];
     pub const FOOTER_RULE: [u8; 3] = [0xE2, 0xE8, 0xF0];
+
+    /// A bullet that is not the current one: 60 % of the way to the background.
+    pub fn dimmed(rgb: [u8; 3]) -> [u8; 3] {
+        let mix = |c: u8, bg: u8| ((u16::from(c) * 2 + u16::from(bg) * 3) / 5) as u8;
+        [
+            mix(rgb[0], BACKGROUND[0]),
+            mix(rgb[1], BACKGROUND[1]),
+            mix(rgb[2], BACKGROUND[2]),
+        ]
+    }
+}
+
+/// Which bullets a picture of a slide shows (storyboard beats): the first `visible` ones,
+/// with `emphasised` in full colour and the other visible ones dimmed (all in full colour
+/// when `None`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Reveal {
+    /// How many bullets are drawn, from the first.
+    pub visible: usize,
+    /// The current bullet, if one is.
+    pub emphasised: Option<usize>,
+}
+
+impl Reveal {
+    /// Every bullet, none emphasised: the whole slide.
+    pub fn all() -> Self {
+        Self {
+            visible: usize::MAX,
+            emphasised: None,
+        }
+    }
 }
 
 /// Sizes as fractions of the layout unit (see [`unit`]). Font sizes and the gaps between
@@ -186,6 +217,21 @@ impl SlideRenderer {
         width: u32,
         height: u32,
     ) -> Vec<u8> {
+        self.draw_revealed(title, slide, Reveal::all(), [index, total], width, height)
+    }
+
+    /// [`SlideRenderer::draw`] showing only the bullets `reveal` says, the emphasised one
+    /// in full colour and the others dimmed; hidden bullets keep their place, so the layout
+    /// does not move as they appear. `[index, total]` is the footer's slide number.
+    pub fn draw_revealed(
+        &mut self,
+        title: &str,
+        slide: &Slide,
+        reveal: Reveal,
+        [index, total]: [usize; 2],
+        width: u32,
+        height: u32,
+    ) -> Vec<u8> {
         let Some(mut pixmap) = Pixmap::new(width, height) else {
             // Only a zero side (or one beyond tiny-skia's limits, which validated sizes
             // never are) gets here; return what the caller asked for, in background colour.
@@ -207,7 +253,7 @@ impl SlideRenderer {
             glyphs: &mut self.glyphs,
         };
         let mut content = Content::new(canvas.fonts, slide, &frame);
-        content.paint(&mut canvas, &frame);
+        content.paint(&mut canvas, &frame, reveal);
         paint_footer(&mut canvas, &frame, title, index, total);
 
         // The background is opaque and every blend below keeps alpha at 255, so the
@@ -488,7 +534,7 @@ impl Content {
 
     /// Paints the blocks top-down as laid out; whatever lies below the content area is
     /// left out (whole lines at a time).
-    fn paint(&mut self, canvas: &mut Canvas<'_>, frame: &FrameGeometry) {
+    fn paint(&mut self, canvas: &mut Canvas<'_>, frame: &FrameGeometry, reveal: Reveal) {
         let u = frame.unit * self.scale;
         let bottom = frame.content_bottom;
         let x = frame.margin_x;
@@ -508,6 +554,14 @@ impl Content {
             if i > 0 {
                 y += size::BULLET_GAP * u;
             }
+            if i >= reveal.visible {
+                y += block_height(bullet);
+                continue;
+            }
+            let dim = |rgb: [u8; 3]| match reveal.emphasised {
+                Some(e) if e != i => colour::dimmed(rgb),
+                _ => rgb,
+            };
             // The disc goes with the bullet's first line: drawn only if that line is.
             let first_line = bullet
                 .layout_runs()
@@ -520,10 +574,10 @@ impl Content {
                     x + size::BULLET_RADIUS * bullet_size,
                     y + baseline - size::BULLET_RAISE * bullet_size,
                     size::BULLET_RADIUS * bullet_size,
-                    colour::ACCENT,
+                    dim(colour::ACCENT),
                 );
             }
-            canvas.text(bullet, x + indent, y, colour::BULLET_TEXT, bottom);
+            canvas.text(bullet, x + indent, y, dim(colour::BULLET_TEXT), bottom);
             y += block_height(bullet);
         }
         if let Some(body) = &self.body {

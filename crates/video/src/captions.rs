@@ -238,7 +238,10 @@ mod tests {
     #[test]
     fn a_long_sentence_becomes_several_cues_that_end_with_it() {
         let long = "word ".repeat(40);
-        let spoken = vec![("Short one.".to_owned(), 1000), (long.trim().to_owned(), 9001)];
+        let spoken = vec![
+            ("Short one.".to_owned(), 1000),
+            (long.trim().to_owned(), 9001),
+        ];
         let cues = cues(&spoken);
         assert_eq!(cues[0].start, 0);
         assert_eq!(cues[0].end, 1000);

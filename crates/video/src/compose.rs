@@ -133,7 +133,9 @@ pub async fn mux(
     if let Some((vtt, _)) = captions {
         cmd.arg("-i").arg(vtt);
     }
-    cmd.args(["-map", "0:v:0", "-map", "1:a:0", "-c:v", "copy", "-c:a", "copy"]);
+    cmd.args([
+        "-map", "0:v:0", "-map", "1:a:0", "-c:v", "copy", "-c:a", "copy",
+    ]);
     if let Some((_, language)) = captions {
         cmd.args(["-map", "2:s:0", "-c:s", "mov_text"])
             .arg("-metadata:s:s:0")

@@ -327,10 +327,9 @@ impl Checker {
                     show,
                     format!("there is no bullet {j}: the slide has {bullets}, counted from 0"),
                 ),
-                Some(Show::Highlight(j)) if stepwise && j >= revealed => self.fail(
-                    show,
-                    format!("bullet {j} is not revealed yet at this beat"),
-                ),
+                Some(Show::Highlight(j)) if stepwise && j >= revealed => {
+                    self.fail(show, format!("bullet {j} is not revealed yet at this beat"))
+                }
                 Some(Show::Highlight(_)) => {}
             }
         }
@@ -636,7 +635,10 @@ mod tests {
         ]));
         assert_eq!(
             fields(&early),
-            ["segments[1].beats[1].show", "segments[1].beats[3].narration"]
+            [
+                "segments[1].beats[1].show",
+                "segments[1].beats[3].narration"
+            ]
         );
         let missing = beats(json!([{"narration": "One.", "show": {"highlight": 7}}]));
         assert_eq!(fields(&missing), ["segments[1].beats[0].show"]);

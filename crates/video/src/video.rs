@@ -34,8 +34,8 @@ use tokio_util::task::AbortOnDropHandle;
 use crate::cache::{SegmentCache, key};
 use crate::render::slide::{Reveal, SlideRenderer};
 use crate::render::{Encoder, VIDEO_ARGS};
-use crate::timeline::{beat_frames, pictures};
 use crate::storyboard::Storyboard;
+use crate::timeline::{beat_frames, pictures};
 use crate::tts::TtsBackend;
 use crate::{Pipeline, Published, Stage, StageContext, StageData, StageError};
 

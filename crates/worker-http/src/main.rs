@@ -129,13 +129,17 @@ enum Operator {
         #[command(flatten)]
         api: ApiArgs,
     },
-    /// Download a succeeded job's film (MP4).
+    /// Download a succeeded job's film (MP4) or, with --captions, its captions (WebVTT).
     Download {
         /// The job id.
         id: String,
-        /// Where to write it (default: ID.mp4). Written whole or not at all.
+        /// Where to write it (default: ID.mp4, or ID.vtt with --captions). Written whole or
+        /// not at all.
         #[arg(short = 'o', long = "output", value_name = "FILE")]
         output: Option<PathBuf>,
+        /// Download the film's captions (WebVTT) instead of the film.
+        #[arg(long)]
+        captions: bool,
         #[command(flatten)]
         api: ApiArgs,
     },
@@ -247,10 +251,20 @@ async fn operator(command: Operator) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Operator::Download { id, output, api } => {
+        Operator::Download {
+            id,
+            output,
+            captions,
+            api,
+        } => {
             let client = api.client()?;
-            let output = output.unwrap_or_else(|| PathBuf::from(format!("{id}.mp4")));
-            let bytes = client.download(&id, &output).await?;
+            let ext = if captions { "vtt" } else { "mp4" };
+            let output = output.unwrap_or_else(|| PathBuf::from(format!("{id}.{ext}")));
+            let bytes = if captions {
+                client.download_captions(&id, &output).await?
+            } else {
+                client.download(&id, &output).await?
+            };
             eprintln!("{} ({bytes} bytes)", output.display());
             Ok(())
         }

@@ -79,7 +79,8 @@ fn reference(board: &Storyboard, dir: &Path) -> (Duration, f64) {
     let mut renderer = SlideRenderer::new();
     let n = board.segments.len();
     for (i, s) in board.segments.iter().enumerate() {
-        std::fs::write(segments.join(format!("{i:03}.txt")), &s.narration).unwrap();
+        let narration: Vec<String> = s.spoken_beats().into_iter().map(|b| b.narration).collect();
+        std::fs::write(segments.join(format!("{i:03}.txt")), narration.join(" ")).unwrap();
         let rgba = renderer.draw(
             &board.title,
             &s.slide,

@@ -168,7 +168,13 @@ async fn submit_follow_then_download_writes_the_exact_film() {
     let downloaded = run(
         &rig.base,
         Some(KEY),
-        &["download", &id, "--captions", "-o", captions.to_str().unwrap()],
+        &[
+            "download",
+            &id,
+            "--captions",
+            "-o",
+            captions.to_str().unwrap(),
+        ],
     )
     .await;
     assert!(downloaded.status.success(), "{}", stderr(&downloaded));

@@ -89,6 +89,35 @@ pub fn wrap(text: &str) -> Vec<String> {
     lines
 }
 
+/// A sentence's cue texts: as few cues of at most [`MAX_LINES`] lines as hold it, the words
+/// shared evenly among them (so a long sentence does not end in a cue of one orphan word).
+pub fn cue_texts(sentence: &str) -> Vec<String> {
+    let lines = wrap(sentence);
+    let words: Vec<&str> = sentence.split_whitespace().collect();
+    let total: usize = words.iter().map(|w| w.chars().count() + 1).sum();
+    for n in lines.len().div_ceil(MAX_LINES).max(1)..lines.len() {
+        // Each word goes to the cue its middle falls in.
+        let mut groups: Vec<Vec<&str>> = vec![Vec::new(); n];
+        let mut at = 0;
+        for word in &words {
+            let len = word.chars().count() + 1;
+            let cue = ((2 * at + len) * n / (2 * total.max(1))).min(n - 1);
+            groups[cue].push(word);
+            at += len;
+        }
+        let wrapped: Vec<Vec<String>> = groups
+            .iter()
+            .filter(|g| !g.is_empty())
+            .map(|g| wrap(&g.join(" ")))
+            .collect();
+        if wrapped.iter().all(|l| l.len() <= MAX_LINES) {
+            return wrapped.into_iter().map(|l| l.join("\n")).collect();
+        }
+    }
+    // A line per cue pair always fits (long words broken inside).
+    lines.chunks(MAX_LINES).map(|g| g.join("\n")).collect()
+}
+
 /// One caption: its text (one or two lines joined by `\n`) and when it shows, in samples
 /// from the start of the narration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,8 +137,7 @@ pub fn cues(spoken: &[(String, u64)]) -> Vec<Cue> {
     let mut out = Vec::new();
     let mut at = 0u64;
     for (text, samples) in spoken {
-        let lines = wrap(text);
-        let groups: Vec<String> = lines.chunks(MAX_LINES).map(|g| g.join("\n")).collect();
+        let groups = cue_texts(text);
         let weights: Vec<u64> = groups
             .iter()
             .map(|g| g.chars().count().max(1) as u64)
@@ -233,6 +261,23 @@ mod tests {
             wrap(&long).iter().map(|l| l.len()).collect::<Vec<_>>(),
             [42, 42, 16]
         );
+    }
+
+    #[test]
+    fn a_three_line_sentence_is_two_even_cues_not_one_and_an_orphan() {
+        let text = "Now we rewrite one half as three sixths, by multiplying the top and the bottom by three.";
+        assert_eq!(wrap(text).len(), 3);
+        let cues = cue_texts(text);
+        assert_eq!(cues.len(), 2, "{cues:?}");
+        let words = |c: &String| c.split_whitespace().count();
+        assert!(words(&cues[0]).abs_diff(words(&cues[1])) <= 2, "{cues:?}");
+        assert_eq!(cues.join(" ").replace('\n', " "), text);
+        assert_eq!(cue_texts("Short."), ["Short."]);
+        let long = "y".repeat(200);
+        for cue in cue_texts(&long) {
+            assert!(cue.lines().all(|l| l.chars().count() <= MAX_LINE_CHARS));
+            assert!(cue.lines().count() <= MAX_LINES);
+        }
     }
 
     #[test]

@@ -4,7 +4,7 @@ use axum::Json;
 use axum::response::{IntoResponse, Response};
 use utoipa::OpenApi;
 
-use crate::artifact::__path_job_artifact;
+use crate::artifact::{__path_job_artifact, __path_job_captions};
 use crate::create::__path_create_job;
 use crate::error::{ApiErrorBody, FieldErrorView};
 use crate::events::__path_job_events;
@@ -14,8 +14,8 @@ use crate::views::{CancelView, CreateJob, JobList, JobView};
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "video-worker jobs API", description = "Create narrated-video jobs from storyboards, follow their progress, cancel them and download the films."),
-    paths(create_job, get_job, list_jobs, cancel_job, job_events, job_artifact),
+    info(title = "video-worker jobs API", description = "Create narrated-video jobs from storyboards, follow their progress, cancel them and download the films and their captions."),
+    paths(create_job, get_job, list_jobs, cancel_job, job_events, job_artifact, job_captions),
     components(schemas(JobView, CreateJob, JobList, CancelView, ApiErrorBody, FieldErrorView)),
     modifiers(&BearerAuth)
 )]
@@ -77,6 +77,7 @@ mod tests {
             "/v1/jobs/{id}/cancel",
             "/v1/jobs/{id}/events",
             "/v1/jobs/{id}/artifact",
+            "/v1/jobs/{id}/captions",
         ] {
             assert!(doc["paths"][path].is_object(), "{path} missing");
         }

@@ -12,7 +12,7 @@ use axum::routing::{get, post};
 use domain::JobId;
 
 use crate::ApiState;
-use crate::artifact::job_artifact;
+use crate::artifact::{job_artifact, job_captions};
 use crate::create::create_job;
 use crate::error::ApiError;
 use crate::events::job_events;
@@ -32,6 +32,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/jobs/{id}/cancel", post(cancel_job))
         .route("/v1/jobs/{id}/events", get(job_events))
         .route("/v1/jobs/{id}/artifact", get(job_artifact))
+        .route("/v1/jobs/{id}/captions", get(job_captions))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             require_key,

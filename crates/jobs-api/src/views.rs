@@ -78,7 +78,8 @@ impl From<&Job> for JobView {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateJob {
-    /// The storyboard (schema version 1; see the README).
+    /// The storyboard (schema version 1, or 2 with beats: a segment's narration in parts,
+    /// each revealing the next bullet or highlighting one; see the README).
     #[schema(value_type = Object)]
     pub storyboard: serde_json::Value,
 }

@@ -24,7 +24,7 @@ use domain::{JobId, LeaseEpoch};
 use pipeline::{ProgressEvent, ProgressSink, StageContext};
 use tokio_util::sync::CancellationToken;
 use video::render::VIDEO_ARGS;
-use video::render::slide::{SlideFrame, SlideRenderer};
+use video::render::slide::{Reveal, SlideFrame, SlideRenderer};
 use video::storyboard::Storyboard;
 use video::tts::espeak::Espeak;
 use video::video::{PipelineStats, VideoConfig, video_pipeline};
@@ -115,7 +115,8 @@ async fn script(board: &Storyboard, dir: &Path) -> Run {
     let mut renderer = SlideRenderer::new();
     let n = board.segments.len();
     for (i, s) in board.segments.iter().enumerate() {
-        std::fs::write(segments.join(format!("{i:03}.txt")), &s.narration).unwrap();
+        let narration: Vec<String> = s.spoken_beats().into_iter().map(|b| b.narration).collect();
+        std::fs::write(segments.join(format!("{i:03}.txt")), narration.join(" ")).unwrap();
         let rgba = renderer.draw(&SlideFrame {
             title: &board.title,
             slide: &s.slide,
@@ -123,6 +124,7 @@ async fn script(board: &Storyboard, dir: &Path) -> Run {
             total: n,
             width: board.frame.width,
             height: board.frame.height,
+            reveal: Reveal::all(),
         });
         std::fs::write(segments.join(format!("{i:03}.rgba")), rgba).unwrap();
     }

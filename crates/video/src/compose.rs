@@ -1,8 +1,8 @@
 //! One MP4 from the segments: the narration's PCM is joined in Rust and encoded to AAC
 //! once — per-segment AAC would add priming samples at every join (drift and clicks); then
 //! the segment videos are concatenated without re-encoding (concat demuxer, `-c copy`) and
-//! muxed with the AAC in the same ffmpeg run, with `+faststart` so a browser can play while
-//! downloading.
+//! muxed with the AAC and the captions (a `mov_text` track) in the same ffmpeg run, with
+//! `+faststart` so a browser can play while downloading.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -101,12 +101,23 @@ pub struct FilmMux<'a> {
     pub audio: &'a Path,
     /// Where the concat list is written.
     pub list: &'a Path,
+    /// The captions, as a soft subtitle track; `None`: no subtitle track.
+    pub captions: Option<FilmCaptions<'a>>,
     /// The final MP4.
     pub out: &'a Path,
 }
 
-/// Joins the segment videos (concat demuxer, `-c copy`) and muxes the audio in the same
-/// ffmpeg run — one pass over the video's bytes, not two.
+/// A film's captions: the WebVTT file and its language.
+#[derive(Debug, Clone, Copy)]
+pub struct FilmCaptions<'a> {
+    /// The WebVTT file.
+    pub vtt: &'a Path,
+    /// Its ISO 639-2 language code (`eng`, `kor`, `und`), tagged on the track.
+    pub language: &'a str,
+}
+
+/// Joins the segment videos (concat demuxer, `-c copy`) and muxes the audio and the
+/// captions, if any, in the same ffmpeg run — one pass over the video's bytes, not two.
 pub async fn mux_film(job: &FilmMux<'_>, cancel: &CancellationToken) -> Result<(), StageError> {
     let clips: Vec<Clip> = job
         .videos
@@ -122,19 +133,19 @@ pub async fn mux_film(job: &FilmMux<'_>, cancel: &CancellationToken) -> Result<(
         .args(["-f", "concat", "-safe", "0", "-i"])
         .arg(job.list)
         .arg("-i")
-        .arg(job.audio)
-        .args([
-            "-map",
-            "0:v:0",
-            "-map",
-            "1:a:0",
-            "-c",
-            "copy",
-            "-movflags",
-            "+faststart",
-            "-f",
-            "mp4",
-        ])
+        .arg(job.audio);
+    if let Some(captions) = &job.captions {
+        cmd.arg("-i").arg(captions.vtt);
+    }
+    cmd.args([
+        "-map", "0:v:0", "-map", "1:a:0", "-c:v", "copy", "-c:a", "copy",
+    ]);
+    if let Some(captions) = &job.captions {
+        cmd.args(["-map", "2:s:0", "-c:s", "mov_text"])
+            .arg("-metadata:s:s:0")
+            .arg(format!("language={}", captions.language));
+    }
+    cmd.args(["-movflags", "+faststart", "-f", "mp4"])
         .arg(job.out);
     crate::media::run(cmd, "ffmpeg", cancel).await?;
     Ok(())

@@ -1,7 +1,8 @@
 //! Upload of the finished MP4 to an object store (`object_store`): a local directory by
 //! default, GCS or S3 by URL in production. The key is per attempt
 //! (`video-jobs/{job}/attempts/{epoch}/final.mp4`): only the fenced finalize points the job
-//! at it, so an upload by a worker that lost its lease is never the job's result.
+//! at it, so an upload by a worker that lost its lease is never the job's result. The
+//! captions go beside it ([`captions_key`]: `…/attempts/{epoch}/captions.vtt`).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -12,6 +13,14 @@ use tokio::io::AsyncReadExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::StageError;
+
+/// The key of a film's captions: `captions.vtt` beside the film's key.
+pub fn captions_key(artifact_key: &str) -> String {
+    match artifact_key.rsplit_once('/') {
+        Some((dir, _)) => format!("{dir}/captions.vtt"),
+        None => "captions.vtt".to_owned(),
+    }
+}
 
 /// Size of each uploaded part.
 const CHUNK: usize = 8 << 20;

@@ -12,6 +12,24 @@
 //! }
 //! ```
 //! `voice` and `frame` may be left out (English at 160 words a minute; 1280×720 at 25 fps).
+//!
+//! Version 2 adds **beats**: a segment may give `beats` instead of `narration`, its
+//! narration in parts, each saying what appears on the slide when its part starts:
+//!
+//! ```json
+//! {"slide": {"heading": "Adding fractions", "bullets": ["Same denominator", "Add the tops"]},
+//!  "beats": [
+//!    {"narration": "Let us add two fractions."},
+//!    {"narration": "Both have the same denominator.", "show": "next_bullet"},
+//!    {"narration": "So we add the numerators.", "show": "next_bullet"},
+//!    {"narration": "Remember: the bottom stays.", "show": {"highlight": 0}}
+//!  ]}
+//! ```
+//! `show` is `"next_bullet"` (reveal the next bullet and emphasise it), `{"highlight": i}`
+//! (emphasise bullet `i`, counted from 0, which must be revealed already) or absent (the
+//! picture stays). A segment reveals all of its bullets (one `next_bullet` beat each) or
+//! none (then they are all shown from its start, as in version 1). A version 1 segment, or a
+//! version 2 one with `narration`, is one beat showing every bullet.
 //! A storyboard that fails validation is a permanent failure (`invalid_input`): no retry
 //! can fix it. Besides limits and shapes, validation lays every slide out with the
 //! renderer's own layout function ([`crate::render::slide::layout::layout_slide`]) and
@@ -19,6 +37,8 @@
 //! legible type size, naming the field: what passes is drawn whole.
 
 use serde::{Deserialize, Serialize};
+
+pub use crate::render::slide::Reveal;
 
 /// Limits, so one job cannot take the worker down.
 pub mod limits {
@@ -44,14 +64,17 @@ pub mod limits {
     pub const RATE_WPM: std::ops::RangeInclusive<u32> = 80..=450;
 }
 
-/// The schema version this code reads.
-pub const VERSION: u32 = 1;
+/// The newest schema version this code reads (it reads every one from 1).
+pub const VERSION: u32 = 2;
+
+/// Beats per segment.
+pub const MAX_BEATS: usize = 30;
 
 /// A storyboard.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Storyboard {
-    /// Schema version; 1.
+    /// Schema version: 1, or 2 for beats.
     pub version: u32,
     /// The video's title.
     pub title: String,
@@ -121,10 +144,80 @@ impl Default for Frame {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Segment {
-    /// What is said.
-    pub narration: String,
+    /// What is said, in one beat. Required unless `beats` is given (version 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub narration: Option<String>,
+    /// What is said, in beats (version 2); instead of `narration`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub beats: Option<Vec<Beat>>,
     /// What is shown.
     pub slide: Slide,
+}
+
+/// A part of a segment's narration and what appears when it starts.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Beat {
+    /// What is said.
+    pub narration: String,
+    /// What changes on the slide as this part starts; nothing when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub show: Option<Show>,
+}
+
+/// A change of the slide at a beat.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Show {
+    /// `"next_bullet"`: the next hidden bullet appears, emphasised.
+    NextBullet,
+    /// `{"highlight": i}`: bullet `i` (from 0, already revealed) is emphasised.
+    Highlight(usize),
+}
+
+impl Segment {
+    /// The beats as spoken: a segment with `narration` is one beat that changes nothing.
+    pub fn spoken_beats(&self) -> Vec<Beat> {
+        match (&self.beats, &self.narration) {
+            (Some(beats), _) => beats.clone(),
+            (None, Some(narration)) => vec![Beat {
+                narration: narration.clone(),
+                show: None,
+            }],
+            (None, None) => Vec::new(),
+        }
+    }
+
+    /// What the slide shows during each beat (one entry per [`Segment::spoken_beats`]).
+    /// Bullets are all visible unless some beat reveals one; then none is until it does.
+    /// Call on a validated storyboard: out-of-range indices are clamped, never a panic.
+    pub fn reveals(&self) -> Vec<Reveal> {
+        let beats = self.spoken_beats();
+        let total = self.slide.bullets.len();
+        let stepwise = beats.iter().any(|b| b.show == Some(Show::NextBullet));
+        let mut state = if stepwise {
+            Reveal {
+                visible: 0,
+                emphasised: None,
+            }
+        } else {
+            Reveal::all()
+        };
+        beats
+            .iter()
+            .map(|beat| {
+                match beat.show {
+                    Some(Show::NextBullet) if state.visible < total => {
+                        state.emphasised = Some(state.visible);
+                        state.visible += 1;
+                    }
+                    Some(Show::Highlight(i)) if i < total => state.emphasised = Some(i),
+                    _ => {}
+                }
+                state
+            })
+            .collect()
+    }
 }
 
 /// What a slide shows.
@@ -214,6 +307,69 @@ impl Checker {
             }
         });
     }
+
+    fn narration(&mut self, field: &str, value: &str) {
+        self.text(field, value, limits::MAX_NARRATION_CHARS, true);
+        if !value.trim().is_empty() && !value.chars().any(char::is_alphanumeric) {
+            self.fail(field, "must contain something to say");
+        }
+    }
+
+    /// A segment's beats against its `bullets` bullets: every reveal has a bullet, every
+    /// highlight a bullet already revealed, and all bullets are revealed or none.
+    fn beats(&mut self, field: &str, beats: &[Beat], bullets: usize) {
+        if beats.is_empty() {
+            self.fail(field, "must have at least one beat");
+            return;
+        }
+        if beats.len() > MAX_BEATS {
+            self.fail(
+                field,
+                format!("must have at most {MAX_BEATS} beats, got {}", beats.len()),
+            );
+            return;
+        }
+        let chars: usize = beats.iter().map(|b| b.narration.chars().count()).sum();
+        if chars > limits::MAX_NARRATION_CHARS {
+            self.fail(
+                field,
+                format!(
+                    "the beats' narration must be at most {} characters in all, got {chars}",
+                    limits::MAX_NARRATION_CHARS
+                ),
+            );
+        }
+        let stepwise = beats.iter().any(|b| b.show == Some(Show::NextBullet));
+        let mut revealed = 0;
+        for (k, beat) in beats.iter().enumerate() {
+            self.narration(&format!("{field}[{k}].narration"), &beat.narration);
+            let show = format!("{field}[{k}].show");
+            match beat.show {
+                None => {}
+                Some(Show::NextBullet) if revealed >= bullets => self.fail(
+                    show,
+                    format!("no bullet left to reveal: the slide has {bullets}"),
+                ),
+                Some(Show::NextBullet) => revealed += 1,
+                Some(Show::Highlight(j)) if j >= bullets => self.fail(
+                    show,
+                    format!("there is no bullet {j}: the slide has {bullets}, counted from 0"),
+                ),
+                Some(Show::Highlight(j)) if stepwise && j >= revealed => {
+                    self.fail(show, format!("bullet {j} is not revealed yet at this beat"))
+                }
+                Some(Show::Highlight(_)) => {}
+            }
+        }
+        if stepwise && revealed < bullets {
+            self.fail(
+                field,
+                format!(
+                    "reveals {revealed} of the slide's {bullets} bullets: reveal every bullet (one \"next_bullet\" beat each) or none"
+                ),
+            );
+        }
+    }
 }
 
 impl Storyboard {
@@ -233,11 +389,11 @@ impl Storyboard {
     pub fn validate(&self) -> Result<(), StoryboardError> {
         use limits::*;
         let mut c = Checker(Vec::new());
-        if self.version != VERSION {
+        if !(1..=VERSION).contains(&self.version) {
             c.fail(
                 "version",
                 format!(
-                    "unsupported version {}; this worker reads {VERSION}",
+                    "unsupported version {}; this worker reads 1 to {VERSION}",
                     self.version
                 ),
             );
@@ -311,9 +467,18 @@ impl Storyboard {
         for (i, s) in self.segments.iter().enumerate().take(MAX_SEGMENTS) {
             let problems_before = c.0.len();
             let at = |field: &str| format!("segments[{i}].{field}");
-            c.text(&at("narration"), &s.narration, MAX_NARRATION_CHARS, true);
-            if !s.narration.trim().is_empty() && !s.narration.chars().any(char::is_alphanumeric) {
-                c.fail(at("narration"), "must contain something to say");
+            match (&s.narration, &s.beats) {
+                (Some(narration), None) => c.narration(&at("narration"), narration),
+                (None, None) => c.fail(at("narration"), "required, but missing"),
+                (Some(_), Some(_)) => c.fail(
+                    format!("segments[{i}]"),
+                    "give either narration or beats, not both",
+                ),
+                (None, Some(_)) if self.version < 2 => c.fail(
+                    at("beats"),
+                    "beats need storyboard version 2; this one says version 1",
+                ),
+                (None, Some(beats)) => c.beats(&at("beats"), beats, s.slide.bullets.len()),
             }
             c.text(
                 &at("slide.heading"),
@@ -418,7 +583,7 @@ mod tests {
             json!(null),
             json!("text"),
             json!({"version": 1, "title": "T"}),
-            json!({"version": 2, "title": "T", "segments": []}),
+            json!({"version": 3, "title": "T", "segments": []}),
             json!({"version": 1, "title": "T", "segments": [], "extra": 1}),
             json!({"version": 1, "title": "T", "segments": [{"narration": 5, "slide": {"heading": "h"}}]}),
         ] {
@@ -431,6 +596,110 @@ mod tests {
         ]);
         let err = Storyboard::from_json(&many).unwrap_err();
         assert_eq!(err.0[0].field, "segments");
+    }
+
+    fn beats(beats: serde_json::Value) -> serde_json::Value {
+        json!({
+            "version": 2,
+            "title": "T",
+            "segments": [
+                {"narration": "Plain.", "slide": {"heading": "H"}},
+                {"beats": beats, "slide": {"heading": "H", "bullets": ["a", "b", "c"]}}
+            ]
+        })
+    }
+
+    fn fields(value: &serde_json::Value) -> Vec<String> {
+        Storyboard::from_json(value)
+            .unwrap_err()
+            .0
+            .into_iter()
+            .map(|e| e.field)
+            .collect()
+    }
+
+    #[test]
+    fn beats_reveal_bullets_one_by_one_and_highlight_revealed_ones() {
+        let board = Storyboard::from_json(&beats(json!([
+            {"narration": "Intro."},
+            {"narration": "One.", "show": "next_bullet"},
+            {"narration": "Two.", "show": "next_bullet"},
+            {"narration": "Back to one.", "show": {"highlight": 0}},
+            {"narration": "Three.", "show": "next_bullet"}
+        ])))
+        .unwrap();
+        let r = |visible, emphasised| Reveal {
+            visible,
+            emphasised,
+        };
+        assert_eq!(
+            board.segments[1].reveals(),
+            [
+                r(0, None),
+                r(1, Some(0)),
+                r(2, Some(1)),
+                r(2, Some(0)),
+                r(3, Some(2))
+            ]
+        );
+        // A narration segment is one beat showing everything, in version 1 as in 2.
+        assert_eq!(board.segments[0].reveals(), [Reveal::all()]);
+        assert_eq!(board.segments[0].spoken_beats().len(), 1);
+        // Beats without reveals show every bullet from the start.
+        let still = Storyboard::from_json(&beats(json!([
+            {"narration": "One."},
+            {"narration": "Two.", "show": {"highlight": 2}}
+        ])))
+        .unwrap();
+        assert_eq!(
+            still.segments[1].reveals(),
+            [Reveal::all(), r(usize::MAX, Some(2))]
+        );
+    }
+
+    #[test]
+    fn bad_beats_are_refused_with_their_field_paths() {
+        let too_many = beats(json!([
+            {"narration": "One.", "show": "next_bullet"},
+            {"narration": "Two.", "show": "next_bullet"},
+            {"narration": "Three.", "show": "next_bullet"},
+            {"narration": "Four.", "show": "next_bullet"}
+        ]));
+        assert_eq!(fields(&too_many), ["segments[1].beats[3].show"]);
+        let early = beats(json!([
+            {"narration": "One.", "show": "next_bullet"},
+            {"narration": "Two.", "show": {"highlight": 1}},
+            {"narration": "Two.", "show": "next_bullet"},
+            {"narration": "   ", "show": "next_bullet"}
+        ]));
+        assert_eq!(
+            fields(&early),
+            [
+                "segments[1].beats[1].show",
+                "segments[1].beats[3].narration"
+            ]
+        );
+        let missing = beats(json!([{"narration": "One.", "show": {"highlight": 7}}]));
+        assert_eq!(fields(&missing), ["segments[1].beats[0].show"]);
+        let partial = beats(json!([{"narration": "One.", "show": "next_bullet"}]));
+        assert_eq!(fields(&partial), ["segments[1].beats"]);
+        assert_eq!(fields(&beats(json!([]))), ["segments[1].beats"]);
+        let mut both = beats(json!([{"narration": "One."}]));
+        both["segments"][1]["narration"] = json!("Also.");
+        assert_eq!(fields(&both), ["segments[1]"]);
+        let mut v1 = beats(json!([{"narration": "One."}]));
+        v1["version"] = json!(1);
+        assert_eq!(fields(&v1), ["segments[1].beats"]);
+        let mut neither = good();
+        neither["segments"][0]
+            .as_object_mut()
+            .unwrap()
+            .remove("narration");
+        assert_eq!(fields(&neither), ["segments[0].narration"]);
+        for bad_show in [json!("sideways"), json!({"highlight": -1}), json!({"a": 1})] {
+            let v = beats(json!([{"narration": "One.", "show": bad_show}]));
+            assert!(Storyboard::from_json(&v).is_err(), "{v}");
+        }
     }
 
     #[test]
@@ -526,6 +795,7 @@ mod tests {
         for path in [
             "../../examples/en-fractions.json",
             "../../examples/ko-photosynthesis.json",
+            "../../examples/en-fractions-beats.json",
         ] {
             let text = std::fs::read_to_string(
                 std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(path),

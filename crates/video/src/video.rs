@@ -1,14 +1,17 @@
 //! The real pipeline: plan → TTS → render → compose → publish.
 //!
 //! - **plan** parses and validates the storyboard (a failure is permanent: `invalid_input`);
-//! - **tts** speaks each segment (concurrently, up to the backend's bound), then starts
+//! - **tts** speaks each sentence of each beat of each segment (concurrently, up to the
+//!   backend's bound; a version 1 segment is one beat), then starts
 //!   joining and encoding the narration to AAC in the background — overlapped with render;
-//! - **render** draws each slide in Rust and encodes it once into a one-second clip and a
-//!   clip of the frames left, joined by stream copy into exactly as many frames as its
-//!   narration needs (at most as many ffmpeg processes as cores, across the whole job);
-//! - **compose** concatenates the segment videos without re-encoding and muxes the AAC, in
-//!   one ffmpeg run;
-//! - **publish** uploads the MP4 under a per-attempt key.
+//! - **render** draws each picture of a slide (one per beat that changes it) in Rust and
+//!   encodes it once into a one-second clip and a clip of the frames left, joined by stream
+//!   copy into exactly as many frames as its beats' narration needs (at most as many ffmpeg
+//!   processes as cores, across the whole job);
+//! - **compose** concatenates the segment videos without re-encoding and muxes the AAC and
+//!   the captions (a `mov_text` track, from the WebVTT made of the spoken sentences), in one
+//!   ffmpeg run;
+//! - **publish** uploads the MP4 and `captions.vtt` beside it under a per-attempt key.
 //!
 //! Scratch (segment files being made, concat lists, the final MP4) lives in the attempt's
 //! own work dir, which the runner removes when the attempt ends. Finished speech and segment
@@ -32,11 +35,10 @@ use tokio::sync::Semaphore;
 use tokio_util::task::AbortOnDropHandle;
 
 use crate::cache::{SegmentCache, key};
-use crate::render::slide::{SlideFrame, SlideRenderer};
-use crate::render::{
-    Beat, ENCODING_SCHEME, Encoder, Geometry, SegmentEncode, VIDEO_ARGS, frame_counts,
-};
+use crate::render::slide::{Reveal, SlideFrame, SlideRenderer};
+use crate::render::{Beat, ENCODING_SCHEME, Encoder, Geometry, SegmentEncode, VIDEO_ARGS};
 use crate::storyboard::Storyboard;
+use crate::timeline::{beat_frames, pictures};
 use crate::tts::TtsBackend;
 use crate::{Pipeline, Published, Stage, StageContext, StageData, StageError};
 
@@ -67,9 +69,9 @@ impl VideoConfig {
 /// Counts of segment work done and reused, for tests and logs.
 #[derive(Debug, Default)]
 pub struct PipelineStats {
-    /// Segments spoken.
+    /// Sentences spoken.
     pub speech_made: AtomicUsize,
-    /// Segments whose speech came from the cache.
+    /// Sentences whose speech came from the cache.
     pub speech_reused: AtomicUsize,
     /// Segment videos encoded.
     pub videos_encoded: AtomicUsize,
@@ -314,20 +316,51 @@ impl Stage for Plan {
     }
 }
 
-/// The spoken segments.
+/// The spoken narration: one WAV per sentence, in film order.
 #[derive(Debug, Clone)]
 struct Speech {
     wavs: Vec<PathBuf>,
     samples: Vec<u64>,
+    /// Each sentence's text, for the captions.
+    texts: Vec<String>,
+    /// Per segment, per beat: its sentences' indices into `wavs`.
+    beats: Vec<Vec<std::ops::Range<usize>>>,
     sample_rate: u32,
     key: String,
+}
+
+impl Speech {
+    /// Samples per beat, per segment.
+    fn beat_samples(&self) -> Vec<Vec<u64>> {
+        self.beats
+            .iter()
+            .map(|beats| {
+                beats
+                    .iter()
+                    .map(|range| self.samples[range.clone()].iter().sum())
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// The captions of the whole narration.
+    fn captions(&self) -> String {
+        let spoken: Vec<(String, u64)> = self
+            .texts
+            .iter()
+            .cloned()
+            .zip(self.samples.iter().copied())
+            .collect();
+        crate::captions::to_vtt(&crate::captions::cues(&spoken), self.sample_rate)
+    }
 }
 
 /// The narration's AAC, being encoded in the background.
 #[derive(Debug)]
 struct PendingAudio(AbortOnDropHandle<Result<PathBuf, StageError>>);
 
-/// Speech per segment.
+/// Speech per sentence: each beat's narration split into sentences, each spoken on its own,
+/// so every beat and every caption starts at an exact sample.
 #[derive(Debug)]
 struct Tts(Arc<Shared>);
 
@@ -362,23 +395,41 @@ impl Stage for Tts {
         let segments = Segments::new(shared, ctx);
         let dir = scratch(ctx);
         let total = count(board.segments.len());
-        let keys: Vec<String> = board
-            .segments
+        // Every sentence of every beat, in film order, with its segment.
+        let mut texts = Vec::new();
+        let mut owner = Vec::new();
+        let mut beats = Vec::with_capacity(board.segments.len());
+        for (i, segment) in board.segments.iter().enumerate() {
+            let mut ranges = Vec::new();
+            for beat in segment.spoken_beats() {
+                let start = texts.len();
+                for sentence in crate::captions::sentences(&beat.narration) {
+                    texts.push(sentence);
+                    owner.push(i);
+                }
+                ranges.push(start..texts.len());
+            }
+            beats.push(ranges);
+        }
+        let keys: Vec<String> = texts
             .iter()
-            .map(|s| key(&[b"tts", fingerprint.as_bytes(), s.narration.as_bytes()]))
+            .map(|t| key(&[b"tts", fingerprint.as_bytes(), t.as_bytes()]))
             .collect();
+        let mut left = vec![0usize; board.segments.len()];
+        for &i in &owner {
+            left[i] += 1;
+        }
         // Owned items: a closure over borrowed ones trips async-trait's lifetime inference.
-        let items: Vec<(usize, String, String)> = board
-            .segments
+        let items: Vec<(usize, String, String)> = texts
             .iter()
             .zip(&keys)
             .enumerate()
-            .map(|(i, (s, k))| (i, s.narration.clone(), k.clone()))
+            .map(|(u, (t, k))| (u, t.clone(), k.clone()))
             .collect();
-        let jobs = items.into_iter().map(|(i, narration, k)| {
+        let jobs = items.into_iter().map(|(u, narration, k)| {
             let segments = segments.clone();
             let voice = board.voice.clone();
-            let path = dir.join(format!("speech-{i}.wav"));
+            let path = dir.join(format!("speech-{u}.wav"));
             async move {
                 let k = k.as_str();
                 if let Some(source) = segments.find(k, "wav", &path).await {
@@ -390,7 +441,7 @@ impl Stage for Tts {
                             if source == Source::Store {
                                 PipelineStats::bump(&shared.stats.speech_from_store);
                             }
-                            return Ok((i, path, info));
+                            return Ok((u, path, info));
                         }
                         Err(error) => {
                             tracing::warn!(key = k, %error, "a reused narration does not decode; evicted, speaking it again");
@@ -410,18 +461,22 @@ impl Stage for Tts {
                 };
                 segments.keep(&path, k, "wav").await;
                 PipelineStats::bump(&shared.stats.speech_made);
-                Ok::<_, StageError>((i, path, info))
+                Ok::<_, StageError>((u, path, info))
             }
         });
         let mut done = futures_util::stream::iter(jobs).buffer_unordered(tts.concurrency().max(1));
-        let mut wavs = vec![PathBuf::new(); board.segments.len()];
-        let mut samples = vec![0; board.segments.len()];
-        let mut rates = Vec::with_capacity(board.segments.len());
+        let mut wavs = vec![PathBuf::new(); texts.len()];
+        let mut samples = vec![0; texts.len()];
+        let mut rates = Vec::with_capacity(texts.len());
         while let Some(result) = done.next().await {
-            let (i, path, (n, rate)) = result?;
-            ctx.segment_done(StageName::Tts, count(i), total)?;
-            wavs[i] = path;
-            samples[i] = n;
+            let (u, path, (n, rate)) = result?;
+            let i = owner[u];
+            left[i] -= 1;
+            if left[i] == 0 {
+                ctx.segment_done(StageName::Tts, count(i), total)?;
+            }
+            wavs[u] = path;
+            samples[u] = n;
             rates.push(rate);
         }
         drop(done);
@@ -436,6 +491,8 @@ impl Stage for Tts {
             key: key(&keys.iter().map(String::as_bytes).collect::<Vec<_>>()),
             wavs,
             samples,
+            texts,
+            beats,
             sample_rate,
         };
         // The AAC encode overlaps the render stage; compose waits for it.
@@ -487,17 +544,22 @@ struct SegmentVideos(Vec<PathBuf>);
 #[derive(Debug)]
 struct Render(Arc<Shared>);
 
+/// One picture to draw: a slide as its beat shows it.
+#[derive(Debug)]
+struct SlideJob {
+    title: String,
+    slide: crate::storyboard::Slide,
+    reveal: Reveal,
+    /// Which slide of how many, for the footer.
+    index: usize,
+    total: usize,
+    width: u32,
+    height: u32,
+}
+
 impl Render {
-    /// Draws one slide on a blocking thread with a pooled renderer.
-    async fn draw(
-        &self,
-        title: String,
-        slide: crate::storyboard::Slide,
-        index: usize,
-        total: usize,
-        w: u32,
-        h: u32,
-    ) -> Result<Vec<u8>, StageError> {
+    /// Draws one picture on a blocking thread with a pooled renderer.
+    async fn draw(&self, job: SlideJob) -> Result<Vec<u8>, StageError> {
         let shared = self.0.clone();
         tokio::task::spawn_blocking(move || {
             let taken = shared
@@ -507,12 +569,13 @@ impl Render {
                 .pop();
             let mut renderer = taken.unwrap_or_default();
             let rgba = renderer.draw(&SlideFrame {
-                title: &title,
-                slide: &slide,
-                index,
-                total,
-                width: w,
-                height: h,
+                title: &job.title,
+                slide: &job.slide,
+                index: job.index,
+                total: job.total,
+                width: job.width,
+                height: job.height,
+                reveal: job.reveal,
             });
             shared
                 .renderers
@@ -546,7 +609,7 @@ impl Stage for Render {
             .clone();
         let shared = &self.0;
         let frame = board.frame;
-        let frames = frame_counts(&speech.samples, speech.sample_rate, frame.fps);
+        let frames = beat_frames(&speech.beat_samples(), speech.sample_rate, frame.fps);
         let segments = Segments::new(shared, ctx);
         let dir = scratch(ctx);
         let encoder = Encoder::new(&shared.config.ffmpeg, shared.slots.clone());
@@ -558,15 +621,22 @@ impl Stage for Render {
             let path = dir.join(format!("video-{i}.mp4"));
             let encoder = encoder.clone();
             let title = board.title.clone();
-            let n = frames[i];
+            let beat_frames = frames.get(i).cloned().unwrap_or_default();
             async move {
+                let pictures = pictures(&segment.reveals(), &beat_frames);
+                let n: u64 = pictures.iter().map(|(_, n)| n).sum();
                 let slide_json = serde_json::to_vec(&segment.slide).unwrap_or_default();
+                // A segment of one whole picture keeps the key it always had.
+                let shown = match pictures.as_slice() {
+                    [(reveal, _)] if *reveal == Reveal::all() => String::new(),
+                    _ => format!(" pictures={pictures:?}"),
+                };
                 let k = key(&[
                     b"video",
                     &slide_json,
                     title.as_bytes(),
                     format!(
-                        "{i}/{total} {}x{}@{} n={n}",
+                        "{i}/{total} {}x{}@{} n={n}{shown}",
                         frame.width, frame.height, frame.fps
                     )
                     .as_bytes(),
@@ -582,37 +652,60 @@ impl Stage for Render {
                     }
                     return Ok((i, path));
                 }
-                let rgba = self
-                    .draw(
-                        title,
-                        segment.slide.clone(),
-                        i,
+                // Each picture drawn, then encoded once for its frames and joined by stream
+                // copy into the segment.
+                let tmp = ctx.work_dir.join("tmp");
+                let mut stills = Vec::with_capacity(pictures.len());
+                let mut drawn = Ok(());
+                for (j, (reveal, _)) in pictures.iter().enumerate() {
+                    let picture = SlideJob {
+                        title: title.clone(),
+                        slide: segment.slide.clone(),
+                        reveal: *reveal,
+                        index: i,
                         total,
-                        frame.width,
-                        frame.height,
-                    )
-                    .await?;
-                let still = ctx.work_dir.join("tmp").join(format!("slide-{i}.rgba"));
-                tokio::fs::write(&still, rgba)
-                    .await
-                    .map_err(|e| io("slide file", e))?;
-                // One beat per segment today: the slide, for the whole narration.
-                let beats = [Beat {
-                    rgba: &still,
-                    frames: n,
-                }];
-                let job = SegmentEncode {
-                    beats: &beats,
-                    geometry: Geometry {
                         width: frame.width,
                         height: frame.height,
-                        fps: frame.fps,
-                    },
-                    scratch: &ctx.work_dir.join("tmp"),
-                    out: &path,
+                    };
+                    let still = tmp.join(format!("slide-{i}-{j}.rgba"));
+                    drawn = match self.draw(picture).await {
+                        Ok(rgba) => tokio::fs::write(&still, rgba)
+                            .await
+                            .map_err(|e| io("slide file", e)),
+                        Err(e) => Err(e),
+                    };
+                    stills.push(still);
+                    if drawn.is_err() {
+                        break;
+                    }
+                }
+                let encoded = match drawn {
+                    Ok(()) => {
+                        let beats: Vec<Beat<'_>> = stills
+                            .iter()
+                            .zip(&pictures)
+                            .map(|(still, (_, frames))| Beat {
+                                rgba: still,
+                                frames: *frames,
+                            })
+                            .collect();
+                        let job = SegmentEncode {
+                            beats: &beats,
+                            geometry: Geometry {
+                                width: frame.width,
+                                height: frame.height,
+                                fps: frame.fps,
+                            },
+                            scratch: &tmp,
+                            out: &path,
+                        };
+                        encoder.encode_segment(&job, ctx.cancel_token()).await
+                    }
+                    Err(e) => Err(e),
                 };
-                let encoded = encoder.encode_segment(&job, ctx.cancel_token()).await;
-                let _ = tokio::fs::remove_file(&still).await;
+                for still in &stills {
+                    let _ = tokio::fs::remove_file(still).await;
+                }
                 if let Err(e) = encoded {
                     let _ = tokio::fs::remove_file(&path).await;
                     return Err(e);
@@ -636,9 +729,12 @@ impl Stage for Render {
     }
 }
 
-/// The final film, before upload.
+/// The final film and its captions, before upload.
 #[derive(Debug)]
-struct Film(PathBuf);
+struct Film {
+    film: PathBuf,
+    captions: PathBuf,
+}
 
 /// One MP4.
 #[derive(Debug)]
@@ -667,16 +763,28 @@ impl Stage for Compose {
             joined = audio => joined.map_err(|e| StageError::retryable("internal", format!("audio task: {e}")))??,
             () = ctx.cancel_token().cancelled() => return Err(StageError::Canceled),
         };
+        let speech = data
+            .get::<Speech>()
+            .ok_or_else(|| StageError::permanent("internal", "no speech"))?;
+        let captions = tmp.join("captions.vtt");
+        tokio::fs::write(&captions, speech.captions())
+            .await
+            .map_err(|e| io("captions file", e))?;
+        let language = crate::captions::iso639_2(&board(data)?.voice.language);
         let film = tmp.join("final.mp4");
         let job = crate::compose::FilmMux {
             ffmpeg,
             videos: &videos.0,
             audio: &audio,
             list: &tmp.join("segments.txt"),
+            captions: Some(crate::compose::FilmCaptions {
+                vtt: &captions,
+                language,
+            }),
             out: &film,
         };
         crate::compose::mux_film(&job, ctx.cancel_token()).await?;
-        data.insert(Film(film));
+        data.insert(Film { film, captions });
         Ok(())
     }
 }
@@ -700,13 +808,10 @@ impl Stage for Publish {
             .take::<Film>()
             .ok_or_else(|| StageError::permanent("internal", "no film to publish"))?;
         let artifact_key = format!("video-jobs/{}/attempts/{}/final.mp4", ctx.job_id, ctx.epoch);
-        crate::publish::upload(
-            &self.0.config.store,
-            &artifact_key,
-            &film.0,
-            ctx.cancel_token(),
-        )
-        .await?;
+        let store = &self.0.config.store;
+        let captions_key = crate::publish::captions_key(&artifact_key);
+        crate::publish::upload(store, &captions_key, &film.captions, ctx.cancel_token()).await?;
+        crate::publish::upload(store, &artifact_key, &film.film, ctx.cancel_token()).await?;
         data.insert(Published { artifact_key });
         Ok(())
     }

@@ -233,6 +233,8 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<PathBuf> {
                 delivered.attempts,
                 if delivered.attempts == 1 { "" } else { "ies" }
             );
+            let captions = out.join(video::publish::captions_key(&key));
+            eprintln!("captions: {}", captions.display());
             println!("{}", film.display());
             Ok(film)
         }

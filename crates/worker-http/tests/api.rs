@@ -175,7 +175,29 @@ async fn a_job_created_through_the_api_is_delivered_rendered_and_downloadable() 
     let probe = video::media::probe(std::path::Path::new("ffprobe"), &path)
         .await
         .unwrap();
-    assert_eq!(probe.streams.len(), 2, "{probe:?}");
+    assert_eq!(
+        probe.streams.len(),
+        3,
+        "video, audio and captions: {probe:?}"
+    );
+    // The captions the film carries are served beside it.
+    let captions = rig
+        .client
+        .get(format!("{}/v1/jobs/{}/captions", rig.base, job.id))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(captions.status().as_u16(), 200);
+    assert_eq!(
+        captions.headers()["content-type"],
+        "text/vtt; charset=utf-8"
+    );
+    let vtt = captions.text().await.unwrap();
+    assert!(
+        vtt.starts_with("WEBVTT\n") && vtt.contains(" --> "),
+        "{vtt}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -154,6 +154,31 @@ async fn submit_follow_then_download_writes_the_exact_film() {
     .await;
     assert!(downloaded.status.success(), "{}", stderr(&downloaded));
     assert!(std::fs::read(&target).unwrap() == film, "the bytes differ");
+
+    // Its captions, published beside the film.
+    let vtt = "WEBVTT\n\n1\n00:00:00.000 --> 00:00:01.500\nMade from the command line.\n";
+    rig.store
+        .put(
+            &object_store::path::Path::parse(video::publish::captions_key(&key)).unwrap(),
+            vtt.into(),
+        )
+        .await
+        .unwrap();
+    let captions = dir.path().join("film.vtt");
+    let downloaded = run(
+        &rig.base,
+        Some(KEY),
+        &[
+            "download",
+            &id,
+            "--captions",
+            "-o",
+            captions.to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert!(downloaded.status.success(), "{}", stderr(&downloaded));
+    assert_eq!(std::fs::read_to_string(&captions).unwrap(), vtt);
     assert_eq!(leftovers(dir.path()), Vec::<String>::new());
 }
 

@@ -52,9 +52,17 @@ fn demo_renders_a_storyboard_to_a_narrated_mp4_and_prints_its_path() {
         String::from_utf8_lossy(&probe.stdout)
             .split_whitespace()
             .collect::<Vec<_>>(),
-        ["h264", "aac"]
+        ["h264", "aac", "mov_text"]
     );
     assert!(stderr.contains("done in"), "{stderr}");
+    let captions = std::path::Path::new(&path).with_file_name("captions.vtt");
+    assert!(
+        stderr.contains(&format!("captions: {}", captions.display())),
+        "{stderr}"
+    );
+    let vtt = std::fs::read_to_string(&captions).unwrap();
+    assert!(vtt.starts_with("WEBVTT\n"), "{vtt}");
+    assert!(vtt.contains("First, a short sentence."), "{vtt}");
 }
 
 #[test]

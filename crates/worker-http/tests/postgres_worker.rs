@@ -261,7 +261,11 @@ async fn serve_runs_the_real_pipeline_and_publishes_a_playable_film() {
         String::from_utf8_lossy(&probe.stdout)
             .split_whitespace()
             .collect::<Vec<_>>(),
-        ["h264", "aac"]
+        ["h264", "aac", "mov_text"]
+    );
+    assert!(
+        film.with_file_name("captions.vtt").is_file(),
+        "the captions are published beside the film"
     );
     let job = repo.get(id).await.unwrap().unwrap();
     assert_eq!(

@@ -177,7 +177,17 @@ impl ApiClient {
     /// redirects (a signed store URL) is followed; the key is not sent to another host.
     /// Returns the bytes written.
     pub async fn download(&self, id: &str, out: &Path) -> Result<u64, ClientError> {
-        let request = self.http.get(self.job_url(id, &["artifact"])?);
+        self.download_route(id, "artifact", out).await
+    }
+
+    /// `GET /v1/jobs/{id}/captions` (the film's WebVTT) into `out`, as [`Client::download`]
+    /// writes the film.
+    pub async fn download_captions(&self, id: &str, out: &Path) -> Result<u64, ClientError> {
+        self.download_route(id, "captions", out).await
+    }
+
+    async fn download_route(&self, id: &str, route: &str, out: &Path) -> Result<u64, ClientError> {
+        let request = self.http.get(self.job_url(id, &[route])?);
         let response = self.send(request).await?;
         if response.status() == reqwest::StatusCode::CONFLICT {
             return Err(match self.refusal(response).await {
@@ -203,7 +213,7 @@ impl ApiClient {
         if let Some(expected) = expected.filter(|&n| n != written) {
             return Err(ClientError::Transport {
                 base: self.base.clone(),
-                reason: format!("the film ended after {written} of {expected} bytes"),
+                reason: format!("the download ended after {written} of {expected} bytes"),
             });
         }
         part.persist().await?;

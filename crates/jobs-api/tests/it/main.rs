@@ -7,6 +7,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed assertion
 
 mod bodies;
+mod captions;
 mod events;
 mod helpers;
 mod openapi;

@@ -190,7 +190,7 @@ async fn every_operation_documents_its_errors_and_the_create_its_idempotency() {
             );
         }
     }
-    assert_eq!(operations, 6);
+    assert_eq!(operations, 7);
 
     let list = &doc["paths"]["/v1/jobs"]["get"]["parameters"];
     for name in ["status", "limit", "cursor"] {

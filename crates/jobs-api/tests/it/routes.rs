@@ -15,6 +15,7 @@ async fn a_bad_job_id_in_the_path_is_400_invalid_id_on_every_route() {
             (reqwest::Method::POST, "/cancel"),
             (reqwest::Method::GET, "/events"),
             (reqwest::Method::GET, "/artifact"),
+            (reqwest::Method::GET, "/captions"),
         ] {
             let r = api
                 .client

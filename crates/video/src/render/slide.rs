@@ -48,6 +48,37 @@ mod colour {
     pub const BODY: [u8; 3] = [0x47, 0x55, 0x69];
     pub const FOOTER_TEXT: [u8; 3] = [0x64, 0x74, 0x8B];
     pub const FOOTER_RULE: [u8; 3] = [0xE2, 0xE8, 0xF0];
+
+    /// A bullet that is not the current one: 60 % of the way to the background.
+    pub fn dimmed(rgb: [u8; 3]) -> [u8; 3] {
+        let mix = |c: u8, bg: u8| ((u16::from(c) * 2 + u16::from(bg) * 3) / 5) as u8;
+        [
+            mix(rgb[0], BACKGROUND[0]),
+            mix(rgb[1], BACKGROUND[1]),
+            mix(rgb[2], BACKGROUND[2]),
+        ]
+    }
+}
+
+/// Which bullets a picture of a slide shows (storyboard beats): the first `visible` ones,
+/// with `emphasised` in full colour and the other visible ones dimmed (all in full colour
+/// when `None`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Reveal {
+    /// How many bullets are drawn, from the first.
+    pub visible: usize,
+    /// The current bullet, if one is.
+    pub emphasised: Option<usize>,
+}
+
+impl Reveal {
+    /// Every bullet, none emphasised: the whole slide.
+    pub fn all() -> Self {
+        Self {
+            visible: usize::MAX,
+            emphasised: None,
+        }
+    }
 }
 
 /// One slide to draw: what it shows, where it stands in the video, and the frame size.
@@ -65,6 +96,8 @@ pub struct SlideFrame<'a> {
     pub width: u32,
     /// Pixels.
     pub height: u32,
+    /// Which bullets show, and which is current ([`Reveal::all`]: the whole slide).
+    pub reveal: Reveal,
 }
 
 /// Draws slides; holds the font system (expensive to build: build once, reuse).
@@ -169,7 +202,7 @@ impl SlideRenderer {
             fonts: &mut self.fonts,
             glyphs: &mut self.glyphs,
         };
-        paint_content(&mut canvas, &layout);
+        paint_content(&mut canvas, &layout, frame.reveal);
         paint_footer(&mut canvas, &layout.frame, frame);
 
         // The background is opaque and every blend below keeps alpha at 255, so the
@@ -323,7 +356,7 @@ fn blend_glyph(pixmap: &mut Pixmap, glyph: &GlyphInk<'_>) {
 }
 
 /// Paints the laid-out heading, rule, bullets and body.
-fn paint_content(canvas: &mut Canvas<'_>, layout: &SlideLayout) {
+fn paint_content(canvas: &mut Canvas<'_>, layout: &SlideLayout, reveal: Reveal) {
     let bottom = layout.frame.content_bottom;
     let text = |canvas: &mut Canvas<'_>, block: &Placed, rgb| {
         canvas.text(&block.buffer, (block.x, block.y), rgb, bottom);
@@ -336,7 +369,15 @@ fn paint_content(canvas: &mut Canvas<'_>, layout: &SlideLayout) {
     {
         canvas.fill_rect(rule, colour::ACCENT);
     }
-    for bullet in &layout.bullets {
+    for (i, bullet) in layout.bullets.iter().enumerate() {
+        // Bullets not shown yet keep their place, so nothing moves as they appear.
+        if i >= reveal.visible {
+            continue;
+        }
+        let dim = |rgb: [u8; 3]| match reveal.emphasised {
+            Some(e) if e != i => colour::dimmed(rgb),
+            _ => rgb,
+        };
         // The disc goes with the bullet's first line: drawn only if that line is.
         let first_line_bottom = bullet
             .text
@@ -345,9 +386,9 @@ fn paint_content(canvas: &mut Canvas<'_>, layout: &SlideLayout) {
             .next()
             .map(|run| bullet.text.y + run.line_top + run.line_height);
         if first_line_bottom.is_some_and(|b| b <= bottom + 0.5) {
-            canvas.fill_circle(bullet.disc, colour::ACCENT);
+            canvas.fill_circle(bullet.disc, dim(colour::ACCENT));
         }
-        text(canvas, &bullet.text, colour::BULLET_TEXT);
+        text(canvas, &bullet.text, dim(colour::BULLET_TEXT));
     }
     if let Some(body) = &layout.body {
         text(canvas, body, colour::BODY);
@@ -471,6 +512,7 @@ mod tests {
             total: 1,
             width,
             height,
+            reveal: Reveal::all(),
         })
     }
 
@@ -632,6 +674,7 @@ mod tests {
             total: 0,
             width: w,
             height: h,
+            reveal: Reveal::all(),
         });
         assert_eq!(empty.len(), (w * h * 4) as usize);
         // Nothing above the footer but background.
@@ -1057,6 +1100,7 @@ mod tests {
             total: 10,
             width: w,
             height: h,
+            reveal: Reveal::all(),
         });
         assert_eq!(bytes.len(), (w * h * 4) as usize);
         let gap = ink(
@@ -1088,6 +1132,7 @@ mod tests {
             total: 5,
             width: 1280,
             height: 720,
+            reveal: Reveal::all(),
         });
         assert_eq!(bytes.len(), 1280 * 720 * 4);
     }
@@ -1116,6 +1161,7 @@ mod tests {
                     total: 8,
                     width: w,
                     height: h,
+                    reveal: Reveal::all(),
                 });
                 to_png(&bytes, w, h, &format!("/tmp/slide-{name}-{h}.png"));
             }

@@ -332,6 +332,7 @@ async fn a_film_of_segments_is_as_long_as_its_audio_within_a_frame() {
         videos: &videos,
         audio: &aac,
         list: &dir.path().join("segments.txt"),
+        captions: None,
         out: &film,
     };
     mux_film(&job, &cancel).await.unwrap();

@@ -5,6 +5,7 @@
 //! around the process-wide cache-hit counter) is in [`common`].
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed assertion
 
+mod captions;
 mod common;
 mod encode;
 mod espeak;

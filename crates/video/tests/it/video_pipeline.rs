@@ -140,7 +140,11 @@ async fn a_storyboard_becomes_an_h264_aac_mp4_as_long_as_its_narration() {
     let film = film_path(&rig, &published.artifact_key).await;
     let p = probe(Path::new("ffprobe"), &film).await.unwrap();
     let codecs: Vec<_> = p.streams.iter().map(|(k, c)| format!("{k}:{c}")).collect();
-    assert_eq!(codecs, ["video:h264", "audio:aac"], "{p:?}");
+    assert_eq!(
+        codecs,
+        ["video:h264", "audio:aac", "subtitle:mov_text"],
+        "{p:?}"
+    );
 
     // Duration equals the narration within one frame, and so does every segment boundary.
     let speech = wav_samples(&rig.dir.path().join("cache"));
@@ -202,7 +206,7 @@ async fn the_korean_example_renders() {
     )
     .await
     .unwrap();
-    assert_eq!(p.streams.len(), 2);
+    assert_eq!(p.streams.len(), 3, "video, audio and captions");
     assert!(
         p.duration > 3.0,
         "three Korean sentences take more than 3 s: {p:?}"

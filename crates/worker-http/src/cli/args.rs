@@ -75,13 +75,17 @@ pub enum Operator {
         #[command(flatten)]
         api: ApiArgs,
     },
-    /// Download a succeeded job's film (MP4).
+    /// Download a succeeded job's film (MP4) or, with --captions, its captions (WebVTT).
     Download {
         /// The job id.
         id: String,
-        /// Where to write it (default: ID.mp4). Written whole or not at all.
+        /// Where to write it (default: ID.mp4, or ID.vtt with --captions). Written whole or
+        /// not at all.
         #[arg(short = 'o', long = "output", value_name = "FILE")]
         output: Option<PathBuf>,
+        /// Download the film's captions (WebVTT) instead of the film.
+        #[arg(long)]
+        captions: bool,
         #[command(flatten)]
         api: ApiArgs,
     },

@@ -59,10 +59,20 @@ pub async fn run(command: Operator) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Operator::Download { id, output, api } => {
+        Operator::Download {
+            id,
+            output,
+            captions,
+            api,
+        } => {
             let client = api.client()?;
-            let output = output.unwrap_or_else(|| PathBuf::from(format!("{id}.mp4")));
-            let bytes = client.download(&id, &output).await?;
+            let ext = if captions { "vtt" } else { "mp4" };
+            let output = output.unwrap_or_else(|| PathBuf::from(format!("{id}.{ext}")));
+            let bytes = if captions {
+                client.download_captions(&id, &output).await?
+            } else {
+                client.download(&id, &output).await?
+            };
             eprintln!("{} ({bytes} bytes)", output.display());
             Ok(())
         }

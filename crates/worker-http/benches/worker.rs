@@ -17,8 +17,11 @@
 //! runs part 1 alone, `BENCH_ONLY=takeover` part 3 alone.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark binary: fail loudly
 
+/// The tests' `video-worker` process wrapper (`Launch`, `ServeProcess`), shared by path.
+#[path = "../tests/it/common/serve.rs"]
+mod serve;
+
 use std::net::{Ipv4Addr, SocketAddr};
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -28,7 +31,7 @@ use runner::RunnerConfig;
 use serde_json::json;
 use worker_http::{AppParts, Application, Readiness};
 
-const TOKEN: &str = "bench-shared-token-0123456789";
+use serve::{Launch, ServeProcess, TOKEN};
 
 fn env_usize(var: &str, default: usize) -> usize {
     std::env::var(var)
@@ -275,14 +278,12 @@ async fn takeover(
     let mut taken = Vec::new();
     let mut session_gone = Vec::new();
     for i in 0..samples {
-        let mut first = spawn_worker(&db.url, &format!("first-{stop:?}-{i}"), ttl_s);
-        let second = spawn_worker(&db.url, &format!("second-{stop:?}-{i}"), ttl_s);
+        let mut first = worker(&db.url, &format!("first-{stop:?}-{i}"), ttl_s).await;
+        let second = worker(&db.url, &format!("second-{stop:?}-{i}"), ttl_s).await;
         let client = reqwest::Client::new();
-        wait_ready(&client, &first.1).await;
-        wait_ready(&client, &second.1).await;
         let id = new_job(&repo, json!({"noop": {"segments": 100, "segment_ms": 100}})).await;
         let doomed = tokio::spawn({
-            let (client, base) = (client.clone(), first.1.clone());
+            let (client, base) = (client.clone(), first.base.clone());
             async move {
                 client
                     .post(format!("{base}/jobs/run"))
@@ -309,10 +310,10 @@ async fn takeover(
         let killed = Instant::now();
         match stop {
             Stop::Kill => {
-                first.0.kill().unwrap();
-                first.0.wait().unwrap();
+                first.child.kill().unwrap();
+                first.child.wait().unwrap();
             }
-            Stop::Pause => signal(&first.0, "-STOP"),
+            Stop::Pause => first.signal("-STOP"),
         }
         let gone = tokio::spawn({
             let pool = db.pool.clone();
@@ -343,7 +344,7 @@ async fn takeover(
         'retries: loop {
             tokio::time::sleep(retry).await;
             let push = tokio::spawn({
-                let (client, base) = (client.clone(), second.1.clone());
+                let (client, base) = (client.clone(), second.base.clone());
                 async move {
                     client
                         .post(format!("{base}/jobs/run"))
@@ -372,7 +373,7 @@ async fn takeover(
             session_gone.push(gone.await.unwrap());
         } else {
             gone.abort();
-            signal(&first.0, "-CONT");
+            first.signal("-CONT");
         }
         drop((first, second));
     }
@@ -384,70 +385,14 @@ async fn takeover(
     }
 }
 
-fn signal(child: &std::process::Child, signal: &str) {
-    let ok = Command::new("kill")
-        .args([signal, &child.id().to_string()])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "kill {signal}");
-}
-
-/// A worker process, its URL, and its own work dir (two `serve` processes may not share one).
-struct Child(
-    std::process::Child,
-    String,
-    #[allow(dead_code)] // held for its Drop: the dir lives as long as the process
-    tempfile::TempDir,
-);
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn spawn_worker(url: &str, name: &str, ttl_s: u64) -> Child {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let work = tempfile::tempdir().unwrap();
-    #[allow(clippy::zombie_processes)] // owned by `Child`, whose Drop kills and reaps it
-    let child = Command::new(env!("CARGO_BIN_EXE_video-worker"))
-        .arg("serve")
-        .env("VIDEO_WORKER_WORK_DIR", work.path())
-        .env("DATABASE_URL", url)
-        .env("PORT", port.to_string())
-        .env("VIDEO_WORKER_AUTH_TOKEN", TOKEN)
-        .env("VIDEO_WORKER_INSTANCE_ID", name)
-        .env("VIDEO_WORKER_PIPELINE", "noop")
+/// A `serve` process with lease TTL `ttl_s`, its stderr discarded, ready.
+async fn worker(url: &str, name: &str, ttl_s: u64) -> ServeProcess {
+    Launch::serve(url, name)
         .env("VIDEO_JOB_LEASE_TTL_SECONDS", ttl_s.to_string())
-        .env("VIDEO_JOB_HEARTBEAT_INTERVAL_SECONDS", "1")
         .env("RUST_LOG", "error")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    Child(child, format!("http://127.0.0.1:{port}"), work)
-}
-
-async fn wait_ready(client: &reqwest::Client, base: &str) {
-    for _ in 0..400 {
-        if client
-            .get(format!("{base}/ready"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success())
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("worker at {base} not ready");
+        .quiet()
+        .start()
+        .await
 }
 
 fn row(name: &str, xs: &[Duration], reference: &str) {

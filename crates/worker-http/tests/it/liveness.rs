@@ -3,9 +3,7 @@
 //! the sweeper requeues such a job at once; a worker paused with SIGSTOP keeps its session,
 //! so it loses its lease only by expiry — and nothing it writes after SIGCONT is accepted; a
 //! worker whose `LISTEN` connection is cut re-registers the new session on its lease.
-#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed assertion
 
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use domain::{
@@ -15,94 +13,32 @@ use domain::{
 use repo_pg::PgRepository;
 use serde_json::json;
 
-const TOKEN: &str = "liveness-shared-token-0123456789";
+use crate::common::{Launch, ServeProcess};
 
-/// A worker process, killed and reaped when dropped.
-struct Worker {
-    child: std::process::Child,
-    base: String,
-    /// Its own work dir: two `serve` processes may not share one.
-    _work: tempfile::TempDir,
+/// A `serve` process with lease TTL `ttl_s`, its stderr discarded.
+async fn start_worker(url: &str, name: &str, ttl_s: u64) -> ServeProcess {
+    Launch::serve(url, name)
+        .env("VIDEO_JOB_LEASE_TTL_SECONDS", ttl_s.to_string())
+        .env("RUST_LOG", "error")
+        .quiet()
+        .start()
+        .await
 }
 
-impl Drop for Worker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Pushes `id` and returns the answer's status and body (the push runs the job).
+fn push_in_background(
+    worker: &ServeProcess,
+    id: JobId,
+) -> tokio::task::JoinHandle<Result<(u16, String), reqwest::Error>> {
+    let request = worker.push(id);
+    tokio::spawn(async move {
+        let response = request.send().await?;
+        let status = response.status().as_u16();
+        Ok((status, response.text().await?))
+    })
 }
 
-impl Worker {
-    async fn start(url: &str, name: &str, ttl_s: u64) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let work = tempfile::tempdir().unwrap();
-        #[allow(clippy::zombie_processes)] // reaped by `Worker`'s Drop
-        let child = Command::new(env!("CARGO_BIN_EXE_video-worker"))
-            .arg("serve")
-            .env("VIDEO_WORKER_WORK_DIR", work.path())
-            .env("DATABASE_URL", url)
-            .env("PORT", port.to_string())
-            .env("VIDEO_WORKER_AUTH_TOKEN", TOKEN)
-            .env("VIDEO_WORKER_INSTANCE_ID", name)
-            .env("VIDEO_WORKER_PIPELINE", "noop")
-            .env("VIDEO_JOB_LEASE_TTL_SECONDS", ttl_s.to_string())
-            .env("VIDEO_JOB_HEARTBEAT_INTERVAL_SECONDS", "1")
-            .env("RUST_LOG", "error")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let worker = Self {
-            child,
-            base: format!("http://127.0.0.1:{port}"),
-            _work: work,
-        };
-        let client = reqwest::Client::new();
-        for _ in 0..400 {
-            if client
-                .get(format!("{}/ready", worker.base))
-                .send()
-                .await
-                .is_ok_and(|r| r.status().is_success())
-            {
-                return worker;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        panic!("worker {name} not ready");
-    }
-
-    /// Pushes `id` and returns the answer's status and body (the push runs the job).
-    fn push(&self, id: JobId) -> tokio::task::JoinHandle<Result<(u16, String), reqwest::Error>> {
-        let url = format!("{}/jobs/run", self.base);
-        tokio::spawn(async move {
-            let response = reqwest::Client::new()
-                .post(url)
-                .bearer_auth(TOKEN)
-                .body(json!({ "job_id": id }).to_string())
-                .send()
-                .await?;
-            let status = response.status().as_u16();
-            Ok((status, response.text().await?))
-        })
-    }
-
-    fn signal(&self, signal: &str) {
-        let ok = Command::new("kill")
-            .args([signal, &self.child.id().to_string()])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "kill {signal}");
-    }
-}
-
-async fn running_job(repo: &PgRepository, worker: &Worker) -> (JobId, Job) {
+async fn running_job(repo: &PgRepository, worker: &ServeProcess) -> (JobId, Job) {
     let id = JobId::new();
     repo.create(NewJob {
         id,
@@ -112,7 +48,7 @@ async fn running_job(repo: &PgRepository, worker: &Worker) -> (JobId, Job) {
     .await
     .unwrap();
     // Detached: the worker is killed before it could answer.
-    drop(worker.push(id));
+    drop(push_in_background(worker, id));
     loop {
         let job = repo.get(id).await.unwrap().unwrap();
         if job.progress.is_some() {
@@ -149,7 +85,7 @@ async fn a_killed_worker_is_taken_over_before_its_lease_expires_and_swept_at_onc
     let db = test_pg::fresh_database().await.unwrap();
     repo_pg::migrate(&db.pool).await.unwrap();
     let repo = PgRepository::new(db.pool.clone());
-    let worker = Worker::start(&db.url, "doomed", 60).await;
+    let worker = start_worker(&db.url, "doomed", 60).await;
     let (taken, held) = running_job(&repo, &worker).await;
     let (swept, _) = running_job(&repo, &worker).await;
     assert!(
@@ -199,7 +135,7 @@ async fn a_paused_worker_loses_its_lease_only_by_expiry_and_writes_nothing_after
     let db = test_pg::fresh_database().await.unwrap();
     repo_pg::migrate(&db.pool).await.unwrap();
     let repo = PgRepository::new(db.pool.clone());
-    let worker = Worker::start(&db.url, "paused", TTL_S).await;
+    let worker = start_worker(&db.url, "paused", TTL_S).await;
     let id = JobId::new();
     repo.create(NewJob {
         id,
@@ -207,7 +143,7 @@ async fn a_paused_worker_loses_its_lease_only_by_expiry_and_writes_nothing_after
     })
     .await
     .unwrap();
-    let push = worker.push(id);
+    let push = push_in_background(&worker, id);
     while repo.get(id).await.unwrap().unwrap().progress.is_none() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -263,7 +199,7 @@ async fn a_worker_whose_listen_connection_is_cut_re_registers_its_new_session() 
     let db = test_pg::fresh_database().await.unwrap();
     repo_pg::migrate(&db.pool).await.unwrap();
     let repo = PgRepository::new(db.pool.clone());
-    let worker = Worker::start(&db.url, "cut", 60).await;
+    let worker = start_worker(&db.url, "cut", 60).await;
     let (id, held) = running_job(&repo, &worker).await;
     let first = held.lease.as_ref().unwrap().session.unwrap();
     // The server ends the LISTEN backend; the process lives on and reconnects.

@@ -1,23 +1,19 @@
 //! Google OIDC on the push endpoint, through the real router: a Cloud Tasks token of an
 //! allowed service account runs the job; any other token is refused before the database is
 //! touched (403 for a valid token of a service account not allowed, 401 otherwise).
-#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed assertion
-
-mod common;
 
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::common::{AppOptions, Counting, TestApp, new_job, quick, read, runner_config};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use common::{Counting, TestApp, new_job, quick, read, runner_config};
 use domain::{JobId, JobStatus};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use rsa::pkcs1::{DecodeRsaPrivateKey, EncodeRsaPrivateKey};
 use rsa::traits::PublicKeyParts;
 use serde_json::{Value, json};
-use worker_http::Readiness;
 
 const AUDIENCE: &str = "https://worker.example.test";
 const PUSHER: &str = "video-queue@project.iam.gserviceaccount.com";
@@ -80,13 +76,15 @@ async fn only_an_allowed_service_accounts_token_runs_a_job() {
     )
     .unwrap();
     let repo = Counting::new(Arc::new(repo_mem::MemRepository::new()));
-    let app = TestApp::spawn_full(
+    let app = TestApp::spawn_with(
         repo.clone(),
         quick(),
-        runner_config("w"),
-        Readiness::Always,
-        false,
-        auth,
+        AppOptions {
+            runner: runner_config("w"),
+            listen_for_cancels: false,
+            auth,
+            ..AppOptions::default()
+        },
     )
     .await;
     let encoding = EncodingKey::from_rsa_der(private.to_pkcs1_der().unwrap().as_bytes());
@@ -119,7 +117,7 @@ async fn only_an_allowed_service_accounts_token_runs_a_job() {
             401,
         ),
         (token(&encoding, &claims(PUSHER, AUDIENCE, -3600)), 401),
-        (common::TOKEN.to_owned(), 401),
+        (crate::common::TOKEN.to_owned(), 401),
     ];
     let before = repo.calls();
     for (bearer, code) in refused {

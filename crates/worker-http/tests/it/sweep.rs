@@ -3,17 +3,15 @@
 //! service scaled to zero. A lost delivery is delivered, a SIGKILLed holder's job requeued
 //! (at once: its session is gone), a backlog never gains a second task per job, and nobody
 //! but an allowed caller sweeps.
-#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed assertion
-
-mod common;
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{
-    ServeProcess, TOKEN, free_port, new_job, pg_database, quick, read, runner_config, token_auth,
+use crate::common::{
+    Launch, ServeProcess, TOKEN, free_port, new_job, pg_database, quick, read, runner_config,
+    token_auth,
 };
 use domain::{JobId, JobRepository, JobStatus};
 use queue::Enqueuer;
@@ -159,58 +157,80 @@ async fn a_queued_job_whose_task_was_lost_is_delivered_after_one_post_sweep() {
     );
 }
 
-/// `serve` with the in-process sweep loop off: only `POST /sweep` sweeps.
-async fn serve(database_url: &str, name: &str, port: u16, env: &[(&str, &str)]) -> ServeProcess {
-    let mut all = vec![
-        ("VIDEO_SWEEP_INTERVAL_SECONDS", "0"),
-        ("VIDEO_SWEEP_EXPIRED_FOR_SECONDS", "1"),
-    ];
-    all.extend_from_slice(env);
-    ServeProcess::start(database_url, name, port, &all).await
+/// `serve` as instance `name` with the in-process sweep loop off: only `POST /sweep` sweeps.
+fn serve(database_url: &str, name: &str) -> Launch {
+    Launch::serve(database_url, name)
+        .env("VIDEO_SWEEP_INTERVAL_SECONDS", "0")
+        .env("VIDEO_SWEEP_EXPIRED_FOR_SECONDS", "1")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_sigkilled_holders_job_is_requeued_and_redelivered_by_one_post_sweep() {
-    let (db, repo) = pg_database().await;
-    let id = new_job(
-        repo.as_ref(),
-        json!({"noop": {"segments": 30, "segment_ms": 100}}),
-    )
-    .await;
-    let mut first = serve(&db.url, "first", free_port(), &[]).await;
-    let doomed = tokio::spawn(
-        reqwest::Client::new()
-            .post(format!("{}/jobs/run", first.base))
-            .bearer_auth(TOKEN)
-            .body(json!({ "job_id": id }).to_string())
-            .send(),
-    );
-    loop {
+/// A job three seconds long, running on a `serve` process (lease TTL `ttl_s`) that is
+/// SIGKILLed once the job has made progress: no release, no finalize, no answer to the push.
+/// Returns the job as the dead holder left it.
+async fn job_of_a_sigkilled_holder(
+    database_url: &str,
+    repo: &dyn JobRepository,
+    ttl_s: u64,
+) -> domain::Job {
+    let id = new_job(repo, json!({"noop": {"segments": 30, "segment_ms": 100}})).await;
+    let mut first = serve(database_url, "first")
+        .env("VIDEO_JOB_LEASE_TTL_SECONDS", ttl_s.to_string())
+        .start()
+        .await;
+    let doomed = tokio::spawn(first.push(id).send());
+    let held = loop {
         let job = repo.get(id).await.unwrap().unwrap();
         if job.progress.as_ref().is_some_and(|p| p.percent.get() > 0) {
-            break;
+            break job;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    first.child.kill().unwrap(); // SIGKILL: no release, no finalize
+    };
+    first.child.kill().unwrap();
     first.child.wait().unwrap();
     assert!(
         doomed.await.unwrap().is_err(),
         "the killed worker never answered"
     );
+    held
+}
+
+/// A second `serve` process whose queue is the loopback, pushing to itself: what its
+/// `POST /sweep` re-enqueues, it runs.
+async fn self_delivering_worker(database_url: &str) -> ServeProcess {
+    let port = free_port();
+    serve(database_url, "second")
+        .port(port)
+        .env("VIDEO_QUEUE", "loopback")
+        .env("VIDEO_WORKER_URL", format!("http://127.0.0.1:{port}"))
+        .start()
+        .await
+}
+
+/// A job acquired by instance `dead`, which never heartbeats, releases or finishes it.
+async fn job_of_a_silent_holder(repo: &dyn JobRepository) -> JobId {
+    let id = new_job(repo, json!({})).await;
+    let request = domain::AcquireRequest {
+        job_id: id,
+        holder: domain::InstanceId::new("dead").unwrap(),
+        ttl: Duration::from_secs(3),
+        max_attempts: 5,
+        session: None,
+    };
+    repo.acquire(&request).await.unwrap();
+    id
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigkilled_holders_job_is_requeued_and_redelivered_by_one_post_sweep() {
+    let (db, repo) = pg_database().await;
+    let id = job_of_a_sigkilled_holder(&db.url, repo.as_ref(), 3)
+        .await
+        .id;
     // No retry of the push comes (the queue gave up, or lost it); the lease has run out.
     age_leases(&db).await;
 
-    // The second worker sweeps through its own queue: the loopback, pushing to itself.
-    let port = free_port();
-    let url = format!("http://127.0.0.1:{port}");
-    let second = serve(
-        &db.url,
-        "second",
-        port,
-        &[("VIDEO_QUEUE", "loopback"), ("VIDEO_WORKER_URL", &url)],
-    )
-    .await;
+    // The second worker sweeps through its own queue.
+    let second = self_delivering_worker(&db.url).await;
     let (code, body, _) = sweep(&second.base, Some(TOKEN)).await;
     assert_eq!(code, 200, "{body}");
     assert_eq!(counts(&body), [1, 0, 0, 1, 0, 0], "{body}");
@@ -224,40 +244,14 @@ async fn a_sigkilled_holders_job_is_requeued_and_redelivered_by_one_post_sweep()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sigkilled_holders_job_is_requeued_by_one_post_sweep_long_before_its_lease_expires() {
     let (db, repo) = pg_database().await;
-    let id = new_job(
-        repo.as_ref(),
-        json!({"noop": {"segments": 30, "segment_ms": 100}}),
-    )
-    .await;
     // The default TTL: without the session rule, the sweep would wait a minute and more.
-    let mut first = serve(
-        &db.url,
-        "first",
-        free_port(),
-        &[("VIDEO_JOB_LEASE_TTL_SECONDS", "60")],
-    )
-    .await;
-    let doomed = tokio::spawn(
-        reqwest::Client::new()
-            .post(format!("{}/jobs/run", first.base))
-            .bearer_auth(TOKEN)
-            .body(json!({ "job_id": id }).to_string())
-            .send(),
-    );
-    let session = loop {
-        let job = repo.get(id).await.unwrap().unwrap();
-        if job.progress.as_ref().is_some_and(|p| p.percent.get() > 0) {
-            break job
-                .lease
-                .unwrap()
-                .session
-                .expect("the lease names a session");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    first.child.kill().unwrap();
-    first.child.wait().unwrap();
-    assert!(doomed.await.unwrap().is_err());
+    let held = job_of_a_sigkilled_holder(&db.url, repo.as_ref(), 60).await;
+    let id = held.id;
+    let session = held
+        .lease
+        .unwrap()
+        .session
+        .expect("the lease names a session");
     // No push retry comes; the lease has ~60 s left, but its holder's session is gone.
     loop {
         let there: bool = sqlx::query_scalar(
@@ -282,15 +276,7 @@ async fn a_sigkilled_holders_job_is_requeued_by_one_post_sweep_long_before_its_l
         .unwrap()
         .expires_at;
 
-    let port = free_port();
-    let url = format!("http://127.0.0.1:{port}");
-    let second = serve(
-        &db.url,
-        "second",
-        port,
-        &[("VIDEO_QUEUE", "loopback"), ("VIDEO_WORKER_URL", &url)],
-    )
-    .await;
+    let second = self_delivering_worker(&db.url).await;
     let (code, body, _) = sweep(&second.base, Some(TOKEN)).await;
     assert_eq!(code, 200, "{body}");
     assert_eq!(counts(&body), [1, 0, 0, 1, 0, 0], "{body}");
@@ -377,15 +363,7 @@ async fn sweep_without_valid_credentials_is_refused_and_changes_nothing() {
     let (db, repo) = pg_database().await;
     let queue = loopback(&busy_worker().await);
     let base = worker(repo.clone(), Some(Arc::new(queue.clone())), 0).await;
-    let stuck = new_job(repo.as_ref(), json!({})).await;
-    let request = domain::AcquireRequest {
-        job_id: stuck,
-        holder: domain::InstanceId::new("dead").unwrap(),
-        ttl: Duration::from_secs(3),
-        max_attempts: 5,
-        session: None,
-    };
-    repo.acquire(&request).await.unwrap();
+    let stuck = job_of_a_silent_holder(repo.as_ref()).await;
     let lost = new_job(repo.as_ref(), json!({})).await;
     age_leases(&db).await;
     age_queued(&db).await;
@@ -416,15 +394,7 @@ async fn sweep_without_valid_credentials_is_refused_and_changes_nothing() {
 async fn sweep_without_a_queue_still_requeues_and_defers_the_delivery() {
     let (db, repo) = pg_database().await;
     let base = worker(repo.clone(), None, 0).await;
-    let stuck = new_job(repo.as_ref(), json!({})).await;
-    let request = domain::AcquireRequest {
-        job_id: stuck,
-        holder: domain::InstanceId::new("dead").unwrap(),
-        ttl: Duration::from_secs(3),
-        max_attempts: 5,
-        session: None,
-    };
-    repo.acquire(&request).await.unwrap();
+    let stuck = job_of_a_silent_holder(repo.as_ref()).await;
     age_leases(&db).await;
     let (code, body, _) = sweep(&base, Some(TOKEN)).await;
     assert_eq!(code, 200, "{body}");

@@ -1,13 +1,11 @@
 //! The push contract of SPEC §4, one test per row, through the real router on port 0.
-#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed assertion
-
-mod common;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{
-    Counting, Fail, Gate, Publish, Segments, TestApp, new_job, quick, read, runner_config,
+use crate::common::{
+    AppOptions, Counting, Fail, Gate, Publish, Segments, TestApp, new_job, quick, read,
+    runner_config,
 };
 use domain::{
     AcquireOutcome, AcquireRequest, InstanceId, JobId, JobRepository, JobStatus, ManualClock,
@@ -236,9 +234,12 @@ async fn database_down_is_503() {
     let app = TestApp::spawn_with(
         repo,
         quick(),
-        runner_config("w"),
-        Readiness::Postgres(pool),
-        false,
+        AppOptions {
+            runner: runner_config("w"),
+            readiness: Readiness::Postgres(pool),
+            listen_for_cancels: false,
+            ..AppOptions::default()
+        },
     )
     .await;
     let (code, body, retry_after) = app.push(JobId::new()).await;
@@ -357,7 +358,7 @@ async fn a_push_after_shutdown_began_is_503_and_touches_nothing() {
     app.shutdown.cancel();
     let response = client
         .post(format!("{}/jobs/run", app.base))
-        .bearer_auth(common::TOKEN)
+        .bearer_auth(crate::common::TOKEN)
         .body(json!({"job_id": JobId::new()}).to_string())
         .send()
         .await;
@@ -429,7 +430,7 @@ async fn missing_or_wrong_credentials_are_401_and_touch_nothing() {
     let ok = app
         .client
         .post(&url)
-        .header("x-proovy-worker-token", common::TOKEN)
+        .header("x-proovy-worker-token", crate::common::TOKEN)
         .body(body)
         .send()
         .await

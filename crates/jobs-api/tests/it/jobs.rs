@@ -1,112 +1,56 @@
-//! The jobs API through its real router, on Postgres, with the worker behind a loopback
-//! queue: create → delivered → succeeded with a downloadable film; cancel; live progress over
-//! server-sent events; every bad input a 4xx that stores nothing.
-#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed assertion
-
-mod common;
+//! The API's own work on Postgres, with a queue that records its tasks and no worker behind
+//! it: every bad request a 4xx that stores nothing; the list paged newest first; an enqueue
+//! refused or unclear, and the sweep that re-enqueues it; idempotent creates — a retry
+//! answers the same job, a key reused for another storyboard is refused, concurrent creates
+//! under one key make one job.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{Publish, Segments, TOKEN, TestApp, runner_config};
 use domain::{JobId, JobRepository, JobStatus};
+use jobs_api::JobView;
 use jobs_api::client::ApiClient;
 use jobs_api::testing::{QueueAnswer, RecordingQueue, TestApi};
-use jobs_api::{ApiParts, JobView};
-use pipeline::Pipeline;
-use queue::Enqueuer;
-use queue::loopback::LoopbackQueue;
-use repo_pg::PgRepository;
 use serde_json::{Value, json};
-use worker_http::Readiness;
 
-const KEY: &str = "product-side-api-key-0001";
+use crate::helpers::{KEY, board};
+
 /// A second client of the API, with its own idempotency keys.
-const OTHER_KEY: &str = "product-side-api-key-0002";
+const OTHER_KEY: &str = "contract-api-key-0002";
 
+/// The API over a fresh database, with [`KEY`] and [`OTHER_KEY`] and a recording queue.
 struct Rig {
-    _db: test_pg::TestDb,
-    repo: Arc<PgRepository>,
+    db: test_pg::TestDb,
+    repo: Arc<dyn JobRepository>,
+    queue: Arc<RecordingQueue>,
     base: String,
     client: reqwest::Client,
-    _store: tempfile::TempDir,
-    _worker: TestApp,
+    _api: TestApi,
 }
 
-async fn rig_with(pipeline: Pipeline, queue: Option<Arc<dyn Enqueuer>>) -> Rig {
-    rig_full(pipeline, queue, tempfile::tempdir().unwrap()).await
-}
-
-async fn rig_full(
-    pipeline: Pipeline,
-    queue: Option<Arc<dyn Enqueuer>>,
-    store: tempfile::TempDir,
-) -> Rig {
+async fn rig() -> Rig {
     let db = test_pg::fresh_database().await.unwrap();
     repo_pg::migrate(&db.pool).await.unwrap();
-    let repo = Arc::new(PgRepository::new(db.pool.clone()));
-    let worker = TestApp::spawn_with(
-        repo.clone(),
-        pipeline,
-        runner_config("w"),
-        Readiness::Always,
-        true,
-    )
-    .await;
-    let queue = queue.unwrap_or_else(|| {
-        let mut q = LoopbackQueue::new(format!("{}/jobs/run", worker.base));
-        q.bearer = Some(TOKEN.into());
-        Arc::new(q)
-    });
-    let api = TestApi::start_with(
-        ApiParts {
-            repo: repo.clone(),
-            queue,
-            artifacts: video::publish::store_from_url(store.path().to_str().unwrap()).unwrap(),
-        },
+    let queue = Arc::new(RecordingQueue::default());
+    let api = TestApi::start(
+        Arc::new(repo_pg::PgRepository::new(db.pool.clone())),
+        queue.clone(),
         &[KEY, OTHER_KEY],
     )
     .await;
     Rig {
-        _db: db,
-        repo,
+        db,
+        repo: api.repo.clone(),
+        queue,
         base: api.base.clone(),
         client: reqwest::Client::new(),
-        _store: store,
-        _worker: worker,
+        _api: api,
     }
-}
-
-fn board() -> Value {
-    json!({"version": 1, "title": "API film", "frame": {"width": 640, "height": 360, "fps": 25},
-           "segments": [{"narration": "Made through the API.", "slide": {"heading": "API"}}]})
-}
-
-fn slow() -> Pipeline {
-    Pipeline::new(vec![
-        Arc::new(Segments {
-            stage: domain::Stage::Render,
-            count: 10,
-            each: Duration::from_millis(150),
-        }),
-        Arc::new(Publish::default()),
-    ])
 }
 
 impl Rig {
     fn api(&self) -> ApiClient {
         ApiClient::new(&self.base, KEY)
-    }
-
-    async fn wait_for(&self, id: &str, status: &str) -> JobView {
-        for _ in 0..200 {
-            let job = self.api().status(id).await.unwrap();
-            if job.status == status {
-                return job;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("job {id} never became {status}");
     }
 
     async fn rows(&self) -> usize {
@@ -117,150 +61,28 @@ impl Rig {
             .jobs
             .len()
     }
-}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_job_created_through_the_api_is_delivered_rendered_and_downloadable() {
-    let dir = tempfile::tempdir().unwrap();
-    // The real pipeline, publishing where the API reads.
-    let settings = worker_http::config::MediaSettings {
-        artifact_store_url: dir.path().to_str().unwrap().into(),
-        tts_backend: "espeak".into(),
-        tts_url: String::new(),
-        tts_api_key: None,
-        tts_voice: None,
-        tts_model: None,
-        piper_bin: Default::default(),
-        piper_model: Default::default(),
-    };
-    let work = runner::scratch::WorkDirClaim::acquire(&dir.path().join("work")).unwrap();
-    let video = worker_http::media::video_pipeline(
-        &settings,
-        &work,
-        worker_http::config::DEFAULT_SCRATCH_MAX_BYTES,
-        Arc::default(),
-    )
-    .unwrap();
-    let rig = rig_full(video, None, dir).await;
-    let created = rig
-        .client
-        .post(format!("{}/v1/jobs", rig.base))
-        .bearer_auth(KEY)
-        .json(&json!({"storyboard": board()}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(created.status().as_u16(), 201);
-    let location = created.headers()["location"].to_str().unwrap().to_owned();
-    let job: JobView = created.json().await.unwrap();
-    assert_eq!(
-        (job.status.as_str(), location),
-        ("queued", format!("/v1/jobs/{}", job.id))
-    );
-    let done = rig.wait_for(&job.id, "succeeded").await;
-    assert_eq!(done.percent, 100);
-    let url = done.artifact_url.unwrap();
-    let film = rig
-        .client
-        .get(format!("{}{url}", rig.base))
-        .bearer_auth(KEY)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(film.status().as_u16(), 200);
-    assert_eq!(film.headers()["content-type"], "video/mp4");
-    let bytes = film.bytes().await.unwrap();
-    let path = rig._store.path().join("download.mp4");
-    std::fs::write(&path, &bytes).unwrap();
-    let probe = video::media::probe(std::path::Path::new("ffprobe"), &path)
-        .await
-        .unwrap();
-    assert_eq!(
-        probe.streams.len(),
-        3,
-        "video, audio and captions: {probe:?}"
-    );
-    // The captions the film carries are served beside it.
-    let captions = rig
-        .client
-        .get(format!("{}/v1/jobs/{}/captions", rig.base, job.id))
-        .bearer_auth(KEY)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(captions.status().as_u16(), 200);
-    assert_eq!(
-        captions.headers()["content-type"],
-        "text/vtt; charset=utf-8"
-    );
-    let vtt = captions.text().await.unwrap();
-    assert!(
-        vtt.starts_with("WEBVTT\n") && vtt.contains(" --> "),
-        "{vtt}"
-    );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cancel_through_the_api_stops_a_running_job() {
-    let rig = rig_with(
-        Pipeline::new(vec![
-            Arc::new(Segments {
-                stage: domain::Stage::Render,
-                count: 1000,
-                each: Duration::from_millis(20),
-            }),
-            Arc::new(Publish::default()),
-        ]),
-        None,
-    )
-    .await;
-    let job = rig.api().submit(board()).await.unwrap();
-    rig.wait_for(&job.id, "running").await;
-    let answer = rig.api().cancel(&job.id).await.unwrap();
-    assert_eq!(answer.outcome, "cancel_requested");
-    let done = rig.wait_for(&job.id, "canceled").await;
-    assert!(done.cancel_requested);
-    let again = rig.api().cancel(&job.id).await.unwrap();
-    assert_eq!(again.outcome, "already_finished", "cancel is idempotent");
-    let not_ready = rig
-        .client
-        .get(format!("{}/v1/jobs/{}/artifact", rig.base, job.id))
-        .bearer_auth(KEY)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(not_ready.status().as_u16(), 409);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn events_stream_ordered_progress_and_end_with_the_terminal_state() {
-    let rig = rig_with(slow(), None).await;
-    let job = rig.api().submit(board()).await.unwrap();
-    let mut seen = Vec::new();
-    let last = rig
-        .api()
-        .follow(&job.id, |v| seen.push((v.status.clone(), v.percent)))
-        .await
-        .unwrap();
-    assert_eq!(last.status, "succeeded");
-    assert_eq!(seen.last().unwrap(), &("succeeded".to_owned(), 100));
-    assert!(
-        seen.windows(2).all(|w| w[0].1 <= w[1].1),
-        "never backwards: {seen:?}"
-    );
-    let running = seen.iter().filter(|(s, _)| s == "running").count();
-    assert!(
-        running >= 3,
-        "progress arrives live, not just the end: {seen:?}"
-    );
-    // A stream opened on a finished job sends the end at once.
-    let again = rig.api().follow(&job.id, |_| {}).await.unwrap();
-    assert_eq!(again.status, "succeeded");
+    async fn create_with_key(
+        &self,
+        api_key: &str,
+        idempotency_key: &str,
+        body: String,
+    ) -> reqwest::Response {
+        self.client
+            .post(format!("{}/v1/jobs", self.base))
+            .bearer_auth(api_key)
+            .header("content-type", "application/json")
+            .header("Idempotency-Key", idempotency_key)
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_requests_are_4xx_with_json_errors_and_store_nothing() {
-    let rig = rig_with(slow(), None).await;
+    let rig = rig().await;
     let post = |body: String| {
         rig.client
             .post(format!("{}/v1/jobs", rig.base))
@@ -424,7 +246,7 @@ async fn bad_requests_are_4xx_with_json_errors_and_store_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn list_pages_newest_first_with_a_status_filter() {
-    let rig = rig_with(slow(), Some(Arc::new(RecordingQueue::default()))).await;
+    let rig = rig().await;
     let mut ids = Vec::new();
     for _ in 0..5 {
         ids.push(rig.api().submit(board()).await.unwrap().id);
@@ -463,8 +285,8 @@ async fn list_pages_newest_first_with_a_status_filter() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_enqueue_fails_the_job_and_an_unclear_one_leaves_it_queued() {
-    let recorder = Arc::new(RecordingQueue::default());
-    let rig = rig_with(slow(), Some(recorder.clone())).await;
+    let rig = rig().await;
+    let recorder = rig.queue.clone();
     *recorder.answer.lock().unwrap() = QueueAnswer::Refuse;
     let r = rig
         .client
@@ -498,7 +320,7 @@ async fn a_refused_enqueue_fails_the_job_and_an_unclear_one_leaves_it_queued() {
     // The sweeper finds it queued long after and enqueues it again, under a new generation.
     sqlx::query("UPDATE video_jobs SET updated_at = now() - interval '2 hours' WHERE id = $1")
         .bind(id.as_uuid())
-        .execute(&rig._db.pool)
+        .execute(&rig.db.pool)
         .await
         .unwrap();
     *recorder.answer.lock().unwrap() = QueueAnswer::Accept;
@@ -525,115 +347,10 @@ async fn a_refused_enqueue_fails_the_job_and_an_unclear_one_leaves_it_queued() {
     );
 }
 
-async fn operator(rig: &Rig, args: &[&str]) -> (bool, String, String) {
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_video-worker"))
-        .args(args)
-        .env("VIDEO_API_URL", &rig.base)
-        .env("VIDEO_API_KEY", KEY)
-        .output()
-        .await
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn operator_commands_submit_follow_list_status_and_cancel() {
-    let rig = rig_with(slow(), None).await;
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("board.json");
-    std::fs::write(&file, board().to_string()).unwrap();
-    let (ok, out, err) = operator(&rig, &["submit", file.to_str().unwrap(), "--follow"]).await;
-    assert!(ok, "{out}{err}");
-    assert!(
-        // The terminal state, not the last stage's label at 100 %.
-        out.contains("status    succeeded") && !out.contains("progress"),
-        "{out}"
-    );
-    let id = out
-        .lines()
-        .find_map(|l| l.strip_prefix("job       "))
-        .unwrap()
-        .trim()
-        .to_owned();
-
-    let (ok, out, _) = operator(&rig, &["list", "--status", "succeeded"]).await;
-    assert!(ok && out.contains(&id), "{out}");
-    let (ok, out, _) = operator(&rig, &["status", &id]).await;
-    assert!(ok && out.contains("succeeded"), "{out}");
-    let (ok, out, _) = operator(&rig, &["cancel", &id]).await;
-    assert!(ok && out.starts_with("already_finished"), "{out}");
-
-    let (ok, _, err) = operator(&rig, &["status", "not-a-uuid"]).await;
-    assert!(!ok && err.contains("not a job id"), "{err}");
-    let bad = dir.path().join("bad.json");
-    std::fs::write(&bad, r#"{"version": 1, "title": "", "segments": []}"#).unwrap();
-    let (ok, _, err) = operator(&rig, &["submit", bad.to_str().unwrap()]).await;
-    assert!(
-        !ok && err.contains("segments") && err.contains("title"),
-        "{err}"
-    );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cancel_from_the_command_line_stops_a_running_job() {
-    let rig = rig_with(
-        Pipeline::new(vec![
-            Arc::new(Segments {
-                stage: domain::Stage::Render,
-                count: 1000,
-                each: Duration::from_millis(20),
-            }),
-            Arc::new(Publish::default()),
-        ]),
-        None,
-    )
-    .await;
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("board.json");
-    std::fs::write(&file, board().to_string()).unwrap();
-    let (ok, out, err) = operator(&rig, &["submit", file.to_str().unwrap()]).await;
-    assert!(ok, "{out}{err}");
-    let id = out
-        .lines()
-        .find_map(|l| l.strip_prefix("job       "))
-        .unwrap()
-        .trim()
-        .to_owned();
-    rig.wait_for(&id, "running").await;
-    let (ok, out, _) = operator(&rig, &["cancel", &id]).await;
-    assert!(ok && out.starts_with("cancel_requested"), "{out}");
-    let (ok, out, _) = operator(&rig, &["status", &id, "--follow"]).await;
-    assert!(!ok, "following a job that ends canceled exits non-zero");
-    assert!(out.contains("status    canceled"), "{out}");
-}
-
-impl Rig {
-    async fn create_with_key(
-        &self,
-        api_key: &str,
-        idempotency_key: &str,
-        body: String,
-    ) -> reqwest::Response {
-        self.client
-            .post(format!("{}/v1/jobs", self.base))
-            .bearer_auth(api_key)
-            .header("content-type", "application/json")
-            .header("Idempotency-Key", idempotency_key)
-            .body(body)
-            .send()
-            .await
-            .unwrap()
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_create_retried_with_its_idempotency_key_answers_the_same_job_and_stores_one_row() {
-    let recorder = Arc::new(RecordingQueue::default());
-    let rig = rig_with(slow(), Some(recorder.clone())).await;
+    let rig = rig().await;
+    let recorder = rig.queue.clone();
     let body = json!({"storyboard": board()}).to_string();
     let first = rig.create_with_key(KEY, "order-42", body).await;
     assert_eq!(first.status().as_u16(), 201);
@@ -710,12 +427,12 @@ async fn a_create_retried_with_its_idempotency_key_answers_the_same_job_and_stor
     }
     assert_eq!(rig.rows().await, 4);
     let stored: Vec<String> = sqlx::query_scalar("SELECT idem_key FROM video_job_idempotency_keys")
-        .fetch_all(&rig._db.pool)
+        .fetch_all(&rig.db.pool)
         .await
         .unwrap();
     assert_eq!(stored.len(), 3);
     let scopes: Vec<Vec<u8>> = sqlx::query_scalar("SELECT scope FROM video_job_idempotency_keys")
-        .fetch_all(&rig._db.pool)
+        .fetch_all(&rig.db.pool)
         .await
         .unwrap();
     assert!(
@@ -728,7 +445,7 @@ async fn a_create_retried_with_its_idempotency_key_answers_the_same_job_and_stor
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idempotency_key_reused_for_another_storyboard_is_refused_and_creates_nothing() {
-    let rig = rig_with(slow(), Some(Arc::new(RecordingQueue::default()))).await;
+    let rig = rig().await;
     let first = rig
         .create_with_key(KEY, "order-42", json!({"storyboard": board()}).to_string())
         .await;
@@ -781,7 +498,7 @@ async fn an_idempotency_key_reused_for_another_storyboard_is_refused_and_creates
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_creates_with_one_idempotency_key_make_exactly_one_job() {
-    let rig = Arc::new(rig_with(slow(), Some(Arc::new(RecordingQueue::default()))).await);
+    let rig = Arc::new(rig().await);
     let body = json!({"storyboard": board()}).to_string();
     let barrier = Arc::new(tokio::sync::Barrier::new(24));
     let calls: Vec<_> = (0..24)

@@ -2,21 +2,19 @@
 //! retry can help: pushes whose body is not an object, a row that does not decode after the
 //! acquire committed, and a worker paused past its TTL — through the real router, on a real
 //! Postgres where the case lives in the database.
-#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed assertion
-
-mod common;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{Publish, Segments, TestApp, new_job, pg_database, quick, read, runner_config};
+use crate::common::{
+    AppOptions, Publish, Segments, TestApp, new_job, pg_database, quick, read, runner_config,
+};
 use domain::{
     AcquireOutcome, AcquireRequest, InstanceId, JobId, JobRepository, JobStatus, ManualClock,
 };
 use pipeline::Pipeline;
 use repo_pg::PgRepository;
 use serde_json::json;
-use worker_http::Readiness;
 
 /// The job's status, attempts and error code, read with SQL (the row may not decode).
 async fn raw(db: &test_pg::TestDb, id: JobId) -> (String, i32, Option<String>) {
@@ -132,7 +130,7 @@ async fn push_paused_past_the_ttl(take_over: bool) -> (u16, serde_json::Value, S
     let config = runner_config("a");
     let ttl = config.lease_ttl;
     let app =
-        TestApp::spawn_with(repo.clone(), slow(100, 50), config, Readiness::Always, true).await;
+        TestApp::spawn_with(repo.clone(), slow(100, 50), AppOptions::with_runner(config)).await;
     let id = new_job(repo.as_ref(), json!({})).await;
     let push = tokio::spawn({
         let request = app.push_request(json!({ "job_id": id }).to_string());
@@ -204,7 +202,7 @@ async fn killed_pooled_connections_do_not_abandon_a_healthy_job() {
     config.lease_ttl = Duration::from_secs(3);
     config.heartbeat_interval = Duration::from_millis(500);
     let app =
-        TestApp::spawn_with(repo.clone(), slow(80, 50), config, Readiness::Always, true).await;
+        TestApp::spawn_with(repo.clone(), slow(80, 50), AppOptions::with_runner(config)).await;
     let id = new_job(repo.as_ref(), json!({})).await;
     let push = tokio::spawn({
         let request = app.push_request(json!({ "job_id": id }).to_string());

@@ -1,5 +1,4 @@
 //! The `demo` command. (Its in-process queue is tested in `crates/queue`.)
-#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed assertion
 
 use std::process::Command;
 

@@ -2,16 +2,10 @@
 //! push and `api` handling a request, each sent with a trace header. Every line is one JSON
 //! object with Cloud Logging's `severity`; every line logged while handling the request
 //! carries its trace (`logging.googleapis.com/trace` under `GOOGLE_CLOUD_PROJECT`) and span.
-#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed assertion
 
-mod common;
-
-use std::io::Read;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-use common::{TOKEN, free_port};
+use crate::common::{Launch, ServeProcess, free_port};
 use serde_json::Value;
 
 const PROJECT: &str = "log-test-project";
@@ -19,81 +13,35 @@ const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const SPAN: &str = "00f067aa0ba902b7";
 const KEY: &str = "log-test-api-key-00001";
 
-/// A child process whose stderr is read to its end once it is stopped, with a work dir of
-/// its own (two `serve` processes may not share one).
-struct Logged(
-    Child,
-    #[allow(dead_code)] // held for its Drop: the dir lives as long as the process
-    tempfile::TempDir,
-);
-
-impl Logged {
-    fn start(command: &mut Command) -> Self {
-        let work = tempfile::tempdir().unwrap();
-        #[allow(clippy::zombie_processes)] // stopped and reaped by `lines` or on drop
-        let child = command
-            .env("VIDEO_WORKER_WORK_DIR", work.path())
-            .env("VIDEO_WORKER_LOG_FORMAT", "json")
-            .env("GOOGLE_CLOUD_PROJECT", PROJECT)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        Self(child, work)
-    }
-
-    /// Stops the process; every line it wrote, parsed.
-    fn lines(mut self) -> Vec<Value> {
-        let _ = self.0.kill();
-        self.read()
-    }
-
-    /// Stops the process as Cloud Run does (SIGTERM) and waits for it to exit by itself;
-    /// every line it wrote, parsed.
-    fn stop(mut self) -> Vec<Value> {
-        let pid = self.0.id().to_string();
-        let sent = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-        assert!(sent.success());
-        self.read()
-    }
-
-    fn read(&mut self) -> Vec<Value> {
-        let _ = self.0.wait();
-        let mut text = String::new();
-        self.0
-            .stderr
-            .take()
-            .unwrap()
-            .read_to_string(&mut text)
-            .unwrap();
-        text.lines()
-            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
-            .collect()
-    }
+/// `video-worker SUBCOMMAND` logging JSON lines under [`PROJECT`] to a captured stderr.
+fn logged(launch: Launch) -> Launch {
+    launch
+        .env("VIDEO_WORKER_LOG_FORMAT", "json")
+        .env("GOOGLE_CLOUD_PROJECT", PROJECT)
+        .capture_stderr()
 }
 
-impl Drop for Logged {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+/// `serve` on `database_url` with the `noop` pipeline, logging at `info`, exporting spans to
+/// `otlp` if given.
+async fn serve(database_url: &str, otlp: Option<&str>) -> ServeProcess {
+    let launch = logged(Launch::serve(database_url, "logged")).env("RUST_LOG", "info");
+    match otlp {
+        Some(endpoint) => launch.env("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint),
+        None => launch.env_remove("OTEL_EXPORTER_OTLP_ENDPOINT"),
     }
+    .start()
+    .await
 }
 
-async fn wait_ready(base: &str) {
-    let client = reqwest::Client::new();
-    for _ in 0..200 {
-        if client
-            .get(format!("{base}/ready"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success())
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("{base} did not become ready");
+/// A push of `id` carrying the caller's `traceparent`.
+async fn traced_push(worker: &ServeProcess, id: domain::JobId) {
+    let answer = worker
+        .push(id)
+        .header("traceparent", format!("00-{TRACE}-{SPAN}-01"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
 }
 
 fn assert_every_line_has_a_severity(lines: &[Value]) {
@@ -120,34 +68,16 @@ fn assert_traced(line: &Value) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_push_logs_json_lines_with_severity_and_the_callers_trace() {
-    let (db, repo) = common::pg_database().await;
-    let id = common::new_job(repo.as_ref(), serde_json::json!({})).await;
-    let port = free_port();
-    let worker = Logged::start(
-        Command::new(env!("CARGO_BIN_EXE_video-worker"))
-            .arg("serve")
-            .env("DATABASE_URL", &db.url)
-            .env("PORT", port.to_string())
-            .env("VIDEO_WORKER_AUTH_TOKEN", TOKEN)
-            .env("VIDEO_WORKER_PIPELINE", "noop")
-            .env("RUST_LOG", "info")
-            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT"),
-    );
-    let base = format!("http://127.0.0.1:{port}");
-    wait_ready(&base).await;
-    let answer = reqwest::Client::new()
-        .post(format!("{base}/jobs/run"))
-        .bearer_auth(TOKEN)
-        .header("traceparent", format!("00-{TRACE}-{SPAN}-01"))
-        .body(serde_json::json!({ "job_id": id }).to_string())
-        .send()
+    let (db, repo) = crate::common::pg_database().await;
+    let id = crate::common::new_job(repo.as_ref(), serde_json::json!({})).await;
+    let worker = serve(&db.url, None).await;
+    traced_push(&worker, id).await;
+    // Another request's lines must not carry this trace.
+    reqwest::get(format!("{}/health", worker.base))
         .await
         .unwrap();
-    assert_eq!(answer.status(), 200);
-    // Another request's lines must not carry this trace.
-    reqwest::get(format!("{base}/health")).await.unwrap();
 
-    let lines = worker.lines();
+    let lines = worker.kill_and_read_logs();
     assert_every_line_has_a_severity(&lines);
     let job_lines: Vec<&Value> = lines
         .iter()
@@ -173,31 +103,25 @@ async fn a_push_logs_json_lines_with_severity_and_the_callers_trace() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_api_request_logs_under_the_cloud_trace_header() {
-    let (db, _repo) = common::pg_database().await;
+    let (db, _repo) = crate::common::pg_database().await;
     let store = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let api = Logged::start(
-        Command::new(env!("CARGO_BIN_EXE_video-worker"))
-            .arg("api")
-            .env("DATABASE_URL", &db.url)
-            .env("PORT", port.to_string())
-            .env("VIDEO_API_KEYS", KEY)
-            .env("VIDEO_QUEUE", "loopback")
-            .env(
-                "VIDEO_WORKER_URL",
-                format!("http://127.0.0.1:{}", free_port()),
-            )
-            .env("VIDEO_ARTIFACT_STORE_URL", store.path())
-            // The per-request line is DEBUG: Cloud Run logs each request already.
-            .env("RUST_LOG", "info,worker_http::telemetry=debug")
-            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT"),
-    );
-    let base = format!("http://127.0.0.1:{port}");
-    wait_ready(&base).await;
+    let api = logged(Launch::subcommand("api", &db.url, "api"))
+        .env("VIDEO_API_KEYS", KEY)
+        .env("VIDEO_QUEUE", "loopback")
+        .env(
+            "VIDEO_WORKER_URL",
+            format!("http://127.0.0.1:{}", free_port()),
+        )
+        .env("VIDEO_ARTIFACT_STORE_URL", store.path())
+        // The per-request line is DEBUG: Cloud Run logs each request already.
+        .env("RUST_LOG", "info,worker_http::telemetry=debug")
+        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .start()
+        .await;
     // X-Cloud-Trace-Context carries the span in decimal; the log has it in hex.
     let span_decimal = u64::from_str_radix(SPAN, 16).unwrap();
     let answer = reqwest::Client::new()
-        .get(format!("{base}/v1/jobs?limit=5"))
+        .get(format!("{}/v1/jobs?limit=5", api.base))
         .bearer_auth(KEY)
         .header(
             "x-cloud-trace-context",
@@ -208,7 +132,7 @@ async fn an_api_request_logs_under_the_cloud_trace_header() {
         .unwrap();
     assert_eq!(answer.status(), 200);
 
-    let lines = api.lines();
+    let lines = api.kill_and_read_logs();
     assert_every_line_has_a_severity(&lines);
     let handled: Vec<&Value> = lines
         .iter()
@@ -264,32 +188,12 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_an_otlp_endpoint_the_spans_are_exported_in_the_callers_trace() {
     let (endpoint, exports) = collector().await;
-    let (db, repo) = common::pg_database().await;
-    let id = common::new_job(repo.as_ref(), serde_json::json!({})).await;
-    let port = free_port();
-    let worker = Logged::start(
-        Command::new(env!("CARGO_BIN_EXE_video-worker"))
-            .arg("serve")
-            .env("DATABASE_URL", &db.url)
-            .env("PORT", port.to_string())
-            .env("VIDEO_WORKER_AUTH_TOKEN", TOKEN)
-            .env("VIDEO_WORKER_PIPELINE", "noop")
-            .env("RUST_LOG", "info")
-            .env("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
-    );
-    let base = format!("http://127.0.0.1:{port}");
-    wait_ready(&base).await;
-    let answer = reqwest::Client::new()
-        .post(format!("{base}/jobs/run"))
-        .bearer_auth(TOKEN)
-        .header("traceparent", format!("00-{TRACE}-{SPAN}-01"))
-        .body(serde_json::json!({ "job_id": id }).to_string())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(answer.status(), 200);
+    let (db, repo) = crate::common::pg_database().await;
+    let id = crate::common::new_job(repo.as_ref(), serde_json::json!({})).await;
+    let worker = serve(&db.url, Some(&endpoint)).await;
+    traced_push(&worker, id).await;
     // SIGTERM: the process drains, and the last batch is sent as it exits.
-    let lines = worker.stop();
+    let lines = worker.terminate_and_read_logs();
 
     let exports = exports.lock().unwrap().clone();
     assert!(!exports.is_empty(), "nothing exported");

@@ -1,10 +1,10 @@
-//! Shared helpers of the worker's HTTP tests: a spawned application on port 0, a
-//! `video-worker serve` child process, a fresh Postgres database, scripted stages, a
-//! repository that counts its calls.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)] // each test binary uses a part
+//! Shared helpers of the worker's integration tests: the application on port 0, a
+//! `video-worker` child process (`serve`), the jobs API with a worker behind it, a fresh
+//! Postgres database, scripted stages, a repository that counts its calls.
+
+mod serve;
 
 use std::net::{Ipv4Addr, SocketAddr};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -16,12 +16,16 @@ use domain::{
     JobId, JobIdStream, JobPage, JobRepository, JobStatus, Lease, ListQuery, NewJob,
     ProgressOutcome, ProgressReport, RepoError, SweepPolicy, SweptJob,
 };
+use jobs_api::ApiParts;
+use jobs_api::testing::TestApi;
 use pipeline::Pipeline;
+pub use pipeline::testing::{Fail, Gate, Publish, Segments};
+use queue::loopback::LoopbackQueue;
 use runner::RunnerConfig;
 use tokio_util::sync::CancellationToken;
 use worker_http::{AppParts, Application, Readiness};
 
-pub const TOKEN: &str = "test-shared-token-0123456789";
+pub use serve::{Launch, ServeProcess, TOKEN, free_port};
 
 /// Push authentication by the shared [`TOKEN`].
 pub fn token_auth() -> push_auth::Authenticator {
@@ -42,85 +46,6 @@ pub async fn pg_database() -> (test_pg::TestDb, Arc<repo_pg::PgRepository>) {
     let repo = Arc::new(repo_pg::PgRepository::new(db.pool.clone()));
     (db, repo)
 }
-
-/// A port nothing listens on now.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A `video-worker serve` process: the `noop` pipeline, lease TTL 3 s, heartbeat 1 s, shared
-/// token auth, a work dir of its own; `env` adds settings or overrides these. Killed and
-/// reaped on drop.
-pub struct ServeProcess {
-    pub child: Child,
-    pub base: String,
-    _work: tempfile::TempDir,
-}
-
-impl ServeProcess {
-    /// Starts one on `port` and waits until `/ready` answers.
-    pub async fn start(database_url: &str, name: &str, port: u16, env: &[(&str, &str)]) -> Self {
-        let work = tempfile::tempdir().unwrap();
-        #[allow(clippy::zombie_processes)] // owned by a value whose Drop kills and reaps it
-        let child = Command::new(env!("CARGO_BIN_EXE_video-worker"))
-            .arg("serve")
-            .env("VIDEO_WORKER_WORK_DIR", work.path())
-            .env("DATABASE_URL", database_url)
-            .env("PORT", port.to_string())
-            .env("VIDEO_WORKER_AUTH_TOKEN", TOKEN)
-            .env("VIDEO_WORKER_INSTANCE_ID", name)
-            .env("VIDEO_WORKER_PIPELINE", "noop")
-            .env("VIDEO_JOB_LEASE_TTL_SECONDS", "3")
-            .env("VIDEO_JOB_HEARTBEAT_INTERVAL_SECONDS", "1")
-            .env("VIDEO_WORKER_LOG_FORMAT", "text")
-            .env("RUST_LOG", "warn")
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        let base = format!("http://127.0.0.1:{port}");
-        let client = reqwest::Client::new();
-        for _ in 0..200 {
-            if client
-                .get(format!("{base}/ready"))
-                .send()
-                .await
-                .is_ok_and(|r| r.status().is_success())
-            {
-                return Self {
-                    child,
-                    base,
-                    _work: work,
-                };
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("worker {name} did not become ready");
-    }
-
-    /// A push of `id` to its `/jobs/run`.
-    pub fn push(&self, id: JobId) -> reqwest::RequestBuilder {
-        reqwest::Client::new()
-            .post(format!("{}/jobs/run", self.base))
-            .bearer_auth(TOKEN)
-            .body(serde_json::json!({ "job_id": id }).to_string())
-    }
-}
-
-impl Drop for ServeProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-#[allow(unused_imports)] // each test binary uses a part
-pub use pipeline::testing::{Fail, Gate, Publish, Segments};
 
 pub fn quick() -> Pipeline {
     Pipeline::new(vec![
@@ -154,52 +79,55 @@ pub struct TestApp {
     pub server: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
+/// How [`TestApp::spawn_with`] builds the application beside its repository and pipeline.
+pub struct AppOptions {
+    pub runner: RunnerConfig,
+    pub readiness: Readiness,
+    pub listen_for_cancels: bool,
+    pub auth: push_auth::Authenticator,
+}
+
+impl AppOptions {
+    /// The defaults with `runner`.
+    pub fn with_runner(runner: RunnerConfig) -> Self {
+        Self {
+            runner,
+            ..Self::default()
+        }
+    }
+}
+
+impl Default for AppOptions {
+    /// Instance `worker-1`, always ready, listening for cancels, the shared [`TOKEN`].
+    fn default() -> Self {
+        Self {
+            runner: runner_config("worker-1"),
+            readiness: Readiness::Always,
+            listen_for_cancels: true,
+            auth: token_auth(),
+        }
+    }
+}
+
 impl TestApp {
+    /// `pipeline` over `repo`, with [`AppOptions::default`].
     pub async fn spawn(repo: Arc<dyn JobRepository>, pipeline: Pipeline) -> Self {
-        Self::spawn_with(
-            repo,
-            pipeline,
-            runner_config("worker-1"),
-            Readiness::Always,
-            true,
-        )
-        .await
+        Self::spawn_with(repo, pipeline, AppOptions::default()).await
     }
 
     pub async fn spawn_with(
         repo: Arc<dyn JobRepository>,
         pipeline: Pipeline,
-        runner: RunnerConfig,
-        readiness: Readiness,
-        listen_for_cancels: bool,
-    ) -> Self {
-        Self::spawn_full(
-            repo,
-            pipeline,
-            runner,
-            readiness,
-            listen_for_cancels,
-            token_auth(),
-        )
-        .await
-    }
-
-    pub async fn spawn_full(
-        repo: Arc<dyn JobRepository>,
-        pipeline: Pipeline,
-        runner: RunnerConfig,
-        readiness: Readiness,
-        listen_for_cancels: bool,
-        auth: push_auth::Authenticator,
+        options: AppOptions,
     ) -> Self {
         let parts = AppParts {
             repo,
             pipeline,
-            auth,
-            runner,
-            readiness,
+            auth: options.auth,
+            runner: options.runner,
+            readiness: options.readiness,
             max_body_bytes: 4096,
-            listen_for_cancels,
+            listen_for_cancels: options.listen_for_cancels,
         };
         let app = Application::build(parts, SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
             .await
@@ -235,6 +163,51 @@ impl TestApp {
             .await
             .unwrap();
         read(response).await
+    }
+}
+
+/// The jobs API and a worker on one fresh database: the API's tasks reach the worker through
+/// a loopback queue, and the API serves films from `store`, where a real pipeline publishes.
+pub struct ApiWithWorker {
+    /// Held for its drop: the database lives as long as the rig.
+    _db: test_pg::TestDb,
+    pub repo: Arc<repo_pg::PgRepository>,
+    /// The API: `api.base`, `api.client`, `api.artifacts`.
+    pub api: TestApi,
+    /// Held: the worker serves as long as the rig.
+    _worker: TestApp,
+    /// The artifact store's directory.
+    pub store: tempfile::TempDir,
+}
+
+impl ApiWithWorker {
+    /// The worker runs `pipeline`; the API accepts `key` and reads films from `store`.
+    pub async fn start(pipeline: Pipeline, key: &str, store: tempfile::TempDir) -> Self {
+        let (db, repo) = pg_database().await;
+        let worker = TestApp::spawn_with(
+            repo.clone(),
+            pipeline,
+            AppOptions::with_runner(runner_config("w")),
+        )
+        .await;
+        let mut queue = LoopbackQueue::new(format!("{}/jobs/run", worker.base));
+        queue.bearer = Some(TOKEN.into());
+        let api = TestApi::start_with(
+            ApiParts {
+                repo: repo.clone(),
+                queue: Arc::new(queue),
+                artifacts: video::publish::store_from_url(store.path().to_str().unwrap()).unwrap(),
+            },
+            &[key],
+        )
+        .await;
+        Self {
+            _db: db,
+            repo,
+            api,
+            _worker: worker,
+            store,
+        }
     }
 }
 

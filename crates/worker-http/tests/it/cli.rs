@@ -3,75 +3,27 @@
 //! follow, download the exact bytes, page through every job — and against nothing at all
 //! (one line, non-zero exit, whatever the command). The event-stream reader is also driven
 //! by a raw loopback server that splits a Korean character across two network chunks.
-#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed assertion
-
-mod common;
 
 use std::collections::HashSet;
 use std::path::Path;
 use std::process::Output;
-use std::sync::Arc;
 use std::time::Duration;
 
-use common::{TOKEN, TestApp, quick, runner_config};
+use crate::common::{ApiWithWorker, quick};
 use domain::{JobId, JobRepository};
 use futures_util::StreamExt;
+use jobs_api::JobView;
 use jobs_api::client::{ApiClient, ClientError};
-use jobs_api::testing::TestApi;
-use jobs_api::{ApiParts, JobView};
 use object_store::ObjectStore;
-use queue::loopback::LoopbackQueue;
-use repo_pg::PgRepository;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
-use worker_http::Readiness;
 
 const KEY: &str = "operator-cli-api-key-0001";
 
-/// The API (and a worker behind it) on loopback ports.
-struct Rig {
-    _db: test_pg::TestDb,
-    repo: Arc<PgRepository>,
-    store: Arc<dyn ObjectStore>,
-    _store_dir: tempfile::TempDir,
-    base: String,
-    _worker: TestApp,
-}
-
-async fn rig() -> Rig {
-    let db = test_pg::fresh_database().await.unwrap();
-    repo_pg::migrate(&db.pool).await.unwrap();
-    let repo = Arc::new(PgRepository::new(db.pool.clone()));
-    let worker = TestApp::spawn_with(
-        repo.clone(),
-        quick(),
-        runner_config("cli"),
-        Readiness::Always,
-        true,
-    )
-    .await;
-    let mut queue = LoopbackQueue::new(format!("{}/jobs/run", worker.base));
-    queue.bearer = Some(TOKEN.into());
-    let store_dir = tempfile::tempdir().unwrap();
-    let store = video::publish::store_from_url(store_dir.path().to_str().unwrap()).unwrap();
-    let api = TestApi::start_with(
-        ApiParts {
-            repo: repo.clone(),
-            queue: Arc::new(queue),
-            artifacts: store.clone(),
-        },
-        &[KEY],
-    )
-    .await;
-    Rig {
-        _db: db,
-        repo,
-        store,
-        _store_dir: store_dir,
-        base: api.base,
-        _worker: worker,
-    }
+/// The API (and a worker behind it) on loopback ports, driven with [`KEY`].
+async fn rig() -> ApiWithWorker {
+    ApiWithWorker::start(quick(), KEY, tempfile::tempdir().unwrap()).await
 }
 
 /// Runs `video-worker ARGS` against `base` with the key, off the async runtime.
@@ -117,7 +69,7 @@ async fn submit_follow_then_download_writes_the_exact_film() {
     std::fs::write(&board_file, board().to_string()).unwrap();
 
     let submitted = run(
-        &rig.base,
+        &rig.api.base,
         Some(KEY),
         &["submit", board_file.to_str().unwrap(), "--follow"],
     )
@@ -134,10 +86,14 @@ async fn submit_follow_then_download_writes_the_exact_film() {
         .to_owned();
 
     // The test pipeline records a key without writing a film: put one there.
-    let job = ApiClient::new(&rig.base, KEY).status(&id).await.unwrap();
+    let job = ApiClient::new(&rig.api.base, KEY)
+        .status(&id)
+        .await
+        .unwrap();
     let key = job.artifact_key.unwrap();
     let film = film_bytes(3 * 1024 * 1024 + 17);
-    rig.store
+    rig.api
+        .artifacts
         .put(
             &object_store::path::Path::parse(&key).unwrap(),
             film.clone().into(),
@@ -147,7 +103,7 @@ async fn submit_follow_then_download_writes_the_exact_film() {
 
     let target = dir.path().join("film.mp4");
     let downloaded = run(
-        &rig.base,
+        &rig.api.base,
         Some(KEY),
         &["download", &id, "-o", target.to_str().unwrap()],
     )
@@ -157,7 +113,8 @@ async fn submit_follow_then_download_writes_the_exact_film() {
 
     // Its captions, published beside the film.
     let vtt = "WEBVTT\n\n1\n00:00:00.000 --> 00:00:01.500\nMade from the command line.\n";
-    rig.store
+    rig.api
+        .artifacts
         .put(
             &object_store::path::Path::parse(video::publish::captions_key(&key)).unwrap(),
             vtt.into(),
@@ -166,7 +123,7 @@ async fn submit_follow_then_download_writes_the_exact_film() {
         .unwrap();
     let captions = dir.path().join("film.vtt");
     let downloaded = run(
-        &rig.base,
+        &rig.api.base,
         Some(KEY),
         &[
             "download",
@@ -202,7 +159,7 @@ async fn download_of_an_unfinished_job_says_so_and_writes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let target = dir.path().join("film.mp4");
     let output = run(
-        &rig.base,
+        &rig.api.base,
         Some(KEY),
         &["download", &id.to_string(), "-o", target.to_str().unwrap()],
     )
@@ -236,14 +193,14 @@ async fn list_pages_and_all_follows_every_cursor_to_the_end() {
             .collect()
     };
 
-    let all = run(&rig.base, Some(KEY), &["list", "--all", "--limit", "3"]).await;
+    let all = run(&rig.api.base, Some(KEY), &["list", "--all", "--limit", "3"]).await;
     assert!(all.status.success(), "{}", stderr(&all));
     let listed = ids(&all);
     assert_eq!(listed.len(), 7, "{}", stdout(&all));
     assert_eq!(listed.iter().cloned().collect::<HashSet<_>>(), created);
 
     // One page at a time: the cursor printed leads to the next page.
-    let first = run(&rig.base, Some(KEY), &["list", "--limit", "3"]).await;
+    let first = run(&rig.api.base, Some(KEY), &["list", "--limit", "3"]).await;
     assert!(first.status.success(), "{}", stderr(&first));
     assert_eq!(ids(&first), listed[..3]);
     let hint = stderr(&first);
@@ -253,7 +210,7 @@ async fn list_pages_and_all_follows_every_cursor_to_the_end() {
         .and_then(|rest| rest.split_whitespace().next())
         .unwrap_or_else(|| panic!("no cursor in {hint:?}"));
     let second = run(
-        &rig.base,
+        &rig.api.base,
         Some(KEY),
         &["list", "--limit", "3", "--cursor", cursor],
     )
@@ -263,7 +220,7 @@ async fn list_pages_and_all_follows_every_cursor_to_the_end() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_api_is_one_line_and_a_failure_in_every_command() {
-    let base = format!("http://127.0.0.1:{}", common::free_port());
+    let base = format!("http://127.0.0.1:{}", crate::common::free_port());
     let id = JobId::new().to_string();
     let dir = tempfile::tempdir().unwrap();
     let board_file = dir.path().join("board.json");

@@ -1,20 +1,17 @@
 //! The worker on a real Postgres: concurrent deliveries, a SIGKILLed worker taken over, and
 //! cancel latency with and without LISTEN/NOTIFY.
-#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed assertion
-
-mod common;
 
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{
-    Publish, Segments, ServeProcess, TestApp, free_port, new_job, pg_database, read, runner_config,
+use crate::common::{
+    AppOptions, Publish, Segments, ServeProcess, TestApp, free_port, new_job, pg_database, read,
+    runner_config,
 };
 use domain::{JobRepository, JobStatus};
 use pipeline::Pipeline;
 use serde_json::json;
-use worker_http::Readiness;
 
 fn slow(count: u32, each_ms: u64) -> Pipeline {
     Pipeline::new(vec![
@@ -33,9 +30,7 @@ async fn twenty_concurrent_pushes_of_one_job_run_it_exactly_once() {
     let app = TestApp::spawn_with(
         repo.clone(),
         slow(20, 100),
-        runner_config("w"),
-        Readiness::Always,
-        true,
+        AppOptions::with_runner(runner_config("w")),
     )
     .await;
     let id = new_job(repo.as_ref(), json!({})).await;
@@ -79,9 +74,11 @@ async fn cancel_latency(listen: bool, heartbeat: Duration, ttl: Duration) -> Dur
     let app = TestApp::spawn_with(
         repo.clone(),
         slow(1000, 50),
-        config,
-        Readiness::Always,
-        listen,
+        AppOptions {
+            runner: config,
+            listen_for_cancels: listen,
+            ..AppOptions::default()
+        },
     )
     .await;
     let id = new_job(repo.as_ref(), json!({})).await;
@@ -318,7 +315,7 @@ async fn a_second_worker_on_the_same_work_dir_refuses_to_start_and_names_the_hol
         .arg("serve")
         .env("DATABASE_URL", &db.url)
         .env("PORT", free_port().to_string())
-        .env("VIDEO_WORKER_AUTH_TOKEN", common::TOKEN)
+        .env("VIDEO_WORKER_AUTH_TOKEN", crate::common::TOKEN)
         .env("VIDEO_WORKER_PIPELINE", "noop")
         .env("VIDEO_WORKER_WORK_DIR", dir)
         .env("VIDEO_WORKER_LOG_FORMAT", "text")

@@ -9,7 +9,6 @@
 //! the API together; the image has the media tools; every variable is in the README.
 //!
 //! Everything is read from the repository at test time; nothing talks to Google.
-#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed assertion
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};

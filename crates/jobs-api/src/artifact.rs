@@ -16,6 +16,7 @@ use crate::error::{ApiError, ApiErrorBody, JobIdPath, load};
         (status = 400, description = "the id is not a job id (`invalid_id`, field `id`)", body = ApiErrorBody), (status = 401, description = "no valid API key (`unauthorized`): send `Authorization: Bearer <key>`", body = ApiErrorBody),
         (status = 404, description = "no such job (`not_found`), or its film is not in the store (`artifact_missing`)", body = ApiErrorBody),
         (status = 409, description = "the job has not succeeded (`not_ready`)", body = ApiErrorBody),
+        (status = 500, description = "the job's stored key is not a valid object path (`internal`); not expected, as only the worker writes it", body = ApiErrorBody),
         (status = 503, description = "the job store or the artifact store is unavailable (`unavailable`)", body = ApiErrorBody)),
     security(("api_key" = [])))]
 pub(crate) async fn job_artifact(
@@ -31,6 +32,7 @@ pub(crate) async fn job_artifact(
         (status = 400, description = "the id is not a job id (`invalid_id`, field `id`)", body = ApiErrorBody), (status = 401, description = "no valid API key (`unauthorized`): send `Authorization: Bearer <key>`", body = ApiErrorBody),
         (status = 404, description = "no such job (`not_found`), or its captions are not in the store (`captions_missing`)", body = ApiErrorBody),
         (status = 409, description = "the job has not succeeded (`not_ready`)", body = ApiErrorBody),
+        (status = 500, description = "the job's stored key is not a valid object path (`internal`); not expected, as only the worker writes it", body = ApiErrorBody),
         (status = 503, description = "the job store or the artifact store is unavailable (`unavailable`)", body = ApiErrorBody)),
     security(("api_key" = [])))]
 pub(crate) async fn job_captions(

@@ -115,8 +115,14 @@ async fn script(board: &Storyboard, dir: &Path) -> Run {
     let mut renderer = SlideRenderer::new();
     let n = board.segments.len();
     for (i, s) in board.segments.iter().enumerate() {
-        let narration: Vec<String> = s.spoken_beats().into_iter().map(|b| b.narration).collect();
-        std::fs::write(segments.join(format!("{i:03}.txt")), narration.join(" ")).unwrap();
+        // One sentence a line: the pipeline speaks each on its own (exact caption times),
+        // so the script does too.
+        let sentences: Vec<String> = s
+            .spoken_beats()
+            .iter()
+            .flat_map(|b| video::captions::sentences(&b.narration))
+            .collect();
+        std::fs::write(segments.join(format!("{i:03}.txt")), sentences.join("\n")).unwrap();
         let rgba = renderer.draw(&SlideFrame {
             title: &board.title,
             slide: &s.slide,

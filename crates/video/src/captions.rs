@@ -36,7 +36,13 @@ pub fn sentences(text: &str) -> Vec<String> {
                 }
             }
             let full_width = matches!(c, '。' | '！' | '？');
-            if full_width || chars.peek().is_none_or(|n| n.is_whitespace()) {
+            // "e.g. the", "vs. a": a full stop followed by a word in lower case is an
+            // abbreviation, not the end of a sentence.
+            let abbreviation = c == '.' && {
+                let mut ahead = chars.clone().skip_while(|n| *n == ' ');
+                ahead.next().is_some_and(char::is_lowercase)
+            };
+            if full_width || (!abbreviation && chars.peek().is_none_or(|n| n.is_whitespace())) {
                 push_sentence(&mut out, &mut current);
             }
         }
@@ -152,11 +158,15 @@ pub fn cues(spoken: &[(String, u64)]) -> Vec<Cue> {
                 (u128::from(*samples) * u128::from(before)) / u128::from(total.max(1)),
             )
             .unwrap_or(*samples);
-            out.push(Cue {
-                start: at + used,
-                end: at + upto,
-                text: group,
-            });
+            // A cue of no time is shown by no player (and refused by some); its words got no
+            // audio either, so there is nothing to caption.
+            if upto > used {
+                out.push(Cue {
+                    start: at + used,
+                    end: at + upto,
+                    text: group,
+                });
+            }
             used = upto;
         }
         at += samples;
@@ -244,6 +254,31 @@ mod tests {
             ["광합성은 중요합니다.", "식물은 빛을 씁니다."]
         );
         assert!(sentences("  ... ").is_empty());
+    }
+
+    #[test]
+    fn an_abbreviation_before_a_lower_case_word_does_not_end_a_sentence() {
+        assert_eq!(
+            sentences("Use a common denominator, e.g. six. Then add."),
+            ["Use a common denominator, e.g. six.", "Then add."]
+        );
+        assert_eq!(
+            sentences("Halves vs. thirds. Which is larger?"),
+            ["Halves vs. thirds.", "Which is larger?"]
+        );
+    }
+
+    #[test]
+    fn a_sentence_without_audio_gets_no_cue_of_zero_length() {
+        let spoken = vec![
+            ("Spoken.".to_owned(), 800),
+            ("Silent.".to_owned(), 0),
+            ("Spoken again.".to_owned(), 1200),
+        ];
+        let cues = cues(&spoken);
+        assert_eq!(cues.len(), 2, "{cues:?}");
+        assert!(cues.iter().all(|c| c.start < c.end), "{cues:?}");
+        assert_eq!((cues[1].start, cues[1].end), (800, 2000));
     }
 
     #[test]

@@ -73,11 +73,10 @@ pub async fn join_wavs(parts: Vec<PathBuf>, out: PathBuf) -> Result<(u64, u32), 
     .map_err(|e| io("joining audio", e))?
 }
 
-/// Encodes `wav` to AAC in an `.m4a` at `out`.
+/// Encodes `wav` to AAC in an `.m4a` at `out`, within the ffmpeg `slots`.
 pub async fn encode_aac(
     ffmpeg: &Path,
-    wav: &Path,
-    out: &Path,
+    [wav, out]: [&Path; 2],
     cancel: &CancellationToken,
     slots: &Arc<Semaphore>,
 ) -> Result<(), StageError> {

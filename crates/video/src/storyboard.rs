@@ -62,6 +62,10 @@ pub mod limits {
     pub const FPS: std::ops::RangeInclusive<u32> = 1..=60;
     /// Speech rate, words per minute (espeak-ng's range is 80–450).
     pub const RATE_WPM: std::ops::RangeInclusive<u32> = 80..=450;
+    /// Sentences in all the narration: each is one call of the voice (Piper loads its model
+    /// at every call, about a second on 2 cores), so this bounds a job's speech within the
+    /// execution limit.
+    pub const MAX_SENTENCES: usize = 600;
 }
 
 /// The newest schema version this code reads (it reads every one from 1).
@@ -505,6 +509,20 @@ impl Storyboard {
                 drawable.push((i, &s.slide));
             }
         }
+        let sentences: usize = self
+            .segments
+            .iter()
+            .flat_map(Segment::spoken_beats)
+            .map(|beat| crate::captions::sentences(&beat.narration).len())
+            .sum();
+        if sentences > MAX_SENTENCES {
+            c.fail(
+                "segments",
+                format!(
+                    "the narration has {sentences} sentences; at most {MAX_SENTENCES} (each is spoken on its own)"
+                ),
+            );
+        }
         let frame_ok = c.0.iter().all(|e| !e.field.starts_with("frame."));
         let title_ok = c.0.iter().all(|e| e.field != "title");
         if frame_ok {
@@ -788,6 +806,18 @@ mod tests {
             limits::MAX_SEGMENTS,
             started.elapsed()
         );
+    }
+
+    #[test]
+    fn more_sentences_than_the_voice_can_speak_in_time_are_refused() {
+        let segment =
+            |n: usize| json!({"narration": "Go on. ".repeat(n), "slide": {"heading": "H"}});
+        let board = |per: usize| json!({"version": 1, "title": "T", "segments": (0..4).map(|_| segment(per)).collect::<Vec<_>>()});
+        Storyboard::from_json(&board(limits::MAX_SENTENCES / 4)).unwrap();
+        let err = Storyboard::from_json(&board(limits::MAX_SENTENCES / 4 + 1)).unwrap_err();
+        assert_eq!(err.0.len(), 1, "{err}");
+        assert_eq!(err.0[0].field, "segments");
+        assert!(err.0[0].reason.contains("sentences"), "{err}");
     }
 
     #[test]

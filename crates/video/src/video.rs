@@ -304,7 +304,11 @@ impl Stage for Plan {
     }
 
     async fn run(&self, ctx: &StageContext, data: &mut StageData) -> Result<(), StageError> {
-        let board = Storyboard::from_json(&ctx.input)
+        // Validation lays out every slide: kept off the async workers, which heartbeat.
+        let input = ctx.input.clone();
+        let board = tokio::task::spawn_blocking(move || Storyboard::from_json(&input))
+            .await
+            .map_err(|e| StageError::retryable("internal", format!("validation task: {e}")))?
             .map_err(|e| StageError::permanent("invalid_input", e.to_string()))?;
         for dir in [ctx.work_dir.join("tmp"), scratch(ctx)] {
             tokio::fs::create_dir_all(dir)
@@ -527,8 +531,13 @@ async fn encode_narration(
     }
     let joined = tmp.join("narration.wav");
     crate::compose::join_wavs(speech.wavs.clone(), joined.clone()).await?;
-    crate::compose::encode_aac(&shared.config.ffmpeg, &joined, &aac, &cancel, &shared.slots)
-        .await?;
+    crate::compose::encode_aac(
+        &shared.config.ffmpeg,
+        [&joined, &aac],
+        &cancel,
+        &shared.slots,
+    )
+    .await?;
     let _ = tokio::fs::remove_file(&joined).await;
     if let Err(e) = cache.insert(&aac, &k, "m4a").await {
         tracing::warn!(error = %e, "the narration was not cached locally");
@@ -626,7 +635,8 @@ impl Stage for Render {
                 let pictures = pictures(&segment.reveals(), &beat_frames);
                 let n: u64 = pictures.iter().map(|(_, n)| n).sum();
                 let slide_json = serde_json::to_vec(&segment.slide).unwrap_or_default();
-                // A segment of one whole picture keeps the key it always had.
+                // A segment of one whole picture is keyed as before beats existed (its frames and the
+                // encoding scheme still are in the key).
                 let shown = match pictures.as_slice() {
                     [(reveal, _)] if *reveal == Reveal::all() => String::new(),
                     _ => format!(" pictures={pictures:?}"),

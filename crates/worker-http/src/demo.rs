@@ -22,7 +22,7 @@ use crate::config::MediaSettings;
 use crate::{AppParts, Application, Readiness};
 
 /// The storyboard shown when none is given.
-pub const DEFAULT_STORYBOARD: &str = include_str!("../../../examples/en-fractions.json");
+pub const DEFAULT_STORYBOARD: &str = include_str!("../../../examples/en-fractions-beats.json");
 
 /// Follows a job on the terminal: an overall bar and a bar for the stage's segments. Where
 /// stderr is not a terminal, it prints a line per stage instead.

@@ -12,13 +12,15 @@ mod part_file;
 
 pub use self::error::ClientError;
 use self::part_file::PartFile;
+use secrecy::{ExposeSecret, SecretString};
+
 use crate::{CancelView, JobList, JobView};
 
 /// A client of the jobs API.
 #[derive(Clone)]
 pub struct ApiClient {
     base: String,
-    key: String,
+    key: SecretString,
     http: reqwest::Client,
 }
 
@@ -33,8 +35,10 @@ impl std::fmt::Debug for ApiClient {
 
 impl ApiClient {
     /// The API at `url` (`VIDEO_API_URL`) with `key` (`VIDEO_API_KEY`); checks both are usable.
-    pub fn configured(url: &str, key: Option<&str>) -> Result<Self, ClientError> {
-        let key = key.map(str::trim).filter(|k| !k.is_empty());
+    pub fn configured(url: &str, key: Option<&SecretString>) -> Result<Self, ClientError> {
+        let key = key
+            .map(|k| k.expose_secret().trim())
+            .filter(|k| !k.is_empty());
         let key = key.ok_or(ClientError::MissingKey)?;
         let parsed = reqwest::Url::parse(url.trim()).ok();
         if !parsed.is_some_and(|u| matches!(u.scheme(), "http" | "https") && u.has_host()) {
@@ -52,7 +56,7 @@ impl ApiClient {
             .unwrap_or_default();
         Self {
             base: base.into().trim_end_matches('/').to_owned(),
-            key: key.into(),
+            key: SecretString::from(key.into()),
             http,
         }
     }
@@ -81,7 +85,7 @@ impl ApiClient {
         request: reqwest::RequestBuilder,
     ) -> Result<reqwest::Response, ClientError> {
         request
-            .bearer_auth(&self.key)
+            .bearer_auth(self.key.expose_secret())
             .send()
             .await
             .map_err(|e| self.transport(&e))
@@ -290,19 +294,21 @@ mod tests {
             Err(ClientError::MissingKey)
         ));
         assert!(matches!(
-            ApiClient::configured("http://127.0.0.1:8081", Some("  ")),
+            ApiClient::configured("http://127.0.0.1:8081", Some(&SecretString::from("  "))),
             Err(ClientError::MissingKey)
         ));
         for bad in ["127.0.0.1:8081", "ftp://host/", "http://"] {
             assert!(
                 matches!(
-                    ApiClient::configured(bad, Some("k")),
+                    ApiClient::configured(bad, Some(&SecretString::from("k"))),
                     Err(ClientError::BadUrl { .. })
                 ),
                 "{bad}"
             );
         }
-        assert!(ApiClient::configured("https://api.example/", Some("k")).is_ok());
+        assert!(
+            ApiClient::configured("https://api.example/", Some(&SecretString::from("k"))).is_ok()
+        );
         let client = ApiClient::new("http://api.example", "secret-api-key-123");
         assert!(!format!("{client:?}").contains("secret-api-key-123"));
     }

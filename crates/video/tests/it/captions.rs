@@ -164,6 +164,31 @@ fn parse_vtt(text: &str) -> Vec<(f64, f64, String)> {
     cues
 }
 
+/// Frame `n` of `file`, decoded to RGB.
+fn decoded_frame(file: &Path, n: u64) -> Vec<u8> {
+    let out = std::process::Command::new("ffmpeg")
+        .args(["-v", "error", "-i"])
+        .arg(file)
+        .arg("-vf")
+        .arg(format!("select=eq(n\\,{n})"))
+        .args(["-frames:v", "1", "-f", "rawvideo", "-pix_fmt", "rgb24", "-"])
+        .output()
+        .unwrap();
+    assert!(out.status.success() && !out.stdout.is_empty(), "frame {n}");
+    out.stdout
+}
+
+/// The mean absolute difference of two frames' bytes.
+fn mean_abs_diff(a: &[u8], b: &[u8]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    let sum: u64 = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| u64::from(x.abs_diff(*y)))
+        .sum();
+    sum as f64 / a.len() as f64
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn beats_start_at_the_exact_sample_their_voice_does() {
     let rig = rig();
@@ -208,6 +233,23 @@ async fn beats_start_at_the_exact_sample_their_voice_does() {
     // emphasised again — four encodes joined, no frame lost.
     let reveals = board.segments[0].reveals();
     assert_eq!(pictures(&reveals, &frames[0]).len(), 4);
+    // And the film shows them: the picture changes exactly on each beat's first frame and
+    // holds within a beat.
+    let mut boundary = 0u64;
+    for beat in &frames[0][..3] {
+        boundary += beat;
+        let before = decoded_frame(&film, boundary - 1);
+        let at = decoded_frame(&film, boundary);
+        let after = decoded_frame(&film, boundary + 1);
+        let change = mean_abs_diff(&before, &at);
+        let hold = mean_abs_diff(&at, &after);
+        // Measured: 0.70–1.03 when a bullet appears or the emphasis moves; 0.23 when the
+        // same picture is merely encoded again (every beat showing the whole slide).
+        assert!(
+            change > 0.45 && change > 5.0 * hold,
+            "frame {boundary}: change {change:.3}, hold {hold:.3}"
+        );
+    }
     assert_eq!(rig.stats.videos_encoded.load(Ordering::Relaxed), 2);
     assert_eq!(
         rig.stats.speech_made.load(Ordering::Relaxed),

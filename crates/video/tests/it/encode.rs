@@ -323,7 +323,7 @@ async fn a_film_of_segments_is_as_long_as_its_audio_within_a_frame() {
     writer.finalize().unwrap();
     let (cancel, slots) = (CancellationToken::new(), Arc::new(Semaphore::new(2)));
     let aac = dir.path().join("narration.m4a");
-    encode_aac(Path::new("ffmpeg"), &wav, &aac, &cancel, &slots)
+    encode_aac(Path::new("ffmpeg"), [&wav, &aac], &cancel, &slots)
         .await
         .unwrap();
     let film = dir.path().join("final.mp4");

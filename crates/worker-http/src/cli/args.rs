@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 use jobs_api::client::{ApiClient, ClientError};
+use secrecy::SecretString;
 
 /// Where the jobs API is and who calls it.
 #[derive(Debug, Args)]
@@ -16,15 +17,21 @@ pub struct ApiArgs {
         long = "api-key",
         value_name = "KEY",
         env = "VIDEO_API_KEY",
-        hide_env_values = true
+        hide_env_values = true,
+        value_parser = secret
     )]
-    pub key: Option<String>,
+    pub key: Option<SecretString>,
+}
+
+/// Reads a secret argument: held so that no `{:?}` of the command line prints it.
+fn secret(value: &str) -> Result<SecretString, std::convert::Infallible> {
+    Ok(SecretString::from(value))
 }
 
 impl ApiArgs {
     /// A client for the API these arguments name.
     pub fn client(&self) -> Result<ApiClient, ClientError> {
-        ApiClient::configured(&self.url, self.key.as_deref())
+        ApiClient::configured(&self.url, self.key.as_ref())
     }
 }
 

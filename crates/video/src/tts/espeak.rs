@@ -117,8 +117,9 @@ fn supports(voices: &HashSet<String>, language: &str) -> bool {
     }
 }
 
-/// A failure of the engine itself (the voice was checked before).
-fn classify(e: ToolError, what: &str) -> StageError {
+/// A failure of a speech engine run as a child process (espeak-ng, Piper) — the voice was
+/// checked before — typed by how the process ended, never by what it printed.
+pub(super) fn classify(e: ToolError, what: &str) -> StageError {
     match e {
         ToolError::Canceled => StageError::Canceled,
         // No attempt of this deployment can speak: fail the job now, not after N retries.

@@ -30,7 +30,6 @@ use tokio_util::sync::CancellationToken;
 use super::TtsBackend;
 use super::wav::{self, WavError};
 use crate::StageError;
-use crate::media::ToolError;
 use crate::storyboard::Voice;
 
 /// How long one segment may take by default. Piper speaks at about a quarter of real time on
@@ -281,21 +280,6 @@ pub fn length_scale(rate_wpm: u32) -> f64 {
     scale.clamp(*LENGTH_SCALES.start(), *LENGTH_SCALES.end())
 }
 
-/// A failure of the engine itself.
-fn classify(e: ToolError) -> StageError {
-    match e {
-        ToolError::Canceled => StageError::Canceled,
-        // No attempt of this deployment can speak: fail the job now, not after N retries.
-        ToolError::Missing { .. } => StageError::permanent(
-            "tts_misconfigured",
-            format!("{e} (while speaking); the worker is misconfigured"),
-        ),
-        ToolError::Exited { .. } | ToolError::Killed { .. } | ToolError::Io { .. } => {
-            StageError::retryable("tts_failed", format!("{e} (while speaking)"))
-        }
-    }
-}
-
 #[async_trait]
 impl TtsBackend for Piper {
     fn fingerprint(&self, voice: &Voice) -> String {
@@ -342,7 +326,7 @@ impl TtsBackend for Piper {
         let run = crate::media::run_tool(cmd, "piper", Some(text.as_bytes()), cancel);
         match tokio::time::timeout(self.timeout, run).await {
             Ok(Ok(_)) => {}
-            Ok(Err(e)) => return Err(classify(e)),
+            Ok(Err(e)) => return Err(super::espeak::classify(e, "speaking")),
             // Dropping the run killed the child (kill_on_drop).
             Err(_) => {
                 return Err(StageError::retryable(

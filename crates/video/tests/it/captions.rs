@@ -8,10 +8,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use domain::{JobId, LeaseEpoch};
-use pipeline::{Pipeline, ProgressSink, StageContext};
+use pipeline::{ProgressSink, StageContext};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
-use video::cache::SegmentCache;
 use video::captions::{MAX_LINE_CHARS, MAX_LINES, sentences};
 use video::media::probe;
 use video::render::frame_counts;
@@ -20,46 +19,8 @@ use video::storyboard::Storyboard;
 use video::timeline::{beat_frames, pictures};
 use video::tts::TtsBackend;
 use video::tts::espeak::Espeak;
-use video::video::{PipelineStats, VideoConfig, video_pipeline};
 
-struct Rig {
-    pipeline: Pipeline,
-    stats: Arc<PipelineStats>,
-    dir: tempfile::TempDir,
-}
-
-fn rig() -> Rig {
-    for tool in ["ffmpeg", "ffprobe", "espeak-ng"] {
-        assert!(
-            std::process::Command::new(tool)
-                .arg("--version")
-                .output()
-                .is_ok()
-                || std::process::Command::new(tool)
-                    .arg("-version")
-                    .output()
-                    .is_ok(),
-            "{tool} is not installed: apt-get install ffmpeg espeak-ng"
-        );
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let store =
-        video::publish::store_from_url(dir.path().join("artifacts").to_str().unwrap()).unwrap();
-    let stats = Arc::new(PipelineStats::default());
-    let config = VideoConfig {
-        tts: Arc::new(Espeak::new("espeak-ng").unwrap()),
-        store,
-        ffmpeg: PathBuf::from("ffmpeg"),
-        ffmpeg_version: video::media::version(Path::new("ffmpeg"), "-version").unwrap(),
-        max_encoders: VideoConfig::cores(),
-        cache: SegmentCache::new(dir.path().join("cache"), u64::MAX),
-    };
-    Rig {
-        pipeline: video_pipeline(config, stats.clone()),
-        stats,
-        dir,
-    }
-}
+use crate::common::{Rig, rig};
 
 async fn run(rig: &Rig, input: serde_json::Value) -> (PathBuf, PathBuf) {
     static ATTEMPTS: AtomicUsize = AtomicUsize::new(0);

@@ -5,8 +5,13 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use pipeline::StageError;
+use std::sync::Arc;
+
+use pipeline::{Pipeline, StageError};
+use video::cache::SegmentCache;
 use video::storyboard::Voice;
+use video::tts::espeak::Espeak;
+use video::video::{PipelineStats, VideoConfig, video_pipeline};
 
 /// The segment-cache hit counter is process-wide and every module now shares the process:
 /// the tests that read it (`resume`) take this for writing, the tests that run a pipeline
@@ -52,4 +57,51 @@ pub fn script(path: &Path, body: &str) -> PathBuf {
         }
     }
     path.to_path_buf()
+}
+
+/// The real video pipeline with espeak-ng, publishing to a local store in a temp dir.
+pub struct Rig {
+    pub pipeline: Pipeline,
+    pub stats: Arc<PipelineStats>,
+    pub dir: tempfile::TempDir,
+}
+
+/// Fails with how to install them when ffmpeg, ffprobe or espeak-ng is missing.
+pub fn tools_or_explain() {
+    for tool in ["ffmpeg", "ffprobe", "espeak-ng"] {
+        let ok = std::process::Command::new(tool)
+            .arg("-version")
+            .output()
+            .is_ok()
+            || std::process::Command::new(tool)
+                .arg("--version")
+                .output()
+                .is_ok();
+        assert!(
+            ok,
+            "{tool} is not installed: apt-get install ffmpeg espeak-ng"
+        );
+    }
+}
+
+/// A [`Rig`] with a cold cache and store.
+pub fn rig() -> Rig {
+    tools_or_explain();
+    let dir = tempfile::tempdir().unwrap();
+    let store =
+        video::publish::store_from_url(dir.path().join("artifacts").to_str().unwrap()).unwrap();
+    let stats = Arc::new(PipelineStats::default());
+    let config = VideoConfig {
+        tts: Arc::new(Espeak::new("espeak-ng").unwrap()),
+        store,
+        ffmpeg: PathBuf::from("ffmpeg"),
+        ffmpeg_version: video::media::version(Path::new("ffmpeg"), "-version").unwrap(),
+        max_encoders: VideoConfig::cores(),
+        cache: SegmentCache::new(dir.path().join("cache"), u64::MAX),
+    };
+    Rig {
+        pipeline: video_pipeline(config, stats.clone()),
+        stats,
+        dir,
+    }
 }

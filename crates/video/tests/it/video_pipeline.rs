@@ -8,60 +8,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use domain::{JobId, LeaseEpoch};
-use pipeline::{Pipeline, ProgressEvent, ProgressSink, StageContext, StageError};
+use pipeline::{ProgressEvent, ProgressSink, StageContext, StageError};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
-use video::cache::SegmentCache;
 use video::media::probe;
 use video::render::frame_counts;
 use video::tts::espeak::Espeak;
-use video::video::{PipelineStats, VideoConfig, video_pipeline};
 
-use crate::common::CACHE_HITS;
-
-struct Rig {
-    pipeline: Pipeline,
-    stats: Arc<PipelineStats>,
-    dir: tempfile::TempDir,
-}
-
-fn tools_or_explain() {
-    for tool in ["ffmpeg", "ffprobe", "espeak-ng"] {
-        let ok = std::process::Command::new(tool)
-            .arg("-version")
-            .output()
-            .is_ok()
-            || std::process::Command::new(tool)
-                .arg("--version")
-                .output()
-                .is_ok();
-        assert!(
-            ok,
-            "{tool} is not installed: apt-get install ffmpeg espeak-ng"
-        );
-    }
-}
-
-fn rig() -> Rig {
-    tools_or_explain();
-    let dir = tempfile::tempdir().unwrap();
-    let store =
-        video::publish::store_from_url(dir.path().join("artifacts").to_str().unwrap()).unwrap();
-    let stats = Arc::new(PipelineStats::default());
-    let config = VideoConfig {
-        tts: Arc::new(Espeak::new("espeak-ng").unwrap()),
-        store,
-        ffmpeg: PathBuf::from("ffmpeg"),
-        ffmpeg_version: video::media::version(Path::new("ffmpeg"), "-version").unwrap(),
-        max_encoders: VideoConfig::cores(),
-        cache: SegmentCache::new(dir.path().join("cache"), u64::MAX),
-    };
-    Rig {
-        pipeline: video_pipeline(config, stats.clone()),
-        stats,
-        dir,
-    }
-}
+use crate::common::{CACHE_HITS, Rig, rig, tools_or_explain};
 
 fn context(
     rig: &Rig,

@@ -29,15 +29,9 @@ pub async fn join_wavs(parts: Vec<PathBuf>, out: PathBuf) -> Result<(u64, u32), 
             let mut reader =
                 hound::WavReader::open(part).map_err(|e| io(&part.display().to_string(), e))?;
             let spec = reader.spec();
-            if spec.channels != 1
-                || spec.bits_per_sample != 16
-                || spec.sample_format != hound::SampleFormat::Int
-            {
-                return Err(StageError::retryable(
-                    "tts_bad_audio",
-                    format!("{}: not mono 16-bit PCM", part.display()),
-                ));
-            }
+            crate::tts::wav::check_spec(spec).map_err(|e| {
+                StageError::retryable("tts_bad_audio", format!("{}: {e}", part.display()))
+            })?;
             match spec0 {
                 None => {
                     spec0 = Some(spec);

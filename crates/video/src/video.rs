@@ -368,16 +368,15 @@ struct PendingAudio(AbortOnDropHandle<Result<PathBuf, StageError>>);
 #[derive(Debug)]
 struct Tts(Arc<Shared>);
 
+/// A speech file's samples and rate, if it is what every backend promises
+/// ([`crate::tts::wav::check_spec`]).
 fn wav_info(path: &Path) -> Result<(u64, u32), StageError> {
-    let reader = hound::WavReader::open(path)
-        .map_err(|e| StageError::retryable("tts_bad_audio", format!("{}: {e}", path.display())))?;
+    let bad = |e: &dyn std::fmt::Display| {
+        StageError::retryable("tts_bad_audio", format!("{}: {e}", path.display()))
+    };
+    let reader = hound::WavReader::open(path).map_err(|e| bad(&e))?;
     let spec = reader.spec();
-    if spec.channels != 1 || spec.bits_per_sample != 16 {
-        return Err(StageError::retryable(
-            "tts_bad_audio",
-            "speech is not mono 16-bit",
-        ));
-    }
+    crate::tts::wav::check_spec(spec).map_err(|e| bad(&e))?;
     Ok((u64::from(reader.duration()), spec.sample_rate))
 }
 

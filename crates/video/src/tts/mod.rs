@@ -8,7 +8,7 @@
 pub mod espeak;
 pub mod http;
 pub mod piper;
-mod wav;
+pub(crate) mod wav;
 
 use std::path::Path;
 

@@ -301,9 +301,17 @@ impl Typesetter {
         // cache does not grow with every text ever set.
         typst::comemo::evict(30);
         let document = compiled.map_err(|errors| {
-            errors
-                .first()
-                .map_or_else(|| "unknown error".to_owned(), |e| e.message.to_string())
+            errors.first().map_or_else(
+                || "unknown error".to_owned(),
+                // MiTeX's definitions report misuse with Typst's `panic`.
+                |e| {
+                    let message = e.message.as_str();
+                    message
+                        .strip_prefix("panicked with: ")
+                        .map_or(message, |m| m.trim_matches('"'))
+                        .to_owned()
+                },
+            )
         })?;
         document
             .pages()

@@ -749,6 +749,32 @@ mod tests {
                 ),
             ]
         );
+        // A formula that does not parse names its field, as does an unpaired `$$`.
+        v["title"] = json!("Lab");
+        v["segments"][0]["slide"] = json!({
+            "heading": r"$$\frac{1}{2}",
+            "bullets": [r"$x^2$ is fine", r"$\sqrt$ is not"],
+            "body": "costs $5 and $10: no formula"
+        });
+        let err = Storyboard::from_json(&v).unwrap_err();
+        let found: Vec<(&str, &str)> = err
+            .0
+            .iter()
+            .map(|e| (e.field.as_str(), e.reason.as_str()))
+            .collect();
+        assert_eq!(
+            found,
+            [
+                (
+                    "segments[0].slide.heading",
+                    "a displayed formula opened with $$ is not closed with $$"
+                ),
+                (
+                    "segments[0].slide.bullets[1]",
+                    r"the formula $\sqrt$ cannot be typeset: unexpected args in sqrt"
+                ),
+            ]
+        );
         // Every script the fonts draw passes.
         v["title"] = json!("광합성 — Photosynthesis 🎉");
         v["segments"][0]["slide"] = json!({

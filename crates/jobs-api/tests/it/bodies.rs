@@ -184,6 +184,38 @@ async fn a_character_no_embedded_font_draws_is_422_naming_field_and_character() 
 }
 
 #[tokio::test]
+async fn a_formula_that_does_not_parse_is_422_naming_the_field_and_nothing_is_stored() {
+    let api = mem().await;
+    let mut b = board();
+    b["segments"][1]["slide"]["bullets"] = json!([r"$\frac{1}{2}$ is fine", r"$\frac{1$ is not"]);
+    b["segments"][1]["slide"]["heading"] = json!(r"$\unknowncommand$");
+    let body = json!({ "storyboard": b }).to_string();
+    let (status, e) = error_of(api.post_json(body).send().await.unwrap()).await;
+    assert_eq!(
+        (status, e["error"].as_str()),
+        (422, Some("invalid_storyboard")),
+        "{e}"
+    );
+    assert_eq!(
+        fields(&e),
+        ["segments[1].slide.heading", "segments[1].slide.bullets[1]"],
+        "{e}"
+    );
+    assert_eq!(
+        e["fields"][1]["reason"], r"the formula $\frac{1$ cannot be typeset: missing argument: den",
+        "{e}"
+    );
+    assert_eq!(api.stored().await, 0, "nothing was stored");
+
+    // Typeset formulas (and a price, which is no formula) are taken.
+    b["segments"][1]["slide"]["heading"] = json!(r"Halves: $\frac{1}{2}$ for $5 each");
+    b["segments"][1]["slide"]["bullets"] = json!([r"$$\sqrt{x^2 + 1}$$"]);
+    let body = json!({ "storyboard": b }).to_string();
+    let ok = api.post_json(body).send().await.unwrap();
+    assert_eq!(ok.status().as_u16(), 201);
+}
+
+#[tokio::test]
 async fn a_body_over_the_limit_is_413_in_the_json_error_shape() {
     let api = mem().await;
     let big = json!({"storyboard": {"pad": "x".repeat(2 << 20)}}).to_string();

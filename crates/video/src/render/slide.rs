@@ -30,9 +30,10 @@ use self::layout::{Area, Disc, FrameGeometry, Placed, SlideLayout, block_width, 
 use crate::storyboard::Slide;
 
 /// Bump whenever the pixels change for the same slide and fonts: layout, colours, blending,
-/// or an upgrade of cosmic-text, swash or tiny-skia. It is hashed into
+/// or an upgrade of cosmic-text, swash, tiny-skia, typst or mitex (the math font and
+/// MiTeX's definitions are hashed in already). It is hashed into
 /// [`SlideRenderer::fingerprint`], so a bump invalidates cached renders.
-const RENDERER_VERSION: &str = "slide-renderer/2";
+const RENDERER_VERSION: &str = "slide-renderer/3";
 
 /// Swash keeps every rasterised glyph (per size and subpixel offset). Slides shrink to many
 /// different sizes, so a long-lived renderer would grow without end; past this many glyph
@@ -145,10 +146,10 @@ impl SlideRenderer {
         FINGERPRINT.get_or_init(|| {
             let mut hasher = Sha256::new();
             hasher.update(RENDERER_VERSION.as_bytes());
-            for font in FONTS {
-                // Length-prefixed, so moving bytes from one font to the next changes the hash.
-                hasher.update((font.len() as u64).to_le_bytes());
-                hasher.update(font);
+            for part in FONTS.into_iter().chain(math::identity()) {
+                // Length-prefixed, so moving bytes from one part to the next changes the hash.
+                hasher.update((part.len() as u64).to_le_bytes());
+                hasher.update(part);
             }
             let mut hex = String::with_capacity(64);
             for byte in hasher.finalize() {
@@ -262,6 +263,31 @@ impl Canvas<'_> {
         }
     }
 
+    /// Paints the coverage `mask` in `rgb` with its top-left corner at `origin` (whole
+    /// pixels), clipped to the frame.
+    fn mask(&mut self, mask: &math::Mask, origin: (f32, f32), rgb: [u8; 3]) {
+        let (x0, y0) = (origin.0.round() as i64, origin.1.round() as i64);
+        let (pw, ph) = (self.pixmap.width() as i64, self.pixmap.height() as i64);
+        let width = (mask.width as usize).max(1);
+        let data = self.pixmap.data_mut();
+        for (row, line) in mask.alpha.chunks_exact(width).enumerate() {
+            let y = y0 + row as i64;
+            if y < 0 || y >= ph {
+                continue;
+            }
+            for (col, &alpha) in line.iter().enumerate() {
+                let x = x0 + col as i64;
+                if alpha == 0 || x < 0 || x >= pw {
+                    continue;
+                }
+                let dst = ((y * pw + x) * 4) as usize;
+                if let Some(out) = data.get_mut(dst..dst + 4) {
+                    blend_pixel(out, rgb, alpha);
+                }
+            }
+        }
+    }
+
     /// Draws `buffer` with its top-left corner at `origin`. Lines whose box would end below
     /// `bottom` are left out whole; only a slide that validation refuses has any.
     fn text(&mut self, buffer: &Buffer, origin: (f32, f32), rgb: [u8; 3], bottom: f32) {
@@ -346,20 +372,30 @@ fn blend_glyph(pixmap: &mut Pixmap, glyph: &GlyphInk<'_>) {
             let Some(out) = data.get_mut(dst..dst + 4) else {
                 continue;
             };
-            let a = u32::from(alpha);
-            let inv = 255 - a;
-            for (o, c) in out.iter_mut().zip([colour[0], colour[1], colour[2], 255]) {
-                *o = ((u32::from(c) * a + u32::from(*o) * inv + 127) / 255) as u8;
-            }
+            blend_pixel(out, colour, alpha);
         }
+    }
+}
+
+/// Source-over of `colour` at coverage `alpha` onto one premultiplied RGBA pixel.
+fn blend_pixel(out: &mut [u8], colour: [u8; 3], alpha: u8) {
+    let a = u32::from(alpha);
+    let inv = 255 - a;
+    for (o, c) in out.iter_mut().zip([colour[0], colour[1], colour[2], 255]) {
+        *o = ((u32::from(c) * a + u32::from(*o) * inv + 127) / 255) as u8;
     }
 }
 
 /// Paints the laid-out heading, rule, bullets and body.
 fn paint_content(canvas: &mut Canvas<'_>, layout: &SlideLayout, reveal: Reveal) {
     let bottom = layout.frame.content_bottom;
-    let text = |canvas: &mut Canvas<'_>, block: &Placed, rgb| {
-        canvas.text(&block.buffer, (block.x, block.y), rgb, bottom);
+    let text = |canvas: &mut Canvas<'_>, block: &Placed, rgb| match &block.math {
+        Some(math) => {
+            if let Ok(set) = &math.set {
+                canvas.mask(&set.mask(), (block.x, block.y), rgb);
+            }
+        }
+        None => canvas.text(&block.buffer, (block.x, block.y), rgb, bottom),
     };
     if let Some(heading) = &layout.heading {
         text(canvas, heading, colour::HEADING);
@@ -379,12 +415,7 @@ fn paint_content(canvas: &mut Canvas<'_>, layout: &SlideLayout, reveal: Reveal) 
             _ => rgb,
         };
         // The disc goes with the bullet's first line: drawn only if that line is.
-        let first_line_bottom = bullet
-            .text
-            .buffer
-            .layout_runs()
-            .next()
-            .map(|run| bullet.text.y + run.line_top + run.line_height);
+        let first_line_bottom = bullet.text.first_line_bottom().map(|b| bullet.text.y + b);
         if first_line_bottom.is_some_and(|b| b <= bottom + 0.5) {
             canvas.fill_circle(bullet.disc, dim(colour::ACCENT));
         }
@@ -1138,6 +1169,74 @@ mod tests {
     }
 
     #[test]
+    fn formulas_are_typeset_in_the_bullets_place_and_colour() {
+        let mut r = SlideRenderer::new();
+        let plain = slide("Fractions", &["1/2 + 1/3 = ?", "next"], "");
+        let typeset = slide(
+            "Fractions",
+            &[r"$\frac{1}{2} + \frac{1}{3} = ?$", "next"],
+            "",
+        );
+        let (lp, lt) = (r.layout(&plain, 1280, 720), r.layout(&typeset, 1280, 720));
+        assert!(lt.problems().is_empty(), "{:?}", lt.problems());
+        let height = |l: &SlideLayout| l.bullets[0].text.height();
+        assert!(
+            height(&lt) > 1.5 * height(&lp),
+            "stacked fractions make the line taller: {} vs {}",
+            height(&lt),
+            height(&lp)
+        );
+        assert!(lt.bullets[0].text.math.is_some() && lt.bullets[1].text.math.is_none());
+
+        // Where the formula is drawn, its darkest ink is the bullet's colour: full when it
+        // is the current bullet, dimmed when another is; nothing before it is revealed.
+        let text = &lt.bullets[0].text;
+        let x0 = text.x as usize;
+        let x1 = ((text.x + text.buffer.size().0.unwrap_or(0.0)) as usize).min(1280);
+        let (y0, y1) = (text.y as usize, (text.y + text.height()) as usize);
+        let mut darkest = |reveal: Reveal| {
+            let bytes = r.draw(&SlideFrame {
+                title: "T",
+                slide: &typeset,
+                index: 0,
+                total: 1,
+                width: 1280,
+                height: 720,
+                reveal,
+            });
+            (y0..y1)
+                .flat_map(|y| (x0..x1).map(move |x| (y * 1280 + x) * 4))
+                .map(|at| [bytes[at], bytes[at + 1], bytes[at + 2]])
+                .min_by_key(|p| p.iter().map(|c| u32::from(*c)).sum::<u32>())
+                .unwrap()
+        };
+        let near = |a: [u8; 3], b: [u8; 3]| a.iter().zip(b).all(|(x, y)| x.abs_diff(y) <= 12);
+        let current = darkest(Reveal {
+            visible: 2,
+            emphasised: Some(0),
+        });
+        let other = darkest(Reveal {
+            visible: 2,
+            emphasised: Some(1),
+        });
+        let hidden = darkest(Reveal {
+            visible: 0,
+            emphasised: None,
+        });
+        assert!(near(current, colour::BULLET_TEXT), "{current:?}");
+        let dimmed = colour::dimmed(colour::BULLET_TEXT);
+        assert!(
+            near(other, dimmed) && !near(other, colour::BULLET_TEXT),
+            "{other:?}"
+        );
+        assert_eq!(
+            hidden,
+            colour::BACKGROUND,
+            "an unrevealed bullet leaves its place empty"
+        );
+    }
+
+    #[test]
     fn save_sample_pngs() {
         let mut r = SlideRenderer::new();
         let samples = [
@@ -1150,6 +1249,19 @@ mod tests {
                 "one",
                 "Fractions",
                 slide("What is a half?", &["One of two equal parts"], ""),
+            ),
+            (
+                "math",
+                "Fractions",
+                slide(
+                    r"Adding $\frac{1}{2}$ and $\frac{1}{3}$",
+                    &[
+                        "Find a common denominator: 6",
+                        r"$$\frac{1}{2} + \frac{1}{3} = \frac{3}{6} + \frac{2}{6} = \frac{5}{6}$$",
+                        r"Check: $\gcd(5, 6) = 1$, and $\sqrt{x^2} = |x|$",
+                    ],
+                    "",
+                ),
             ),
         ];
         for (name, title, s) in samples {

@@ -69,6 +69,19 @@ pub(crate) fn with_shared_fonts<R>(f: impl FnOnce(&mut FontSystem) -> R) -> R {
     f(&mut fonts)
 }
 
+/// The process-wide typesetter of fields with formulas: their text in the same fonts, in
+/// the same fallback order as cosmic-text's, their formulas in New Computer Modern Math.
+/// Typesetting takes `&self`, so validation and every renderer share it without a lock.
+pub(super) fn typesetter() -> &'static math::Typesetter {
+    static TYPESETTER: OnceLock<math::Typesetter> = OnceLock::new();
+    TYPESETTER.get_or_init(|| {
+        math::Typesetter::new(
+            &FONTS,
+            &[LATIN_FAMILY, "NanumGothic", "DejaVu Sans", "Symbola"],
+        )
+    })
+}
+
 /// The characters of a shaped, laid-out `buffer` that no loaded font draws: those whose
 /// glyph is the `.notdef` box (glyph id 0) after shaping and fallback. Each is listed once,
 /// in order of first appearance.

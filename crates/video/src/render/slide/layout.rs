@@ -15,10 +15,15 @@
 //! **Scripts.** Paragraph direction follows the text (Unicode bidi, first strong
 //! character): right-to-left paragraphs are right-aligned and an RTL bullet has its disc
 //! on the right. A character that no embedded font draws is a [`Problem::Uncovered`].
+//!
+//! **Formulas.** A field with `$…$` or `$$…$$` ([`math::split`]) is set by the
+//! [`math::Typesetter`] instead of cosmic-text, at the same size, width and line height, in
+//! the same fonts: its height, first baseline and ink come from Typst. A formula that does
+//! not parse is a [`Problem::Formula`].
 
 use cosmic_text::{Attrs, Buffer, Family, FontSystem, Metrics, Shaping, Weight, Wrap};
 
-use super::fonts::{LATIN_FAMILY, missing_chars};
+use super::fonts::{LATIN_FAMILY, missing_chars, typesetter};
 use crate::storyboard::Slide;
 
 /// The legible minimum: body text is never set smaller than this many pixels on a 1080-line
@@ -146,13 +151,20 @@ pub enum Problem {
         /// Body size at the minimum scale on this frame, in pixels.
         min_body_px: f32,
     },
+    /// A formula of the field cannot be typeset (or its dollars do not pair up).
+    Formula {
+        field: SlideField,
+        error: math::MathError,
+    },
 }
 
 impl Problem {
     /// The field, as a path below the slide: `bullets[2]`.
     pub fn field(&self) -> SlideField {
         match self {
-            Self::Uncovered { field, .. } | Self::DoesNotFit { field, .. } => *field,
+            Self::Uncovered { field, .. }
+            | Self::DoesNotFit { field, .. }
+            | Self::Formula { field, .. } => *field,
         }
     }
 
@@ -166,6 +178,7 @@ impl Problem {
                  1080p); from this field on it would be cut off: shorten the slide or split \
                  it into two"
             ),
+            Self::Formula { error, .. } => error.to_string(),
         }
     }
 }
@@ -173,10 +186,105 @@ impl Problem {
 /// A laid-out text block and where its top-left corner goes.
 #[derive(Debug)]
 pub(super) struct Placed {
+    /// The text, shaped by cosmic-text. For a field with formulas it holds the plain runs
+    /// only, to find the paragraph's direction; `math` is what is drawn.
     pub buffer: Buffer,
+    /// The field's text and formulas as Typst set them, when it has formulas.
+    pub math: Option<MathText>,
     pub x: f32,
     pub y: f32,
     pub field: SlideField,
+}
+
+/// A field with formulas: its runs and how they were last set.
+#[derive(Debug)]
+pub(super) struct MathText {
+    /// The field's runs, or why its dollars do not pair up.
+    parts: Result<Vec<math::Part>, math::SplitError>,
+    bold: bool,
+    /// The result at the current size: the set text, or why it cannot be set.
+    pub set: Result<math::Typeset, math::MathError>,
+}
+
+impl MathText {
+    fn new(parts: Result<Vec<math::Part>, math::SplitError>, bold: bool) -> Self {
+        let set = match &parts {
+            Err(e) => Err(math::MathError::Split(e.clone())),
+            // Replaced by the first layout, which always comes before any use.
+            Ok(_) => Err(math::MathError::Formula {
+                latex: String::new(),
+                reason: "not laid out yet".to_owned(),
+            }),
+        };
+        Self { parts, bold, set }
+    }
+}
+
+impl Placed {
+    /// Lays the block out at `metrics` in a box `width` wide.
+    fn relayout(&mut self, fonts: &mut FontSystem, metrics: Metrics, width: f32) {
+        self.buffer
+            .set_metrics_and_size(fonts, metrics, Some(width), None);
+        if let Some(math) = &mut self.math {
+            let style = math::TextStyle {
+                size: metrics.font_size,
+                width,
+                line_height: metrics.line_height / metrics.font_size,
+                bold: math.bold,
+                rtl: is_rtl(&self.buffer),
+            };
+            math.set = match &math.parts {
+                Ok(parts) => typesetter().typeset(parts, &style),
+                Err(e) => Err(math::MathError::Split(e.clone())),
+            };
+        }
+    }
+
+    /// Height of all its lines.
+    pub fn height(&self) -> f32 {
+        match &self.math {
+            Some(math) => math.set.as_ref().map_or(0.0, math::Typeset::height),
+            None => block_height(&self.buffer),
+        }
+    }
+
+    /// The first line's baseline below the block's top (`fallback` when it has no line).
+    pub fn first_baseline(&self, fallback: f32) -> f32 {
+        match &self.math {
+            Some(math) => math
+                .set
+                .as_ref()
+                .map_or(fallback, math::Typeset::first_baseline),
+            None => self
+                .buffer
+                .layout_runs()
+                .next()
+                .map_or(fallback, |run| run.line_y),
+        }
+    }
+
+    /// The first line's bottom below the block's top, if it has a line.
+    pub fn first_line_bottom(&self) -> Option<f32> {
+        match &self.math {
+            Some(math) => math.set.as_ref().ok().map(math::Typeset::height),
+            None => self
+                .buffer
+                .layout_runs()
+                .next()
+                .map(|run| run.line_top + run.line_height),
+        }
+    }
+
+    /// Characters drawn as the missing-glyph box.
+    fn missing_chars(&self) -> Vec<char> {
+        match &self.math {
+            Some(math) => math
+                .set
+                .as_ref()
+                .map_or_else(|_| Vec::new(), math::Typeset::missing_chars),
+            None => missing_chars(&self.buffer),
+        }
+    }
 }
 
 /// A filled circle.
@@ -241,7 +349,7 @@ impl SlideLayout {
     pub fn missing_chars(&self) -> Vec<char> {
         let mut all = Vec::new();
         for block in self.blocks() {
-            for c in missing_chars(&block.buffer) {
+            for c in block.missing_chars() {
                 if !all.contains(&c) {
                     all.push(c);
                 }
@@ -302,11 +410,30 @@ fn is_rtl(buffer: &Buffer) -> bool {
 pub fn layout_slide(fonts: &mut FontSystem, slide: &Slide, width: u32, height: u32) -> SlideLayout {
     let frame = FrameGeometry::new(width, height);
     let present = |s: &str| !s.trim().is_empty();
-    let block = |fonts: &mut FontSystem, text: &str, attrs: &Attrs, field| Placed {
-        buffer: text_block(fonts, text.trim(), attrs),
-        x: frame.margin_x,
-        y: 0.0,
-        field,
+    let block = |fonts: &mut FontSystem, text: &str, attrs: &Attrs, field| {
+        let text = text.trim();
+        let (plain, math) = match math::split(text) {
+            Ok(parts) if parts.iter().all(|p| p.formula().is_none()) => (text.to_owned(), None),
+            Ok(parts) => {
+                let plain = parts
+                    .iter()
+                    .filter_map(|p| match p {
+                        math::Part::Text(t) => Some(t.as_str()),
+                        _ => None,
+                    })
+                    .collect::<String>();
+                let bold = attrs.weight == Weight::BOLD;
+                (plain, Some(MathText::new(Ok(parts), bold)))
+            }
+            Err(e) => (text.to_owned(), Some(MathText::new(Err(e), false))),
+        };
+        Placed {
+            buffer: text_block(fonts, &plain, attrs),
+            math,
+            x: frame.margin_x,
+            y: 0.0,
+            field,
+        }
     };
     let heading =
         present(&slide.heading).then(|| block(fonts, &slide.heading, &bold(), SlideField::Heading));
@@ -370,7 +497,7 @@ pub fn layout_slide(fonts: &mut FontSystem, slide: &Slide, width: u32, height: u
     let uncovered: Vec<Problem> = layout
         .blocks()
         .filter_map(|b| {
-            let chars = missing_chars(&b.buffer);
+            let chars = b.missing_chars();
             (!chars.is_empty()).then_some(Problem::Uncovered {
                 field: b.field,
                 chars,
@@ -378,6 +505,19 @@ pub fn layout_slide(fonts: &mut FontSystem, slide: &Slide, width: u32, height: u
         })
         .collect();
     layout.problems.extend(uncovered);
+    let formulas: Vec<Problem> = layout
+        .blocks()
+        .filter_map(|b| match &b.math {
+            Some(MathText {
+                set: Err(error), ..
+            }) => Some(Problem::Formula {
+                field: b.field,
+                error: error.clone(),
+            }),
+            _ => None,
+        })
+        .collect();
+    layout.problems.extend(formulas);
     layout.problems.sort_by_key(|p| match p.field() {
         SlideField::Heading => 0,
         SlideField::Bullet(i) => i.saturating_add(1),
@@ -397,14 +537,13 @@ impl SlideLayout {
         let mut y = frame.content_top;
         self.rule = None;
         if let Some(heading) = &mut self.heading {
-            heading.buffer.set_metrics_and_size(
+            heading.relayout(
                 fonts,
                 metrics(size::HEADING * u, size::HEADING_LINE),
-                Some(frame.content_width),
-                None,
+                frame.content_width,
             );
             heading.y = y;
-            y += block_height(&heading.buffer) + size::RULE_GAP_ABOVE * u;
+            y += heading.height() + size::RULE_GAP_ABOVE * u;
             let w = size::RULE_WIDTH * u;
             self.rule = Some(Area {
                 x: if is_rtl(&heading.buffer) {
@@ -424,21 +563,16 @@ impl SlideLayout {
         let radius = size::BULLET_RADIUS * bullet_size;
         for (i, bullet) in self.bullets.iter_mut().enumerate() {
             let text = &mut bullet.text;
-            text.buffer.set_metrics_and_size(
+            text.relayout(
                 fonts,
                 metrics(bullet_size, size::BULLET_LINE),
-                Some((frame.content_width - indent).max(1.0)),
-                None,
+                (frame.content_width - indent).max(1.0),
             );
             if i > 0 {
                 y += size::BULLET_GAP * u;
             }
             text.y = y;
-            let baseline = text
-                .buffer
-                .layout_runs()
-                .next()
-                .map_or(bullet_size, |run| run.line_y);
+            let baseline = text.first_baseline(bullet_size);
             let rtl = is_rtl(&text.buffer);
             // RTL text is right-aligned in its box, so the box starts at the margin and
             // the disc sits in the indent on the right.
@@ -452,20 +586,19 @@ impl SlideLayout {
                 cy: y + baseline - size::BULLET_RAISE * bullet_size,
                 r: radius,
             };
-            y += block_height(&text.buffer);
+            y += text.height();
         }
         if let Some(body) = &mut self.body {
-            body.buffer.set_metrics_and_size(
+            body.relayout(
                 fonts,
                 metrics(size::BODY * u, size::BODY_LINE),
-                Some(frame.content_width),
-                None,
+                frame.content_width,
             );
             if !self.bullets.is_empty() {
                 y += size::BODY_GAP * u;
             }
             body.y = y;
-            y += block_height(&body.buffer);
+            y += body.height();
         }
 
         // Short content: move what is under the heading down into the free space.
@@ -486,7 +619,7 @@ impl SlideLayout {
     fn overflow(&self) -> Option<SlideField> {
         let bottom = self.frame.content_bottom + 0.01;
         self.blocks()
-            .find(|b| b.y + block_height(&b.buffer) > bottom)
+            .find(|b| b.y + b.height() > bottom)
             .map(|b| b.field)
     }
 }

@@ -753,7 +753,7 @@ mod tests {
         v["title"] = json!("Lab");
         v["segments"][0]["slide"] = json!({
             "heading": r"$$\frac{1}{2}",
-            "bullets": [r"$x^2$ is fine", r"$\sqrt$ is not"],
+            "bullets": [r"$x^2$ is fine", r"$\sqrt$ is not", r"$\text{数} + 1$"],
             "body": "costs $5 and $10: no formula"
         });
         let err = Storyboard::from_json(&v).unwrap_err();
@@ -772,6 +772,10 @@ mod tests {
                 (
                     "segments[0].slide.bullets[1]",
                     r"the formula $\sqrt$ cannot be typeset: unexpected args in sqrt"
+                ),
+                (
+                    "segments[0].slide.bullets[2]",
+                    "U+6570 数 cannot be drawn with the embedded fonts"
                 ),
             ]
         );

@@ -565,30 +565,46 @@ impl Stage for Tts {
             .collect();
         // The channel closes when the last batch ends.
         drop(report);
-        let speak = async {
-            let mut running = futures_util::stream::iter(calls).buffer_unordered(workers);
-            while let Some(result) = running.next().await {
-                result?;
+        // The futures borrow what the speech is made of: done with them before it is.
+        let outcome: Result<(), (usize, StageError)> = {
+            // Its batches (and their ends of the channel) are dropped when it returns.
+            let speak = async {
+                let mut running = futures_util::stream::iter(calls).buffer_unordered(workers);
+                while let Some(result) = running.next().await {
+                    result?;
+                }
+                Ok(())
+            };
+            let keep = async {
+                let mut kept = futures_util::stream::poll_fn(|cx| reported.poll_recv(cx))
+                    .map(|u| {
+                        let segments = segments.clone();
+                        let (k, path) = (keys[u].clone(), wavs[u].clone());
+                        async move { (u, keep_speech(&segments, &k, &path).await) }
+                    })
+                    .buffer_unordered(STORE_CALLS);
+                while let Some((u, info)) = kept.next().await {
+                    let info = info.map_err(|e| (u, e))?;
+                    PipelineStats::bump(&shared.stats.speech_made);
+                    done(u, info).map_err(|e| (u, e))?;
+                }
+                Ok(())
+            };
+            // A failed batch ends the speaking, but what was reported before it is still kept,
+            // so a retry does not speak it again; a failure to keep ends the speaking.
+            tokio::pin!(speak, keep);
+            tokio::select! {
+                spoke = &mut speak => {
+                    let kept = (&mut keep).await;
+                    spoke.and(kept)
+                }
+                kept = &mut keep => match kept {
+                    Ok(()) => (&mut speak).await,
+                    Err(e) => Err(e),
+                },
             }
-            Ok(())
         };
-        let keep = async {
-            let mut kept = futures_util::stream::poll_fn(|cx| reported.poll_recv(cx))
-                .map(|u| {
-                    let segments = segments.clone();
-                    let (k, path) = (keys[u].clone(), wavs[u].clone());
-                    async move { (u, keep_speech(&segments, &k, &path).await) }
-                })
-                .buffer_unordered(STORE_CALLS);
-            while let Some((u, info)) = kept.next().await {
-                let info = info.map_err(|e| (u, e))?;
-                PipelineStats::bump(&shared.stats.speech_made);
-                done(u, info).map_err(|e| (u, e))?;
-            }
-            Ok(())
-        };
-        tokio::try_join!(speak, keep)
-            .map_err(|(u, e): (usize, StageError)| in_segment(e, owner[u], &texts[u]))?;
+        outcome.map_err(|(u, e)| in_segment(e, owner[u], &texts[u]))?;
         let sample_rate = rates.first().copied().unwrap_or(0);
         if rates.iter().any(|r| *r != sample_rate) {
             return Err(StageError::retryable(

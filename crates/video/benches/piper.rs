@@ -24,7 +24,7 @@ use pipeline::{ProgressEvent, ProgressSink, StageContext, StageError};
 use tokio_util::sync::CancellationToken;
 use video::storyboard::Voice;
 use video::tts::piper::Piper;
-use video::tts::{BatchError, TtsBackend, Utterance};
+use video::tts::{BatchError, Schedule, TtsBackend, Utterance};
 use video::video::{PipelineStats, VideoConfig, video_pipeline};
 
 /// CPU-seconds used so far by this process and by every child it has waited for.
@@ -58,12 +58,11 @@ impl TtsBackend for Workers {
         self.0.fingerprint(voice)
     }
 
-    fn concurrency(&self) -> usize {
-        self.1
-    }
-
-    fn max_batch(&self) -> usize {
-        self.0.max_batch()
+    fn schedule(&self, voice: &Voice) -> Schedule {
+        Schedule {
+            workers: self.1,
+            ..self.0.schedule(voice)
+        }
     }
 
     async fn synthesize(
@@ -119,7 +118,7 @@ async fn run(tts: Arc<dyn TtsBackend>, input: &serde_json::Value, dir: &Path) ->
         CancellationToken::new(),
     );
     let cpu = cpu_seconds();
-    pipeline.run(&ctx).await.unwrap();
+    let published = pipeline.run(&ctx).await.unwrap();
     let cpu = cpu_seconds() - cpu;
     let mut tts = None;
     while let Ok(e) = events.try_recv() {
@@ -129,21 +128,16 @@ async fn run(tts: Arc<dyn TtsBackend>, input: &serde_json::Value, dir: &Path) ->
             tts = Some(duration);
         }
     }
-    let mut samples = 0u64;
-    let mut rate = 1;
-    for entry in std::fs::read_dir(dir.join("cache")).unwrap() {
-        let path = entry.unwrap().path();
-        if path.extension().is_some_and(|e| e == "wav") {
-            let reader = hound::WavReader::open(&path).unwrap();
-            rate = reader.spec().sample_rate;
-            samples += u64::from(reader.duration());
-        }
-    }
+    // The film is as long as its narration (within a frame).
+    let film = dir.join("artifacts").join(&published.artifact_key);
+    let film = video::media::probe(Path::new("ffprobe"), &film)
+        .await
+        .unwrap();
     Run {
         tts: tts.expect("the tts stage finished"),
         cpu,
         sentences: stats.speech_made.load(Ordering::Relaxed),
-        speech_seconds: samples as f64 / f64::from(rate),
+        speech_seconds: film.duration,
     }
 }
 

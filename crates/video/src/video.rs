@@ -3,8 +3,8 @@
 //! - **plan** parses and validates the storyboard (a failure is permanent: `invalid_input`);
 //! - **tts** speaks each sentence of each beat of each segment into its own WAV (a version 1
 //!   segment is one beat): the sentences not cached are handed to the backend in batches
-//!   (one sentence each, or as many as it takes at once: Piper speaks a job's in one run
-//!   per worker), up to the backend's bound at once, each kept as soon as it is spoken;
+//!   (one sentence each, or as many as it takes at once: Piper speaks a job's English
+//!   sentences in one run), as many at once as it says, each kept as soon as it is spoken;
 //!   then it starts joining and encoding the narration to AAC in the background —
 //!   overlapped with render;
 //! - **render** draws each picture of a slide (one per beat that changes it) in Rust and
@@ -530,12 +530,14 @@ impl Stage for Tts {
         drop(found);
         missing.sort_unstable();
         // The rest in batches (one sentence each unless the backend's calls have a fixed
-        // cost worth sharing), `concurrency` at once. Each sentence is checked, kept and
-        // counted as soon as the backend reports it, while the others are spoken.
-        let workers = tts.concurrency().max(1);
+        // cost worth sharing), as many at once as the backend's schedule says. Each
+        // sentence is checked, kept and counted as soon as the backend reports it, while
+        // the others are spoken.
+        let schedule = tts.schedule(&board.voice);
+        let workers = schedule.workers.max(1);
         let lengths: Vec<usize> = missing.iter().map(|&u| texts[u].len()).collect();
         let (report, mut reported) = tokio::sync::mpsc::unbounded_channel::<usize>();
-        let calls: Vec<_> = plan_batches(&lengths, workers, tts.max_batch())
+        let calls: Vec<_> = plan_batches(&lengths, workers, schedule.max_batch)
             .into_iter()
             .map(|range| {
                 let ids = missing[range].to_vec();

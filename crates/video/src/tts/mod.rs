@@ -5,10 +5,11 @@
 //! `text:synthesize`, OpenAI-style `/v1/audio/speech`). Every backend writes a mono 16-bit
 //! PCM WAV file per sentence; the compose stage joins their samples and encodes AAC once.
 //!
-//! The TTS stage hands a backend its sentences in batches ([`plan_batches`]): one sentence
-//! a call for a backend whose calls cost only their sentences (espeak-ng, HTTP: the trait's
-//! default), many for one whose every call has a fixed cost (Piper loads its model at each
-//! run, so it speaks a job's sentences in as few runs as it runs at once).
+//! The TTS stage hands a backend its sentences in batches ([`plan_batches`], as the
+//! backend's [`Schedule`] says): one sentence a call for a backend whose calls cost only
+//! their sentences (espeak-ng, HTTP: the trait's default), many for one whose every call
+//! has a fixed cost (Piper loads its model at each run, so it speaks a job's English
+//! sentences in one run).
 
 pub mod espeak;
 pub mod http;
@@ -36,11 +37,15 @@ pub trait TtsBackend: Send + Sync + std::fmt::Debug {
         2
     }
 
-    /// How many sentences one [`TtsBackend::synthesize_batch`] call should be given at
-    /// most. 1 (the default): a batch costs what its sentences cost one by one, so each
-    /// sentence stays its own call and [`TtsBackend::concurrency`] of them run at once.
-    fn max_batch(&self) -> usize {
-        1
+    /// How the stage should hand this backend a job's sentences in `voice`. The default:
+    /// one sentence a call, [`TtsBackend::concurrency`] calls at once — a batch costs what
+    /// its sentences cost one by one.
+    fn schedule(&self, voice: &Voice) -> Schedule {
+        let _ = voice;
+        Schedule {
+            workers: self.concurrency(),
+            max_batch: 1,
+        }
     }
 
     /// Speaks `text` into a mono 16-bit PCM WAV file at `out`. Stops early (killing any
@@ -85,6 +90,15 @@ pub(crate) async fn one_by_one<B: TtsBackend + ?Sized>(
         spoken(index);
     }
     Ok(())
+}
+
+/// How a job's sentences are handed to a backend ([`TtsBackend::schedule`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Schedule {
+    /// [`TtsBackend::synthesize_batch`] calls at once.
+    pub workers: usize,
+    /// Sentences a call, at most.
+    pub max_batch: usize,
 }
 
 /// One sentence of a batch: what to say, and where its WAV goes.

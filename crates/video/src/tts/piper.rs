@@ -3,8 +3,8 @@
 //! WAV comes out in a file, which is then read back and checked.
 //!
 //! Each run of `piper` loads the model, about a second on 2 cores — more than it takes to
-//! speak a sentence. So a job's sentences are spoken in batches ([`TtsBackend::max_batch`]
-//! is unbounded): one run of a small driver, `piper_batch.py` (beside this file, embedded
+//! speak a sentence. So a job's English sentences are spoken in one batch
+//! ([`TtsBackend::schedule`]): one run of a small driver, `piper_batch.py` (beside this file, embedded
 //! in the binary), with the Python of piper-tts's virtual environment, loads the voice once
 //! and writes each sentence to its own file, reporting each as it is done, so the stage
 //! caches and counts sentences while the rest are spoken. The driver makes the same library
@@ -38,7 +38,7 @@ use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
 
 use super::wav::{self, WavError};
-use super::{BatchError, TtsBackend, Utterance};
+use super::{BatchError, Schedule, TtsBackend, Utterance};
 use crate::StageError;
 use crate::storyboard::Voice;
 
@@ -209,7 +209,9 @@ pub struct Piper {
 
 impl Piper {
     /// Uses `program` with the voice `model` (its config is `model` + `.json`). Reads and
-    /// hashes both, so this takes a moment (a medium voice is about 60 MB).
+    /// hashes both (a medium voice is about 60 MB) and asks the Python beside `program`
+    /// for the engine's version and whether it can run the batch driver (it imports
+    /// piper-tts), so this takes a second or so.
     pub fn new(program: impl Into<PathBuf>, model: impl Into<PathBuf>) -> Result<Self, PiperError> {
         let program = program.into();
         let model = model.into();
@@ -425,13 +427,28 @@ impl TtsBackend for Piper {
     }
 
     fn concurrency(&self) -> usize {
-        // Each process loads the model (~250 MB resident) and onnxruntime uses every core:
-        // two at once overlap one's model load with the other's speech, more only thrash.
+        // A sentence a run: each process loads the model (~250 MB resident) and onnxruntime
+        // uses every core; two at once overlap one's model load with the other's speech,
+        // more only thrash.
         2
     }
 
-    fn max_batch(&self) -> usize {
-        if self.driver.is_some() { usize::MAX } else { 1 }
+    fn schedule(&self, voice: &Voice) -> Schedule {
+        if self.driver.is_some() && self.speaks(voice) {
+            // One run for the job: the model is loaded once and onnxruntime already uses
+            // every core. A second run at once cost more CPU-seconds and, on a long lesson,
+            // more wall time too (docs/benchmarks.md, "Piper").
+            Schedule {
+                workers: 1,
+                max_batch: usize::MAX,
+            }
+        } else {
+            // Espeak-ng for another language, or the program once per sentence.
+            Schedule {
+                workers: self.concurrency(),
+                max_batch: 1,
+            }
+        }
     }
 
     async fn synthesize_batch(

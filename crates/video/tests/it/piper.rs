@@ -16,7 +16,7 @@ use pipeline::StageError;
 use tokio_util::sync::CancellationToken;
 use video::tts::espeak::Espeak;
 use video::tts::piper::{Piper, PiperError};
-use video::tts::{BatchError, TtsBackend, Utterance};
+use video::tts::{BatchError, Schedule, TtsBackend, Utterance};
 
 use crate::common::{CACHE_HITS, code, script, voice};
 
@@ -361,7 +361,17 @@ async fn a_batch_is_one_run_of_the_driver_with_each_sentence_in_its_own_file_in_
     let dir = tempfile::tempdir().unwrap();
     let piper = fake_batching(dir.path(), "cp tone-$i.wav \"$out\"; echo $i");
     assert!(piper.batches());
-    assert_eq!(piper.max_batch(), usize::MAX);
+    let one_run = Schedule {
+        workers: 1,
+        max_batch: usize::MAX,
+    };
+    let a_run_a_sentence = Schedule {
+        workers: 2,
+        max_batch: 1,
+    };
+    assert_eq!(piper.schedule(&voice("en-US", 160)), one_run);
+    // Korean goes to espeak-ng, a sentence a call.
+    assert_eq!(piper.schedule(&voice("ko", 160)), a_run_a_sentence);
     let (result, spoken) = batch(&piper, &TEXTS, dir.path(), &CancellationToken::new()).await;
     result.unwrap();
     assert_eq!(spoken, [0, 1, 2, 3]);
@@ -392,7 +402,7 @@ async fn a_batch_is_one_run_of_the_driver_with_each_sentence_in_its_own_file_in_
     assert_eq!(lines[3]["out"], dir.path().join("s3.wav").to_str().unwrap());
     // Without batches: the program once per sentence, as before.
     let piper = piper.without_batches();
-    assert_eq!(piper.max_batch(), 1);
+    assert_eq!(piper.schedule(&voice("en", 160)), a_run_a_sentence);
     let (result, spoken) = batch(&piper, &TEXTS[..2], dir.path(), &CancellationToken::new()).await;
     result.unwrap();
     assert_eq!(spoken, [0, 1]);

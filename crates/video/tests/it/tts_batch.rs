@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use video::cache::SegmentCache;
 use video::storyboard::Voice;
 use video::tts::espeak::Espeak;
-use video::tts::{BatchError, TtsBackend, Utterance};
+use video::tts::{BatchError, Schedule, TtsBackend, Utterance};
 use video::video::{PipelineStats, VideoConfig, video_pipeline};
 
 use crate::common::{CACHE_HITS, code, tools_or_explain};
@@ -50,12 +50,11 @@ impl TtsBackend for Batching {
         self.espeak.fingerprint(voice)
     }
 
-    fn concurrency(&self) -> usize {
-        self.workers
-    }
-
-    fn max_batch(&self) -> usize {
-        usize::MAX
+    fn schedule(&self, _: &Voice) -> Schedule {
+        Schedule {
+            workers: self.workers,
+            max_batch: usize::MAX,
+        }
     }
 
     async fn synthesize(

@@ -166,7 +166,7 @@ fn probe(program: &Path) -> (Option<String>, Option<PathBuf>) {
         return (None, None);
     };
     let Ok(out) = std::process::Command::new(&python)
-        .args(["-c", PROBE])
+        .args(["-I", "-c", PROBE])
         .stdin(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .output()
@@ -332,14 +332,15 @@ impl Piper {
                 let why = format!("{}: a path that is not UTF-8", utterance.out.display());
                 return Err(at(index, StageError::retryable("internal", why)));
             };
-            // One line a sentence: a line break inside one would split the driver's input.
+            // JSON escapes a line break, but `piper` speaks lines apart: a sentence is one.
             let text = utterance.text.replace(['\n', '\r'], " ");
             input.push_str(&serde_json::json!({ "text": text, "out": out }).to_string());
             input.push('\n');
         }
         let mut cmd = Command::new(python);
-        cmd.arg("-c")
-            .arg(DRIVER)
+        // Isolated (-I): neither the working directory nor PYTHON* variables can put other
+        // modules in the way of piper-tts's.
+        cmd.args(["-I", "-c", DRIVER])
             .arg(&self.model)
             .arg(format!("{:.3}", length_scale(voice.rate_wpm)));
         let (lines, mut reported) = tokio::sync::mpsc::unbounded_channel();

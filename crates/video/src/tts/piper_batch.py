@@ -8,9 +8,9 @@ check, cache and count each sentence as soon as it is spoken.
 Run by the video crate (crates/video/src/tts/piper.rs, embedded in the binary) with the
 Python of the virtual environment piper-tts is installed in:
 
-    python3 -c "$(cat piper_batch.py)" MODEL LENGTH_SCALE
+    python3 -I -c "$(cat piper_batch.py)" MODEL LENGTH_SCALE
 
-stdin: one JSON object a line, {"text": "...", "out": "/path/to/sentence.wav"}.
+stdin: one JSON object a line (UTF-8), {"text": "...", "out": "/path/to/sentence.wav"}.
 For each line, in order: speaks `text` as `piper --model MODEL --length-scale LENGTH_SCALE`
 would (same library calls, same defaults), writes the WAV to `out` + ".part", renames it to
 `out`, then prints the line's index (0, 1, ...) on stdout. The first failure ends the run
@@ -30,7 +30,8 @@ def main() -> None:
     model, length_scale = sys.argv[1], float(sys.argv[2])
     voice = PiperVoice.load(model)
     config = SynthesisConfig(length_scale=length_scale)
-    for index, line in enumerate(sys.stdin):
+    # Bytes: JSON is UTF-8 whatever the locale says.
+    for index, line in enumerate(sys.stdin.buffer):
         item = json.loads(line)
         part = item["out"] + ".part"
         with wave.open(part, "wb") as wav:

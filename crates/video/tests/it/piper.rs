@@ -305,7 +305,7 @@ fn fake_batching(dir: &Path, each: &str) -> Piper {
         &dir.join("python3"),
         &format!(
             "[ \"$1\" = --version ] && exit 0\n\
-             if [ $# -eq 2 ]; then echo 1.8.0; echo batch; exit 0; fi\n\
+             if [ $# -eq 3 ]; then echo 1.8.0; echo batch; exit 0; fi\n\
              printf '%s\\n' \"$@\" > {d}/driver-args\n\
              echo run >> {d}/runs\n\
              cd {d}; i=0\n\
@@ -388,7 +388,7 @@ async fn a_batch_is_one_run_of_the_driver_with_each_sentence_in_its_own_file_in_
     let args = std::fs::read_to_string(dir.path().join("driver-args")).unwrap();
     let args: Vec<&str> = args.lines().collect();
     let model = dir.path().join("en_US-test-medium.onnx");
-    assert_eq!(args[0], "-c");
+    assert_eq!(args[..2], ["-I", "-c"]);
     assert!(args.contains(&"from piper import PiperVoice, SynthesisConfig"));
     assert_eq!(args[args.len() - 2..], [model.to_str().unwrap(), "1.156"]);
     let stdin = std::fs::read_to_string(dir.path().join("driver-stdin")).unwrap();

@@ -32,7 +32,8 @@ pub trait TtsBackend: Send + Sync + std::fmt::Debug {
     /// version, voice name, rate): part of the segment cache key.
     fn fingerprint(&self, voice: &Voice) -> String;
 
-    /// How many calls ([`TtsBackend::synthesize`], or batches) may run at once.
+    /// How many [`TtsBackend::synthesize`] calls may run at once (the workers of the
+    /// default [`TtsBackend::schedule`]).
     fn concurrency(&self) -> usize {
         2
     }

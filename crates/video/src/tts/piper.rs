@@ -408,7 +408,7 @@ fn is_executable(path: &Path) -> bool {
 }
 
 /// Piper's `--length-scale` for `rate_wpm` words per minute: the voice's natural rate over
-/// the one asked, kept within [`LENGTH_SCALES`].
+/// the one asked, kept within `LENGTH_SCALES` (0.5 to 2).
 pub fn length_scale(rate_wpm: u32) -> f64 {
     let scale = f64::from(NATURAL_WPM) / f64::from(rate_wpm.max(1));
     scale.clamp(*LENGTH_SCALES.start(), *LENGTH_SCALES.end())
@@ -460,6 +460,8 @@ impl TtsBackend for Piper {
         spoken: &(dyn Fn(usize) + Send + Sync),
     ) -> Result<(), BatchError> {
         match &self.driver {
+            // Nothing to say: no model to load.
+            _ if batch.is_empty() => Ok(()),
             Some(python) if self.speaks(voice) => {
                 self.run_driver(python, batch, voice, cancel, spoken).await
             }

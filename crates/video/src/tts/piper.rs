@@ -4,13 +4,13 @@
 //!
 //! Each run of `piper` loads the model, about a second on 2 cores — more than it takes to
 //! speak a sentence. So a job's English sentences are spoken in one batch
-//! ([`TtsBackend::schedule`]): one run of a small driver, `piper_batch.py` (beside this file, embedded
-//! in the binary), with the Python of piper-tts's virtual environment, loads the voice once
-//! and writes each sentence to its own file, reporting each as it is done, so the stage
-//! caches and counts sentences while the rest are spoken. The driver makes the same library
-//! calls with the same settings as the `piper` program. Its WAVs are checked like the
-//! program's. A piper without that Python beside it (installed some other way) is run once
-//! per sentence.
+//! ([`TtsBackend::schedule`]): one run of a small driver, `piper_batch.py` (beside this
+//! file, embedded in the binary), with the Python of piper-tts's virtual environment, loads
+//! the voice once and writes each sentence to its own file, reporting each as it is done, so
+//! the stage caches and counts sentences while the rest are spoken. The driver makes the
+//! same library calls with the same settings as the `piper` program, so the cache key is
+//! the same either way. Its WAVs are checked like the program's. A piper without that
+//! Python beside it (installed some other way) is run once per sentence.
 //!
 //! A Piper voice is one model file (`*.onnx`) with its config beside it (`*.onnx.json`), and
 //! speaks one language — the bundled `en_US-joe-medium` speaks English. A storyboard in
@@ -354,14 +354,14 @@ impl Piper {
                     // `None`: the run is over and every line it printed is read.
                     let Some(line) = line else { break };
                     if next >= batch.len() || line.trim() != next.to_string() {
-                        let why = format!("piper's batch driver printed {line:?} where sentence {next} was due");
+                        let why = format!(
+                            "piper's batch driver printed {line:?} where sentence {next} was due"
+                        );
                         return Err(at(next, StageError::retryable("tts_failed", why)));
                     }
                     self.check_output(&batch[next].out).map_err(|why| {
-                        at(next, StageError::retryable(
-                            "tts_failed",
-                            format!("piper reported a sentence spoken but its output is wrong: {why}"),
-                        ))
+                        let why = format!("piper said a sentence was spoken but it is wrong: {why}");
+                        at(next, StageError::retryable("tts_failed", why))
                     })?;
                     spoken(next);
                     next += 1;

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::sync::Arc;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -99,11 +99,54 @@ pub async fn run_with_input(
 
 /// [`run_with_input`] with the failure typed, for callers that classify it themselves.
 pub async fn run_tool(
-    mut cmd: Command,
+    cmd: Command,
     tool: &'static str,
     input: Option<&[u8]>,
     cancel: &CancellationToken,
 ) -> Result<Vec<u8>, ToolError> {
+    run_reading(cmd, tool, input, cancel, |stdout| async move {
+        let mut out = Vec::new();
+        if let Some(mut s) = stdout {
+            let _ = s.read_to_end(&mut out).await;
+        }
+        out
+    })
+    .await
+}
+
+/// [`run_tool`] for a child that reports progress on stdout: each line it writes (without
+/// the line break) is sent to `lines` as soon as it is written, not at the end. A receiver
+/// that is gone is not an error; the child runs on.
+pub async fn run_tool_lines(
+    cmd: Command,
+    tool: &'static str,
+    input: Option<&[u8]>,
+    cancel: &CancellationToken,
+    lines: tokio::sync::mpsc::UnboundedSender<String>,
+) -> Result<(), ToolError> {
+    run_reading(cmd, tool, input, cancel, |stdout| async move {
+        let Some(stdout) = stdout else { return };
+        let mut reader = tokio::io::BufReader::new(stdout).lines();
+        while let Ok(Some(line)) = reader.next_line().await {
+            let _ = lines.send(line);
+        }
+    })
+    .await
+}
+
+/// Spawns `cmd`, writes `input` and reads stderr while `read_out` reads stdout, and types
+/// how it ended; the child dies with the returned future or when `cancel` fires.
+async fn run_reading<T, F, Fut>(
+    mut cmd: Command,
+    tool: &'static str,
+    input: Option<&[u8]>,
+    cancel: &CancellationToken,
+    read_out: F,
+) -> Result<T, ToolError>
+where
+    F: FnOnce(Option<tokio::process::ChildStdout>) -> Fut,
+    Fut: std::future::Future<Output = T>,
+{
     cmd.stdin(if input.is_some() {
         Stdio::piped()
     } else {
@@ -125,7 +168,7 @@ pub async fn run_tool(
         }
     })?;
     let mut stdin = child.stdin.take();
-    let mut stdout = child.stdout.take();
+    let stdout = child.stdout.take();
     let mut stderr = child.stderr.take();
     // Write, read stdout and read stderr together: done one after another, a full pipe
     // would deadlock the child.
@@ -135,13 +178,6 @@ pub async fn run_tool(
         }
         drop(stdin.take());
     };
-    let read_out = async {
-        let mut out = Vec::new();
-        if let Some(s) = stdout.as_mut() {
-            let _ = s.read_to_end(&mut out).await;
-        }
-        out
-    };
     let read_err = async {
         let mut err = Vec::new();
         if let Some(s) = stderr.as_mut() {
@@ -150,7 +186,7 @@ pub async fn run_tool(
         err
     };
     let work = async {
-        let ((), out, err) = tokio::join!(write_in, read_out, read_err);
+        let ((), out, err) = tokio::join!(write_in, read_out(stdout), read_err);
         let status = child.wait().await;
         (status, out, err)
     };

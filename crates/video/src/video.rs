@@ -1,9 +1,12 @@
 //! The real pipeline: plan → TTS → render → compose → publish.
 //!
 //! - **plan** parses and validates the storyboard (a failure is permanent: `invalid_input`);
-//! - **tts** speaks each sentence of each beat of each segment (concurrently, up to the
-//!   backend's bound; a version 1 segment is one beat), then starts
-//!   joining and encoding the narration to AAC in the background — overlapped with render;
+//! - **tts** speaks each sentence of each beat of each segment into its own WAV (a version 1
+//!   segment is one beat): the sentences not cached are handed to the backend in batches
+//!   (one sentence each, or as many as it takes at once: Piper speaks a job's English
+//!   sentences in one run), as many at once as it says, each kept as soon as it is spoken;
+//!   then it starts joining and encoding the narration to AAC in the background —
+//!   overlapped with render;
 //! - **render** draws each picture of a slide (one per beat that changes it) in Rust and
 //!   encodes it once into a one-second clip and a clip of the frames left, joined by stream
 //!   copy into exactly as many frames as its beats' narration needs (at most as many ffmpeg
@@ -39,7 +42,7 @@ use crate::render::slide::{Reveal, SlideFrame, SlideRenderer};
 use crate::render::{Beat, ENCODING_SCHEME, Encoder, Geometry, SegmentEncode, VIDEO_ARGS};
 use crate::storyboard::Storyboard;
 use crate::timeline::{beat_frames, pictures};
-use crate::tts::TtsBackend;
+use crate::tts::{TtsBackend, Utterance, plan_batches};
 use crate::{Pipeline, Published, Stage, StageContext, StageData, StageError};
 
 /// What the real pipeline needs from outside.
@@ -363,8 +366,10 @@ impl Speech {
 #[derive(Debug)]
 struct PendingAudio(AbortOnDropHandle<Result<PathBuf, StageError>>);
 
-/// Speech per sentence: each beat's narration split into sentences, each spoken on its own,
-/// so every beat and every caption starts at an exact sample.
+/// Speech per sentence: each beat's narration split into sentences, each spoken into a file
+/// of its own, so every beat and every caption starts at an exact sample. Cached sentences
+/// are reused; the rest go to the backend in the batches [`plan_batches`] makes. A failure
+/// names the segment and the sentence.
 #[derive(Debug)]
 struct Tts(Arc<Shared>);
 
@@ -378,6 +383,74 @@ fn wav_info(path: &Path) -> Result<(u64, u32), StageError> {
     let spec = reader.spec();
     crate::tts::wav::check_spec(spec).map_err(|e| bad(&e))?;
     Ok((u64::from(reader.duration()), spec.sample_rate))
+}
+
+/// Store (and local cache) lookups or uploads of sentences at once.
+const STORE_CALLS: usize = 4;
+
+/// A sentence spoken before, put at `path` from this instance's cache or the store, and
+/// checked: its samples and rate. A copy the decoder refuses is evicted and the sentence
+/// spoken again, never retried into `attempts_exhausted`.
+async fn reuse_speech(
+    segments: &Segments,
+    k: &str,
+    path: &Path,
+    stats: &PipelineStats,
+) -> Option<(u64, u32)> {
+    let source = segments.find(k, "wav", path).await?;
+    match wav_info(path) {
+        Ok(info) => {
+            PipelineStats::bump(&stats.speech_reused);
+            if source == Source::Store {
+                PipelineStats::bump(&stats.speech_from_store);
+            }
+            Some(info)
+        }
+        Err(error) => {
+            tracing::warn!(key = k, %error, "a reused narration does not decode; evicted, speaking it again");
+            segments.discard(k, "wav", path).await;
+            None
+        }
+    }
+}
+
+/// A sentence just spoken to `path`, checked and kept: its samples and rate.
+async fn keep_speech(segments: &Segments, k: &str, path: &Path) -> Result<(u64, u32), StageError> {
+    match wav_info(path) {
+        Ok(info) => {
+            segments.keep(path, k, "wav").await;
+            Ok(info)
+        }
+        Err(e) => {
+            let _ = tokio::fs::remove_file(path).await;
+            Err(e)
+        }
+    }
+}
+
+/// `e`, saying which segment's sentence it happened on (canceling stays canceling).
+fn in_segment(e: StageError, segment: usize, sentence: &str) -> StageError {
+    const SHOWN: usize = 60;
+    let shown: String = sentence.chars().take(SHOWN).collect();
+    let ellipsis = if sentence.chars().nth(SHOWN).is_some() {
+        "…"
+    } else {
+        ""
+    };
+    let say = |error: domain::JobError| {
+        domain::JobError::new(
+            error.code,
+            format!(
+                "segments[{segment}], speaking \"{shown}{ellipsis}\": {}",
+                error.message
+            ),
+        )
+    };
+    match e {
+        StageError::Retryable(error) => StageError::Retryable(say(error)),
+        StageError::Permanent(error) => StageError::Permanent(say(error)),
+        StageError::Canceled => StageError::Canceled,
+    }
 }
 
 #[async_trait]
@@ -422,67 +495,118 @@ impl Stage for Tts {
         for &i in &owner {
             left[i] += 1;
         }
-        // Owned items: a closure over borrowed ones trips async-trait's lifetime inference.
-        let items: Vec<(usize, String, String)> = texts
-            .iter()
-            .zip(&keys)
-            .enumerate()
-            .map(|(u, (t, k))| (u, t.clone(), k.clone()))
+        let n = texts.len();
+        let wavs: Vec<PathBuf> = (0..n)
+            .map(|u| dir.join(format!("speech-{u}.wav")))
             .collect();
-        let jobs = items.into_iter().map(|(u, narration, k)| {
-            let segments = segments.clone();
-            let voice = board.voice.clone();
-            let path = dir.join(format!("speech-{u}.wav"));
-            async move {
-                let k = k.as_str();
-                if let Some(source) = segments.find(k, "wav", &path).await {
-                    // Whole is not enough: a copy the decoder refuses is evicted and spoken
-                    // again, never retried into `attempts_exhausted`.
-                    match wav_info(&path) {
-                        Ok(info) => {
-                            PipelineStats::bump(&shared.stats.speech_reused);
-                            if source == Source::Store {
-                                PipelineStats::bump(&shared.stats.speech_from_store);
-                            }
-                            return Ok((u, path, info));
-                        }
-                        Err(error) => {
-                            tracing::warn!(key = k, %error, "a reused narration does not decode; evicted, speaking it again");
-                            segments.discard(k, "wav", &path).await;
-                        }
-                    }
-                }
-                let spoken = tts
-                    .synthesize(&narration, &voice, &path, ctx.cancel_token())
-                    .await;
-                let info = match spoken.and_then(|()| wav_info(&path)) {
-                    Ok(info) => info,
-                    Err(e) => {
-                        let _ = tokio::fs::remove_file(&path).await;
-                        return Err(e);
-                    }
-                };
-                segments.keep(&path, k, "wav").await;
-                PipelineStats::bump(&shared.stats.speech_made);
-                Ok::<_, StageError>((u, path, info))
-            }
-        });
-        let mut done = futures_util::stream::iter(jobs).buffer_unordered(tts.concurrency().max(1));
-        let mut wavs = vec![PathBuf::new(); texts.len()];
-        let mut samples = vec![0; texts.len()];
-        let mut rates = Vec::with_capacity(texts.len());
-        while let Some(result) = done.next().await {
-            let (u, path, (n, rate)) = result?;
+        let mut samples = vec![0; n];
+        let mut rates = Vec::with_capacity(n);
+        // A sentence is done: its length noted, and its segment counted if it was the last.
+        let mut done = |u: usize, (len, rate): (u64, u32)| -> Result<(), StageError> {
+            samples[u] = len;
+            rates.push(rate);
             let i = owner[u];
             left[i] -= 1;
             if left[i] == 0 {
                 ctx.segment_done(StageName::Tts, count(i), total)?;
             }
-            wavs[u] = path;
-            samples[u] = n;
-            rates.push(rate);
+            Ok(())
+        };
+        // Sentences spoken before (this instance's cache, or the store) are reused, never
+        // spoken again.
+        let lookups = (0..n).map(|u| {
+            let segments = segments.clone();
+            let (k, path) = (keys[u].clone(), wavs[u].clone());
+            async move { (u, reuse_speech(&segments, &k, &path, &shared.stats).await) }
+        });
+        let mut found = futures_util::stream::iter(lookups).buffer_unordered(STORE_CALLS);
+        let mut missing = Vec::new();
+        while let Some((u, reused)) = found.next().await {
+            match reused {
+                Some(info) => done(u, info)?,
+                None => missing.push(u),
+            }
         }
-        drop(done);
+        drop(found);
+        missing.sort_unstable();
+        // The rest in batches (one sentence each unless the backend's calls have a fixed
+        // cost worth sharing), as many at once as the backend's schedule says. Each
+        // sentence is checked, kept and counted as soon as the backend reports it, while
+        // the others are spoken.
+        let schedule = tts.schedule(&board.voice);
+        let workers = schedule.workers.max(1);
+        let lengths: Vec<usize> = missing.iter().map(|&u| texts[u].len()).collect();
+        let (report, mut reported) = tokio::sync::mpsc::unbounded_channel::<usize>();
+        let calls: Vec<_> = plan_batches(&lengths, workers, schedule.max_batch)
+            .into_iter()
+            .map(|range| {
+                let ids = missing[range].to_vec();
+                let batch: Vec<Utterance> = ids
+                    .iter()
+                    .map(|&u| Utterance {
+                        text: texts[u].clone(),
+                        out: wavs[u].clone(),
+                    })
+                    .collect();
+                let report = report.clone();
+                let voice = board.voice.clone();
+                async move {
+                    let spoken = |j: usize| {
+                        if let Some(&u) = ids.get(j) {
+                            let _ = report.send(u);
+                        }
+                    };
+                    tts.synthesize_batch(&batch, &voice, ctx.cancel_token(), &spoken)
+                        .await
+                        .map_err(|e| {
+                            let u = ids.get(e.index).or(ids.last()).copied().unwrap_or(0);
+                            (u, e.error)
+                        })
+                }
+            })
+            .collect();
+        // The channel closes when the last batch ends.
+        drop(report);
+        // The futures borrow what the speech is made of: done with them before it is.
+        let outcome: Result<(), (usize, StageError)> = {
+            // Its batches (and their ends of the channel) are dropped when it returns.
+            let speak = async {
+                let mut running = futures_util::stream::iter(calls).buffer_unordered(workers);
+                while let Some(result) = running.next().await {
+                    result?;
+                }
+                Ok(())
+            };
+            let keep = async {
+                let mut kept = futures_util::stream::poll_fn(|cx| reported.poll_recv(cx))
+                    .map(|u| {
+                        let segments = segments.clone();
+                        let (k, path) = (keys[u].clone(), wavs[u].clone());
+                        async move { (u, keep_speech(&segments, &k, &path).await) }
+                    })
+                    .buffer_unordered(STORE_CALLS);
+                while let Some((u, info)) = kept.next().await {
+                    let info = info.map_err(|e| (u, e))?;
+                    PipelineStats::bump(&shared.stats.speech_made);
+                    done(u, info).map_err(|e| (u, e))?;
+                }
+                Ok(())
+            };
+            // A failed batch ends the speaking, but what was reported before it is still kept,
+            // so a retry does not speak it again; a failure to keep ends the speaking.
+            tokio::pin!(speak, keep);
+            tokio::select! {
+                spoke = &mut speak => {
+                    let kept = (&mut keep).await;
+                    spoke.and(kept)
+                }
+                kept = &mut keep => match kept {
+                    Ok(()) => (&mut speak).await,
+                    Err(e) => Err(e),
+                },
+            }
+        };
+        outcome.map_err(|(u, e)| in_segment(e, owner[u], &texts[u]))?;
         let sample_rate = rates.first().copied().unwrap_or(0);
         if rates.iter().any(|r| *r != sample_rate) {
             return Err(StageError::retryable(

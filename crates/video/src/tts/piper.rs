@@ -2,6 +2,16 @@
 //! voice a student will listen to. The text goes in on stdin (never as an argument), the
 //! WAV comes out in a file, which is then read back and checked.
 //!
+//! Each run of `piper` loads the model, about a second on 2 cores — more than it takes to
+//! speak a sentence. So a job's English sentences are spoken in one batch
+//! ([`TtsBackend::schedule`]): one run of a small driver, `piper_batch.py` (beside this
+//! file, embedded in the binary), with the Python of piper-tts's virtual environment, loads
+//! the voice once and writes each sentence to its own file, reporting each as it is done, so
+//! the stage caches and counts sentences while the rest are spoken. The driver makes the
+//! same library calls with the same settings as the `piper` program, so the cache key is
+//! the same either way. Its WAVs are checked like the program's. A piper without that
+//! Python beside it (installed some other way) is run once per sentence.
+//!
 //! A Piper voice is one model file (`*.onnx`) with its config beside it (`*.onnx.json`), and
 //! speaks one language — the bundled `en_US-joe-medium` speaks English. A storyboard in
 //! another language is spoken by the fallback backend (espeak-ng) when there is one: the
@@ -27,15 +37,29 @@ use sha2::{Digest, Sha256};
 use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
 
-use super::TtsBackend;
 use super::wav::{self, WavError};
+use super::{BatchError, Schedule, TtsBackend, Utterance};
 use crate::StageError;
 use crate::storyboard::Voice;
 
-/// How long one segment may take by default. Piper speaks at about a quarter of real time on
-/// one core, plus a second to load the model; a segment's narration is at most a few
-/// minutes of speech, so this much means it hangs.
+/// How long a run may go without finishing a sentence, by default: Piper speaks at about a
+/// quarter of real time on one core, plus a second to load the model; a sentence is at most
+/// a minute of speech, so this much means it hangs.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// The batch driver: speaks one JSON line `{"text", "out"}` at a time, prints its index.
+const DRIVER: &str = include_str!("piper_batch.py");
+
+/// Asks the Python beside the program for the piper-tts version (first line) and whether
+/// the library has what [`DRIVER`] uses (`batch` on the second).
+const PROBE: &str = "import importlib.metadata as m
+print(m.version('piper-tts'))
+try:
+    from piper import PiperVoice, SynthesisConfig
+    print('batch')
+except Exception:
+    pass
+";
 
 /// How fast the bundled voice speaks at `--length-scale 1`, in words per minute (measured:
 /// 88 words of a lesson in 28.2 s, sentence pauses included). A storyboard's `rate_wpm` is
@@ -133,22 +157,30 @@ fn sha256_file(path: &Path) -> std::io::Result<String> {
     Ok(format!("{:x}", hasher.finalize()))
 }
 
-/// The installed `piper-tts` version, asked of the Python beside the program (a virtual
-/// environment's `bin/`). `None` for a piper installed some other way: then the model's
-/// hash alone identifies the voice.
-fn engine_version(program: &Path) -> Option<String> {
-    let python = program.parent()?.join("python3");
-    let out = std::process::Command::new(python)
-        .args([
-            "-c",
-            "import importlib.metadata as m; print(m.version('piper-tts'))",
-        ])
+/// What the Python beside the program (a virtual environment's `bin/`) says: the installed
+/// `piper-tts` version, and that Python if it can run the batch driver. `(None, None)` for
+/// a piper installed some other way: then the model's hash alone identifies the voice, and
+/// each sentence is a run of the program.
+fn probe(program: &Path) -> (Option<String>, Option<PathBuf>) {
+    let Some(python) = program.parent().map(|dir| dir.join("python3")) else {
+        return (None, None);
+    };
+    let Ok(out) = std::process::Command::new(&python)
+        .args(["-I", "-c", PROBE])
         .stdin(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .output()
-        .ok()?;
-    let text = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-    (out.status.success() && !text.is_empty()).then_some(text)
+    else {
+        return (None, None);
+    };
+    if !out.status.success() {
+        return (None, None);
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut lines = text.lines().map(str::trim);
+    let version = lines.next().filter(|v| !v.is_empty()).map(str::to_owned);
+    let batch = version.is_some() && lines.next() == Some("batch");
+    (version, batch.then_some(python))
 }
 
 /// Where `scripts/setup --voices` puts the program and the bundled voice, under `root`
@@ -170,12 +202,16 @@ pub struct Piper {
     identity: String,
     /// Speaks the languages this voice does not.
     fallback: Option<super::espeak::Espeak>,
+    /// The Python that runs [`DRIVER`]; `None`: one run of `program` per sentence.
+    driver: Option<PathBuf>,
     timeout: Duration,
 }
 
 impl Piper {
     /// Uses `program` with the voice `model` (its config is `model` + `.json`). Reads and
-    /// hashes both, so this takes a moment (a medium voice is about 60 MB).
+    /// hashes both (a medium voice is about 60 MB) and asks the Python beside `program`
+    /// for the engine's version and whether it can run the batch driver (it imports
+    /// piper-tts), so this takes a second or so.
     pub fn new(program: impl Into<PathBuf>, model: impl Into<PathBuf>) -> Result<Self, PiperError> {
         let program = program.into();
         let model = model.into();
@@ -197,15 +233,29 @@ impl Piper {
             source,
         })?;
         let config_hash = format!("{:x}", Sha256::digest(text.as_bytes()));
-        let version = engine_version(&program).unwrap_or_else(|| "unknown".into());
+        let (version, driver) = probe(&program);
+        let version = version.unwrap_or_else(|| "unknown".into());
         Ok(Self {
             identity: format!("piper-tts {version}|model {model_hash}|config {config_hash}"),
             program,
             model,
             config,
             fallback: None,
+            driver,
             timeout: DEFAULT_TIMEOUT,
         })
+    }
+
+    /// Runs the `piper` program once per sentence, as before batches (a benchmark's
+    /// reference; the audio is the same).
+    pub fn without_batches(mut self) -> Self {
+        self.driver = None;
+        self
+    }
+
+    /// Whether sentences are spoken many to a run (the batch driver can run).
+    pub fn batches(&self) -> bool {
+        self.driver.is_some()
     }
 
     /// Speaks the languages the voice does not with `espeak`.
@@ -214,7 +264,8 @@ impl Piper {
         self
     }
 
-    /// Kills a synthesis that takes longer than `timeout` (a retryable failure).
+    /// Kills a run that goes longer than `timeout` without finishing a sentence (a
+    /// retryable failure).
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self
@@ -259,6 +310,89 @@ impl Piper {
     fn check_output(&self, out: &Path) -> Result<(), WavError> {
         wav::check_file(out, self.config.sample_rate)
     }
+
+    /// Speaks `batch` with one run of [`DRIVER`] by `python`, checking each WAV as the
+    /// driver reports it and passing it on to `spoken`.
+    async fn run_driver(
+        &self,
+        python: &Path,
+        batch: &[Utterance],
+        voice: &Voice,
+        cancel: &CancellationToken,
+        spoken: &(dyn Fn(usize) + Send + Sync),
+    ) -> Result<(), BatchError> {
+        // A failure is the sentence being spoken: the one after the last reported.
+        let at = |index: usize, error: StageError| BatchError {
+            index: index.min(batch.len().saturating_sub(1)),
+            error,
+        };
+        let mut input = String::new();
+        for (index, utterance) in batch.iter().enumerate() {
+            let Some(out) = utterance.out.to_str() else {
+                let why = format!("{}: a path that is not UTF-8", utterance.out.display());
+                return Err(at(index, StageError::retryable("internal", why)));
+            };
+            // JSON escapes a line break, but `piper` speaks lines apart: a sentence is one.
+            let text = utterance.text.replace(['\n', '\r'], " ");
+            input.push_str(&serde_json::json!({ "text": text, "out": out }).to_string());
+            input.push('\n');
+        }
+        let mut cmd = Command::new(python);
+        // Isolated (-I): neither the working directory nor PYTHON* variables can put other
+        // modules in the way of piper-tts's.
+        cmd.args(["-I", "-c", DRIVER])
+            .arg(&self.model)
+            .arg(format!("{:.3}", length_scale(voice.rate_wpm)));
+        let (lines, mut reported) = tokio::sync::mpsc::unbounded_channel();
+        let run = crate::media::run_tool_lines(cmd, "piper", Some(input.as_bytes()), cancel, lines);
+        tokio::pin!(run);
+        let mut next = 0;
+        let mut ended = None;
+        loop {
+            tokio::select! {
+                line = reported.recv() => {
+                    // `None`: the run is over and every line it printed is read.
+                    let Some(line) = line else { break };
+                    if next >= batch.len() || line.trim() != next.to_string() {
+                        let why = format!(
+                            "piper's batch driver printed {line:?} where sentence {next} was due"
+                        );
+                        return Err(at(next, StageError::retryable("tts_failed", why)));
+                    }
+                    self.check_output(&batch[next].out).map_err(|why| {
+                        let why = format!("piper said a sentence was spoken but it is wrong: {why}");
+                        at(next, StageError::retryable("tts_failed", why))
+                    })?;
+                    spoken(next);
+                    next += 1;
+                }
+                result = &mut run, if ended.is_none() => ended = Some(result),
+                // Dropping the run kills the child (kill_on_drop).
+                () = tokio::time::sleep(self.timeout) => {
+                    let why = format!("piper spoke no sentence in {} s", self.timeout.as_secs());
+                    return Err(at(next, StageError::retryable("tts_unavailable", why)));
+                }
+            }
+        }
+        let ended = match ended {
+            Some(result) => result,
+            None => run.await,
+        };
+        match ended {
+            Err(e) => Err(at(next, super::espeak::classify(e, "speaking"))),
+            Ok(()) if next < batch.len() => Err(at(
+                next,
+                StageError::retryable(
+                    "tts_failed",
+                    format!(
+                        "piper's batch driver exited 0 after {next} of {} sentences",
+                        batch.len()
+                    ),
+                ),
+            )),
+            Ok(()) => Ok(()),
+        }
+    }
 }
 
 fn is_executable(path: &Path) -> bool {
@@ -274,7 +408,7 @@ fn is_executable(path: &Path) -> bool {
 }
 
 /// Piper's `--length-scale` for `rate_wpm` words per minute: the voice's natural rate over
-/// the one asked, kept within [`LENGTH_SCALES`].
+/// the one asked, kept within `LENGTH_SCALES` (0.5 to 2).
 pub fn length_scale(rate_wpm: u32) -> f64 {
     let scale = f64::from(NATURAL_WPM) / f64::from(rate_wpm.max(1));
     scale.clamp(*LENGTH_SCALES.start(), *LENGTH_SCALES.end())
@@ -294,9 +428,46 @@ impl TtsBackend for Piper {
     }
 
     fn concurrency(&self) -> usize {
-        // Each process loads the model (~250 MB resident) and onnxruntime uses every core:
-        // two at once overlap one's model load with the other's speech, more only thrash.
+        // A sentence a run: each process loads the model (~250 MB resident) and onnxruntime
+        // uses every core; two at once overlap one's model load with the other's speech,
+        // more only thrash.
         2
+    }
+
+    fn schedule(&self, voice: &Voice) -> Schedule {
+        if self.driver.is_some() && self.speaks(voice) {
+            // One run for the job: the model is loaded once and onnxruntime already uses
+            // every core. A second run at once cost more CPU-seconds and, on a long lesson,
+            // more wall time too (docs/benchmarks.md, "Piper").
+            Schedule {
+                workers: 1,
+                max_batch: usize::MAX,
+            }
+        } else {
+            // Espeak-ng for another language, or the program once per sentence.
+            Schedule {
+                workers: self.concurrency(),
+                max_batch: 1,
+            }
+        }
+    }
+
+    async fn synthesize_batch(
+        &self,
+        batch: &[Utterance],
+        voice: &Voice,
+        cancel: &CancellationToken,
+        spoken: &(dyn Fn(usize) + Send + Sync),
+    ) -> Result<(), BatchError> {
+        match &self.driver {
+            // Nothing to say: no model to load.
+            _ if batch.is_empty() => Ok(()),
+            Some(python) if self.speaks(voice) => {
+                self.run_driver(python, batch, voice, cancel, spoken).await
+            }
+            // Another language (espeak-ng, or the refusal), or no driver: one by one.
+            _ => super::one_by_one(self, batch, voice, cancel, spoken).await,
+        }
     }
 
     async fn synthesize(

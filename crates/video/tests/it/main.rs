@@ -11,5 +11,6 @@ mod encode;
 mod espeak;
 mod piper;
 mod resume;
+mod tts_batch;
 mod tts_http;
 mod video_pipeline;

@@ -1,6 +1,6 @@
 //! OpenAI-style speech: `POST {base}/v1/audio/speech` with `response_format: wav`, served by
 //! OpenAI itself or a compatible local server (which may need no key). The WAV may come
-//! streamed, with placeholder lengths in its header; [`crate::tts::wav`] repairs those.
+//! streamed, with placeholder lengths in its header; `tts::wav` repairs those.
 
 use std::path::Path;
 use std::time::Instant;

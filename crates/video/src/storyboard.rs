@@ -62,9 +62,9 @@ pub mod limits {
     pub const FPS: std::ops::RangeInclusive<u32> = 1..=60;
     /// Speech rate, words per minute (espeak-ng's range is 80–450).
     pub const RATE_WPM: std::ops::RangeInclusive<u32> = 80..=450;
-    /// Sentences in all the narration: each is one call of the voice (Piper loads its model
-    /// at every call, about a second on 2 cores), so this bounds a job's speech within the
-    /// execution limit.
+    /// Sentences in all the narration: each is spoken on its own (one espeak-ng run or HTTP
+    /// call each; Piper speaks them in one run but still one by one), so this bounds a job's
+    /// speech within the execution limit.
     pub const MAX_SENTENCES: usize = 600;
 }
 

@@ -7,10 +7,12 @@
 //! fixed document that reads the text from a JSON file, so a storyboard's text is never
 //! markup and a formula can reach no file, package or clock.
 
+mod guard;
 pub mod split;
 mod typeset;
 mod world;
 
+pub use guard::MAX_TREE_DEPTH;
 pub use world::identity;
 
 pub use split::{Part, SplitError, has_math, split};

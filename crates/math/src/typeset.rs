@@ -296,10 +296,11 @@ impl Typesetter {
         let compiled = catch_unwind(AssertUnwindSafe(|| {
             typst::compile::<PagedDocument>(&world).output
         }))
-        .map_err(|_| "the typesetter failed on it".to_owned())?;
+        .map_err(|_| "the typesetter failed on it".to_owned());
         // Keep memoised results a few rounds (MiTeX's module is used by every run), so the
         // cache does not grow with every text ever set.
         typst::comemo::evict(30);
+        let compiled = compiled?;
         let document = compiled.map_err(|errors| {
             errors.first().map_or_else(
                 || "unknown error".to_owned(),
@@ -337,10 +338,13 @@ fn convert(latex: &str) -> Result<String, MathError> {
             "groups are nested deeper than {MAX_FORMULA_DEPTH}"
         )));
     }
+    crate::guard::check_latex(latex).map_err(refuse)?;
     // MiTeX recurses over the syntax tree; a panic on odd input is an error here too.
-    catch_unwind(|| mitex::convert_math(latex, None))
+    let typst = catch_unwind(|| mitex::convert_math(latex, None))
         .map_err(|_| refuse("the LaTeX reader failed on it".to_owned()))?
-        .map_err(|e| refuse(e.trim_start_matches("error: ").to_owned()))
+        .map_err(|e| refuse(e.trim_start_matches("error: ").to_owned()))?;
+    crate::guard::check_typst(&typst).map_err(refuse)?;
+    Ok(typst)
 }
 
 /// The deepest nesting of `{`, `[`, `(` and `\left` in `latex`.

@@ -46,7 +46,8 @@ const MAIN: &str = r#"#import "/mitex/mod.typ": mitex-scope
 )
 #set par(leading: input.leading * 1pt, spacing: input.leading * 1pt)
 #show math.equation: set text(font: "New Computer Modern Math", weight: "regular")
-#show math.equation.where(block: false): it => math.display(it)
+// Inline formulas in display style, each in a box so that it keeps its own baseline.
+#show math.equation.where(block: false): it => box(math.display(it))
 #show math.equation.where(block: true): set block(above: input.leading * 1pt, below: input.leading * 1pt)
 #set align(if input.rtl { right } else { left })
 #for part in input.parts {

@@ -66,6 +66,9 @@ pub mod limits {
     /// call each; Piper speaks them in one run but still one by one), so this bounds a job's
     /// speech within the execution limit.
     pub const MAX_SENTENCES: usize = 600;
+    /// Formulas (`$…$`, `$$…$$`) on all the slides: each is typeset at submission, a few
+    /// times while its slide is fitted, so this bounds what validating one storyboard costs.
+    pub const MAX_FORMULAS: usize = 200;
 }
 
 /// The newest schema version this code reads (it reads every one from 1).
@@ -523,9 +526,31 @@ impl Storyboard {
                 ),
             );
         }
+        let formulas: usize = self
+            .segments
+            .iter()
+            .flat_map(|s| {
+                let slide = &s.slide;
+                [&slide.heading, &slide.body]
+                    .into_iter()
+                    .chain(&slide.bullets)
+            })
+            .map(|text| {
+                math::split(text).map_or(0, |parts| {
+                    parts.iter().filter(|p| p.formula().is_some()).count()
+                })
+            })
+            .sum();
+        let too_many_formulas = formulas > MAX_FORMULAS;
+        if too_many_formulas {
+            c.fail(
+                "segments",
+                format!("the slides have {formulas} formulas; at most {MAX_FORMULAS}"),
+            );
+        }
         let frame_ok = c.0.iter().all(|e| !e.field.starts_with("frame."));
         let title_ok = c.0.iter().all(|e| e.field != "title");
-        if frame_ok {
+        if frame_ok && !too_many_formulas {
             c.drawing(self, title_ok, &drawable);
         }
         if c.0.is_empty() {
@@ -848,6 +873,17 @@ mod tests {
         assert_eq!(err.0.len(), 1, "{err}");
         assert_eq!(err.0[0].field, "segments");
         assert!(err.0[0].reason.contains("sentences"), "{err}");
+    }
+
+    #[test]
+    fn more_formulas_than_validation_can_afford_are_refused_before_typesetting() {
+        let segment = |n: usize| json!({"narration": "Look.", "slide": {"heading": "H", "bullets": [r"$x$ ".repeat(n)]}});
+        let board = |per: usize| json!({"version": 1, "title": "T", "segments": (0..4).map(|_| segment(per)).collect::<Vec<_>>()});
+        Storyboard::from_json(&board(limits::MAX_FORMULAS / 4)).unwrap();
+        let err = Storyboard::from_json(&board(limits::MAX_FORMULAS / 4 + 1)).unwrap_err();
+        assert_eq!(err.0.len(), 1, "{err}");
+        assert_eq!(err.0[0].field, "segments");
+        assert!(err.0[0].reason.contains("formulas"), "{err}");
     }
 
     #[test]

@@ -68,8 +68,9 @@ pub(crate) async fn create_job(
             )
         }
     })?;
-    // Validation lays every slide out (text shaping): CPU work, up to a few hundred
-    // milliseconds for a storyboard at its limits, so it runs off the async workers.
+    // Validation lays every slide out (text shaping, formulas typeset): CPU work, up to
+    // about a second for a storyboard at its limits (200 formulas at most), so it runs off
+    // the async workers.
     let input = tokio::task::spawn_blocking(move || read_create(&body))
         .await
         .map_err(|_| {

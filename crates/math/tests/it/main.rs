@@ -121,9 +121,29 @@ fn text_is_data_never_markup() {
 }
 
 #[test]
-fn a_formula_cannot_reach_files_or_packages() {
-    let (_, reason) = formula_error(r"$\begin{figure}\includegraphics{/etc/passwd}\end{figure}$");
-    assert!(reason.contains("not found"), "{reason}");
+fn a_formula_can_run_no_code_define_no_macro_and_reach_no_file() {
+    // Each of these reached Typst as code through MiTeX (or hung MiTeX) before the guard.
+    for (latex, says) in [
+        (
+            r"\begin{figure}\includegraphics{/etc/passwd}\end{figure}",
+            "not mathematics",
+        ),
+        (r"\includegraphics{/etc/passwd}", "not allowed"),
+        (
+            r#"\includegraphics{" + str(range(200000000).len()) + "}"#,
+            "not allowed",
+        ),
+        (r"\iftypst #{range(200000000).len()} \fi", "not allowed"),
+        (
+            r"\text{\label{x> #range(200000000).len() <y}}",
+            "not allowed",
+        ),
+        (r"\newcommand{\a}{\a}\a", "not allowed"),
+        (r"{\def\a{\a\a}\a}", "not allowed"),
+    ] {
+        let (_, reason) = formula_error(&format!("${latex}$"));
+        assert!(reason.contains(says), "{latex}: {reason}");
+    }
 }
 
 #[test]
@@ -132,7 +152,7 @@ fn formulas_that_do_not_parse_are_errors_naming_the_formula() {
         (r"Add $\frac{1$ now", r"\frac{1", "missing argument"),
         (r"$\foo{x}$", r"\foo{x}", r"unknown command: \foo"),
         ("$x}$", "x}", "unexpected"),
-        (r"$\left( x$", r"\left( x", "unclosed"),
+        (r"$\left( x$", r"\left( x", "unclosed delimiter"),
     ] {
         let (got_latex, reason) = formula_error(text);
         assert_eq!(got_latex, latex, "{text}");
@@ -207,4 +227,18 @@ fn the_first_baseline_is_on_the_first_line() {
         "{} vs {baseline}",
         fraction.first_baseline()
     );
+}
+
+#[test]
+fn a_formula_alone_keeps_its_baseline() {
+    // A bullet that is only a formula puts its disc on the formula's baseline, the same as
+    // when text comes first: not on a numerator, an exponent or a radicand.
+    for formula in [r"$\sqrt{2}$", "$x^2$", r"$\frac{5}{6}$"] {
+        let alone = set(formula).unwrap().first_baseline();
+        let after_text = set(&format!("x {formula}")).unwrap().first_baseline();
+        assert!(
+            (alone - after_text).abs() < 1.0,
+            "{formula}: {alone} alone vs {after_text} after text"
+        );
+    }
 }

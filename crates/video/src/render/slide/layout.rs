@@ -413,7 +413,17 @@ pub fn layout_slide(fonts: &mut FontSystem, slide: &Slide, width: u32, height: u
     let block = |fonts: &mut FontSystem, text: &str, attrs: &Attrs, field| {
         let text = text.trim();
         let (plain, math) = match math::split(text) {
-            Ok(parts) if parts.iter().all(|p| p.formula().is_none()) => (text.to_owned(), None),
+            // No formula: the text as written, with `\$` read as `$`.
+            Ok(parts) if parts.iter().all(|p| p.formula().is_none()) => {
+                let plain = parts
+                    .iter()
+                    .filter_map(|p| match p {
+                        math::Part::Text(t) => Some(t.as_str()),
+                        _ => None,
+                    })
+                    .collect::<String>();
+                (plain, None)
+            }
             Ok(parts) => {
                 let plain = parts
                     .iter()

@@ -200,6 +200,21 @@ pub async fn run_limited(
     run(cmd, tool, cancel).await
 }
 
+/// [`run_limited`], writing `input` to the child's stdin while its output is read.
+pub async fn run_limited_with_input(
+    cmd: Command,
+    tool: &'static str,
+    input: &[u8],
+    cancel: &CancellationToken,
+    slots: &Arc<Semaphore>,
+) -> Result<Vec<u8>, StageError> {
+    let _slot = tokio::select! {
+        permit = slots.acquire() => permit.map_err(|_| StageError::Canceled)?,
+        () = cancel.cancelled() => return Err(StageError::Canceled),
+    };
+    run_with_input(cmd, tool, Some(input), cancel).await
+}
+
 /// The first line of `tool -version`, for cache keys (a different encoder makes different
 /// bytes). `None` when the tool is missing.
 pub fn version(program: &Path, flag: &str) -> Option<String> {

@@ -819,17 +819,40 @@ impl Stage for Render {
         // and its missing clips encoded in a task of their own, at most a few at once
         // (ffmpeg itself is bounded by the job's slots).
         let encoder = Encoder::new(&shared.config.ffmpeg, shared.slots.clone());
-        let in_flight = shared.config.max_encoders.max(1) * 2;
-        let mut tasks: tokio::task::JoinSet<(usize, Result<(), StageError>)> =
-            tokio::task::JoinSet::new();
-        let finish = |tally: &mut Vec<SegmentTally>,
-                      joined: Result<(usize, Result<(), StageError>), tokio::task::JoinError>|
+        // One shot more than there are encoder slots: its frames are blended while the
+        // others encode. Keeping finished clips (fsyncs, uploads) is a task of its own, so
+        // waiting on storage never holds an encoder back.
+        let in_flight = shared.config.max_encoders.max(1) + 1;
+        let mut tasks: tokio::task::JoinSet<Result<Done, StageError>> = tokio::task::JoinSet::new();
+        let mut encoding = 0usize;
+        let finish = |tasks: &mut tokio::task::JoinSet<Result<Done, StageError>>,
+                      encoding: &mut usize,
+                      tally: &mut Vec<SegmentTally>,
+                      joined: Result<Result<Done, StageError>, tokio::task::JoinError>|
          -> Result<(), StageError> {
-            let (n, result) = joined.map_err(|e| {
+            let done = joined.map_err(|e| {
                 StageError::retryable("internal", format!("an encode task failed: {e}"))
-            })?;
-            result?;
-            segment_done(tally, &work[n], true)
+            })??;
+            match done {
+                Done::Encoded(n) => {
+                    *encoding -= 1;
+                    let slots: Vec<ClipSlot> = work[n]
+                        .slots()
+                        .filter(|c| c.found.is_none())
+                        .cloned()
+                        .collect();
+                    let (segments, stats) = (segments.clone(), shared.stats.clone());
+                    tasks.spawn(async move {
+                        for slot in slots {
+                            segments.keep(&slot.file, &slot.key, "h264").await;
+                            PipelineStats::bump(&stats.clips_encoded);
+                        }
+                        Ok(Done::Kept(n))
+                    });
+                    Ok(())
+                }
+                Done::Kept(n) => segment_done(tally, &work[n], true),
+            }
         };
         let mut previous: Option<Arc<Vec<u8>>> = None;
         for n in 0..work.len() {
@@ -854,9 +877,9 @@ impl Stage for Render {
             };
             match &picture {
                 Some(rgba) if w.missing() => {
-                    while tasks.len() >= in_flight {
+                    while encoding >= in_flight {
                         if let Some(joined) = tasks.join_next().await {
-                            finish(&mut tally, joined)?;
+                            finish(&mut tasks, &mut encoding, &mut tally, joined)?;
                         }
                     }
                     let from = if w.fades_in() { previous.clone() } else { None };
@@ -867,10 +890,9 @@ impl Stage for Render {
                         from,
                         geometry,
                         encoder: encoder.clone(),
-                        segments: segments.clone(),
-                        stats: shared.stats.clone(),
                         cancel: ctx.cancel_token().clone(),
                     };
+                    encoding += 1;
                     tasks.spawn(job.run());
                 }
                 _ => segment_done(&mut tally, &w, false)?,
@@ -878,7 +900,7 @@ impl Stage for Render {
             previous = picture;
         }
         while let Some(joined) = tasks.join_next().await {
-            finish(&mut tally, joined)?;
+            finish(&mut tasks, &mut encoding, &mut tally, joined)?;
         }
         let clips = work
             .iter()
@@ -899,7 +921,16 @@ impl Stage for Render {
     }
 }
 
-/// The missing clips of one shot, encoded and kept.
+/// What a render task finished.
+#[derive(Debug)]
+enum Done {
+    /// Shot `n`'s missing clips are made (in scratch).
+    Encoded(usize),
+    /// And kept in the cache and the store.
+    Kept(usize),
+}
+
+/// The missing clips of one shot, encoded.
 struct EncodeTask {
     n: usize,
     work: ShotWork,
@@ -907,13 +938,11 @@ struct EncodeTask {
     from: Option<Arc<Vec<u8>>>,
     geometry: Geometry,
     encoder: Encoder,
-    segments: Segments,
-    stats: Arc<PipelineStats>,
     cancel: tokio_util::sync::CancellationToken,
 }
 
 impl EncodeTask {
-    async fn run(self) -> (usize, Result<(), StageError>) {
+    async fn run(self) -> Result<Done, StageError> {
         let w = &self.work;
         let wanted = |slot: &Option<ClipSlot>| {
             slot.as_ref()
@@ -933,13 +962,9 @@ impl EncodeTask {
             for file in head.iter().chain(&second) {
                 let _ = tokio::fs::remove_file(file).await;
             }
-            return (self.n, Err(e));
+            return Err(e);
         }
-        for slot in w.slots().filter(|c| c.found.is_none()) {
-            self.segments.keep(&slot.file, &slot.key, "h264").await;
-            PipelineStats::bump(&self.stats.clips_encoded);
-        }
-        (self.n, Ok(()))
+        Ok(Done::Encoded(self.n))
     }
 }
 

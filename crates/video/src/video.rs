@@ -812,8 +812,6 @@ impl Stage for Render {
             }
             ctx.segment_done(StageName::Render, count(w.shot.segment), count(total))
         };
-        // Segments with no shot at all (none: every segment shows a picture) would never
-        // report; the stage still ends.
 
         // In film order: each picture drawn once, when it or the next shot's fade needs it,
         // and its missing clips encoded in a task of their own, at most a few at once

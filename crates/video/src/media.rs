@@ -99,9 +99,28 @@ pub async fn run_with_input(
 
 /// [`run_with_input`] with the failure typed, for callers that classify it themselves.
 pub async fn run_tool(
-    mut cmd: Command,
+    cmd: Command,
     tool: &'static str,
     input: Option<&[u8]>,
+    cancel: &CancellationToken,
+) -> Result<Vec<u8>, ToolError> {
+    let input = input.map(Input::Bytes);
+    run_child(cmd, tool, input, cancel).await
+}
+
+/// What goes to a child's stdin.
+enum Input<'a> {
+    /// These bytes.
+    Bytes(&'a [u8]),
+    /// Chunks as they come, until the sender is dropped: a large input made on the fly is
+    /// never held whole.
+    Stream(tokio::sync::mpsc::Receiver<Vec<u8>>),
+}
+
+async fn run_child(
+    mut cmd: Command,
+    tool: &'static str,
+    input: Option<Input<'_>>,
     cancel: &CancellationToken,
 ) -> Result<Vec<u8>, ToolError> {
     cmd.stdin(if input.is_some() {
@@ -130,8 +149,18 @@ pub async fn run_tool(
     // Write, read stdout and read stderr together: done one after another, a full pipe
     // would deadlock the child.
     let write_in = async {
-        if let (Some(pipe), Some(bytes)) = (stdin.as_mut(), input) {
-            let _ = pipe.write_all(bytes).await;
+        match (stdin.as_mut(), input) {
+            (Some(pipe), Some(Input::Bytes(bytes))) => {
+                let _ = pipe.write_all(bytes).await;
+            }
+            (Some(pipe), Some(Input::Stream(mut chunks))) => {
+                while let Some(chunk) = chunks.recv().await {
+                    if pipe.write_all(&chunk).await.is_err() {
+                        break;
+                    }
+                }
+            }
+            _ => {}
         }
         drop(stdin.take());
     };
@@ -200,11 +229,12 @@ pub async fn run_limited(
     run(cmd, tool, cancel).await
 }
 
-/// [`run_limited`], writing `input` to the child's stdin while its output is read.
-pub async fn run_limited_with_input(
+/// [`run_limited`], writing the chunks from `input` to the child's stdin as they come
+/// (until its sender is dropped) while its output is read.
+pub async fn run_limited_streaming(
     cmd: Command,
     tool: &'static str,
-    input: &[u8],
+    input: tokio::sync::mpsc::Receiver<Vec<u8>>,
     cancel: &CancellationToken,
     slots: &Arc<Semaphore>,
 ) -> Result<Vec<u8>, StageError> {
@@ -212,7 +242,7 @@ pub async fn run_limited_with_input(
         permit = slots.acquire() => permit.map_err(|_| StageError::Canceled)?,
         () = cancel.cancelled() => return Err(StageError::Canceled),
     };
-    run_with_input(cmd, tool, Some(input), cancel).await
+    Ok(run_child(cmd, tool, Some(Input::Stream(input)), cancel).await?)
 }
 
 /// The first line of `tool -version`, for cache keys (a different encoder makes different

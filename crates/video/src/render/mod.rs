@@ -219,29 +219,26 @@ impl Encoder {
                 format!("a picture is not {width}×{height} RGBA"),
             ));
         }
-        // The input: the fade frames (only for the head), then the still.
+        // The input: the fade frames (only for the head), then the still — blended one by
+        // one on a blocking thread and streamed, so no more than a few frames are held.
         let fade = if head.is_some() { plan.fade } else { 0 };
-        let input: std::borrow::Cow<'_, [u8]> = match (fade, job.from) {
-            (0, _) | (_, None) => std::borrow::Cow::Borrowed(job.picture),
-            (n, Some(from)) => {
-                let (from, to) = (from.to_vec(), job.picture.to_vec());
-                let frames = tokio::task::spawn_blocking(move || {
-                    let mut all = Vec::with_capacity(frame_len * (n as usize + 1));
+        let from = job.from.filter(|_| fade > 0).map(<[u8]>::to_vec);
+        let fade = if from.is_some() { fade } else { 0 };
+        let (frames, input) = tokio::sync::mpsc::channel::<Vec<u8>>(2);
+        let to = job.picture.to_vec();
+        let producer = tokio::task::spawn_blocking(move || {
+            if let Some(from) = from {
+                for t in 0..fade {
                     let mut frame = Vec::with_capacity(frame_len);
-                    for t in 0..n {
-                        blend(&from, &to, t, n, &mut frame);
-                        all.extend_from_slice(&frame);
+                    blend(&from, &to, t, fade, &mut frame);
+                    if frames.blocking_send(frame).is_err() {
+                        return;
                     }
-                    all.extend_from_slice(&to);
-                    all
-                })
-                .await
-                .map_err(|e| StageError::retryable("internal", format!("blending: {e}")))?;
-                std::borrow::Cow::Owned(frames)
+                }
             }
-        };
-        let fade_in_input = if job.from.is_some() { fade } else { 0 };
-        let repeats = total - fade_in_input - 1;
+            let _ = frames.blocking_send(to);
+        });
+        let repeats = total - fade - 1;
         let mut cmd = Command::new(&self.ffmpeg);
         cmd.args(["-nostdin", "-hide_banner", "-loglevel", "error", "-y"])
             .args(["-f", "rawvideo", "-pix_fmt", "rgba"])
@@ -269,9 +266,11 @@ impl Encoder {
         cmd.arg("-r")
             .arg(fps.to_string())
             .args(["-an", "-f", "h264", "pipe:1"]);
-        let out = crate::media::run_limited_with_input(cmd, "ffmpeg", &input, cancel, &self.slots)
-            .await?;
-        drop(input);
+        let out =
+            crate::media::run_limited_streaming(cmd, "ffmpeg", input, cancel, &self.slots).await;
+        // The producer ends once its frames are taken or the channel is gone.
+        let _ = producer.await;
+        let out = out?;
         let bad = |what: String| StageError::retryable("tool_failed", format!("ffmpeg: {what}"));
         let (head_bytes, second_bytes) = split_at_frame(&out, head_frames).ok_or_else(|| {
             bad(format!(

@@ -649,6 +649,41 @@ struct SegmentTally {
     from_store: bool,
 }
 
+/// Every segment's tally, shared with the tasks that keep clips: a shot is counted in the
+/// same step as its last clip is kept (no await between), so a job stopped at any point
+/// has counted exactly the segments whose clips a retry will find.
+#[derive(Debug, Clone)]
+struct Tallies {
+    /// A plain mutex: held for a few assignments, never across an await.
+    segments: Arc<Mutex<Vec<SegmentTally>>>,
+    stats: Arc<PipelineStats>,
+}
+
+impl Tallies {
+    /// Counts a finished shot of `segment`; true when it was the segment's last.
+    fn shot_done(&self, segment: usize, encoded: bool, from_store: bool) -> bool {
+        let mut all = self.segments.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(t) = all.get_mut(segment) else {
+            return false;
+        };
+        t.left = t.left.saturating_sub(1);
+        t.encoded |= encoded;
+        t.from_store |= from_store;
+        if t.left > 0 {
+            return false;
+        }
+        if t.encoded {
+            PipelineStats::bump(&self.stats.videos_encoded);
+        } else {
+            PipelineStats::bump(&self.stats.videos_reused);
+            if t.from_store {
+                PipelineStats::bump(&self.stats.videos_from_store);
+            }
+        }
+        true
+    }
+}
+
 #[async_trait]
 impl Stage for Render {
     fn stage(&self) -> StageName {
@@ -794,24 +829,13 @@ impl Stage for Render {
         for w in &work {
             tally[w.shot.segment].left += 1;
         }
-        let segment_done = |tally: &mut Vec<SegmentTally>, w: &ShotWork, encoded: bool| {
-            let t = &mut tally[w.shot.segment];
-            t.left -= 1;
-            t.encoded |= encoded;
-            t.from_store |= w.slots().any(|c| c.found == Some(Source::Store));
-            if t.left > 0 {
-                return Ok(());
-            }
-            if t.encoded {
-                PipelineStats::bump(&shared.stats.videos_encoded);
-            } else {
-                PipelineStats::bump(&shared.stats.videos_reused);
-                if t.from_store {
-                    PipelineStats::bump(&shared.stats.videos_from_store);
-                }
-            }
-            ctx.segment_done(StageName::Render, count(w.shot.segment), count(total))
+        let tallies = Tallies {
+            segments: Arc::new(Mutex::new(tally)),
+            stats: shared.stats.clone(),
         };
+        let from_store = |w: &ShotWork| w.slots().any(|c| c.found == Some(Source::Store));
+        let report =
+            |segment: usize| ctx.segment_done(StageName::Render, count(segment), count(total));
 
         // In film order: each picture drawn once, when it or the next shot's fade needs it,
         // and its missing clips encoded in a task of their own, at most a few at once
@@ -825,7 +849,6 @@ impl Stage for Render {
         let mut encoding = 0usize;
         let finish = |tasks: &mut tokio::task::JoinSet<Result<Done, StageError>>,
                       encoding: &mut usize,
-                      tally: &mut Vec<SegmentTally>,
                       joined: Result<Result<Done, StageError>, tokio::task::JoinError>|
          -> Result<(), StageError> {
             let done = joined.map_err(|e| {
@@ -839,66 +862,92 @@ impl Stage for Render {
                         .filter(|c| c.found.is_none())
                         .cloned()
                         .collect();
-                    let (segments, stats) = (segments.clone(), shared.stats.clone());
+                    let (segments, tallies) = (segments.clone(), tallies.clone());
+                    let (segment, stored) = (work[n].shot.segment, from_store(&work[n]));
                     tasks.spawn(async move {
                         for slot in slots {
                             segments.keep(&slot.file, &slot.key, "h264").await;
-                            PipelineStats::bump(&stats.clips_encoded);
+                            PipelineStats::bump(&tallies.stats.clips_encoded);
                         }
-                        Ok(Done::Kept(n))
+                        let last = tallies.shot_done(segment, true, stored);
+                        Ok(Done::Kept { segment, last })
                     });
                     Ok(())
                 }
-                Done::Kept(n) => segment_done(tally, &work[n], true),
+                Done::Kept { segment, last } => {
+                    if last {
+                        report(segment)?;
+                    }
+                    Ok(())
+                }
             }
         };
-        let mut previous: Option<Arc<Vec<u8>>> = None;
-        for n in 0..work.len() {
-            let w = work[n].clone();
-            let next_fades = work.get(n + 1).is_some_and(ShotWork::fades_in);
-            let picture = if w.missing() || next_fades {
-                let segment = &board.segments[w.shot.segment];
-                let rgba = self
-                    .draw(SlideJob {
-                        title: board.title.clone(),
-                        slide: segment.slide.clone(),
-                        reveal: w.shot.reveal,
-                        index: w.shot.segment,
-                        total,
-                        width: frame.width,
-                        height: frame.height,
-                    })
-                    .await?;
-                Some(Arc::new(rgba))
-            } else {
-                None
-            };
-            match &picture {
-                Some(rgba) if w.missing() => {
-                    while encoding >= in_flight {
-                        if let Some(joined) = tasks.join_next().await {
-                            finish(&mut tasks, &mut encoding, &mut tally, joined)?;
+        let mut encodes: Vec<tokio::task::AbortHandle> = Vec::new();
+        let rendered = async {
+            let mut previous: Option<Arc<Vec<u8>>> = None;
+            for n in 0..work.len() {
+                let w = work[n].clone();
+                let next_fades = work.get(n + 1).is_some_and(ShotWork::fades_in);
+                let picture = if w.missing() || next_fades {
+                    let segment = &board.segments[w.shot.segment];
+                    let rgba = self
+                        .draw(SlideJob {
+                            title: board.title.clone(),
+                            slide: segment.slide.clone(),
+                            reveal: w.shot.reveal,
+                            index: w.shot.segment,
+                            total,
+                            width: frame.width,
+                            height: frame.height,
+                        })
+                        .await?;
+                    Some(Arc::new(rgba))
+                } else {
+                    None
+                };
+                match &picture {
+                    Some(rgba) if w.missing() => {
+                        while encoding >= in_flight {
+                            if let Some(joined) = tasks.join_next().await {
+                                finish(&mut tasks, &mut encoding, joined)?;
+                            }
+                        }
+                        let from = if w.fades_in() { previous.clone() } else { None };
+                        let job = EncodeTask {
+                            n,
+                            work: w,
+                            picture: rgba.clone(),
+                            from,
+                            geometry,
+                            encoder: encoder.clone(),
+                            cancel: ctx.cancel_token().clone(),
+                        };
+                        encoding += 1;
+                        encodes.push(tasks.spawn(job.run()));
+                    }
+                    _ => {
+                        if tallies.shot_done(w.shot.segment, false, from_store(&w)) {
+                            report(w.shot.segment)?;
                         }
                     }
-                    let from = if w.fades_in() { previous.clone() } else { None };
-                    let job = EncodeTask {
-                        n,
-                        work: w,
-                        picture: rgba.clone(),
-                        from,
-                        geometry,
-                        encoder: encoder.clone(),
-                        cancel: ctx.cancel_token().clone(),
-                    };
-                    encoding += 1;
-                    tasks.spawn(job.run());
                 }
-                _ => segment_done(&mut tally, &w, false)?,
+                previous = picture;
             }
-            previous = picture;
+            while let Some(joined) = tasks.join_next().await {
+                finish(&mut tasks, &mut encoding, joined)?;
+            }
+            Ok::<(), StageError>(())
         }
-        while let Some(joined) = tasks.join_next().await {
-            finish(&mut tasks, &mut encoding, &mut tally, joined)?;
+        .await;
+        if let Err(e) = rendered {
+            // Encodes stop; clips already being kept are let finish (briefly), so what a
+            // retry finds stored is what this attempt counted.
+            for handle in &encodes {
+                handle.abort();
+            }
+            let drain = async { while tasks.join_next().await.is_some() {} };
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), drain).await;
+            return Err(e);
         }
         let clips = work
             .iter()
@@ -924,8 +973,8 @@ impl Stage for Render {
 enum Done {
     /// Shot `n`'s missing clips are made (in scratch).
     Encoded(usize),
-    /// And kept in the cache and the store.
-    Kept(usize),
+    /// And kept in the cache and the store; `last`: its segment's last shot.
+    Kept { segment: usize, last: bool },
 }
 
 /// The missing clips of one shot, encoded.

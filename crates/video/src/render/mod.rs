@@ -238,7 +238,9 @@ impl Encoder {
             }
             let _ = frames.blocking_send(to);
         });
-        let repeats = total - fade - 1;
+        // Clones of the still after it (none when the clips are the fade alone: then the
+        // still itself is cut off by the frame count).
+        let repeats = total.saturating_sub(fade + 1);
         let mut cmd = Command::new(&self.ffmpeg);
         cmd.args(["-nostdin", "-hide_banner", "-loglevel", "error", "-y"])
             .args(["-f", "rawvideo", "-pix_fmt", "rgba"])

@@ -356,6 +356,41 @@ async fn a_fade_blends_the_two_pictures_from_the_frame_the_new_one_starts() {
 }
 
 #[tokio::test]
+async fn a_head_of_the_fade_alone_is_made_when_its_second_is_cached() {
+    ffmpeg_or_explain();
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (picture(3), picture(200));
+    // 33 frames fading over 8: a head of just the fade, then one second, which is not
+    // asked for (as when the cache has it).
+    let plan = shot_plan(33, 8, FPS);
+    assert_eq!((plan.head, plan.seconds), (8, 1));
+    let head = dir.path().join("head.h264");
+    let job = ShotEncode {
+        picture: &b,
+        from: Some(&a),
+        plan,
+        geometry: GEOMETRY,
+        head: Some(&head),
+        second: None,
+    };
+    encoder()
+        .encode_shot(&job, &CancellationToken::new())
+        .await
+        .unwrap();
+    let stream = dir.path().join("head-only.h264");
+    let frames = join_clips(
+        vec![Clip {
+            file: head,
+            times: 1,
+        }],
+        stream,
+    )
+    .await
+    .unwrap();
+    assert_eq!(frames, 8);
+}
+
+#[tokio::test]
 async fn a_shot_shorter_than_the_fade_fades_shorter_and_keeps_every_frame() {
     ffmpeg_or_explain();
     let dir = tempfile::tempdir().unwrap();

@@ -13,7 +13,8 @@
 //! everything it ran. The script's slides are drawn beforehand, untimed.
 //!
 //! Run: `cargo bench -p video --bench render` (needs ffmpeg, ffprobe, espeak-ng).
-//! `BENCH_LONG=0` skips the long storyboard; `BENCH_RUNS=n` repeats each row n times.
+//! `BENCH_LONG=0` skips the long storyboard; `BENCH_RUNS=n` repeats each row n times;
+//! `BENCH_LOOK=cut` or `fade` runs the pipeline with that look only.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark binary: fail loudly
 
 use std::collections::BTreeMap;
@@ -214,7 +215,12 @@ fn main() {
         for _ in 0..runs {
             let script_dir = tempfile::tempdir().unwrap();
             let theirs = rt.block_on(script(&board, script_dir.path()));
-            for (look, transition) in [("fades off (cut)", "cut"), ("default (fade)", "fade")] {
+            let looks = [("fades off (cut)", "cut"), ("default (fade)", "fade")];
+            let only = std::env::var("BENCH_LOOK").ok();
+            for (look, transition) in looks
+                .into_iter()
+                .filter(|(_, t)| only.as_deref().is_none_or(|o| o == *t))
+            {
                 let mut input = input.clone();
                 input["frame"]["transition"] = serde_json::Value::from(transition);
                 let ours_dir = tempfile::tempdir().unwrap();

@@ -1,9 +1,10 @@
 //! The render benchmark: the reference storyboard (`examples/en-fractions.json`, 10
 //! segments, about 65 s of narration, 1280×720 at 25 fps) end to end through the real
-//! pipeline, next to `bench/repeated-clip.sh` — a hand-written shell script making the same
-//! film from the same slides and speech with the repeated-clip technique (each picture
-//! encoded once) — in the same run. Then a storyboard of over ten minutes (the same 10
-//! segments ten times) to show how the cost grows.
+//! pipeline — with fades off (`frame.transition: "cut"`) and with the default look (fades)
+//! — next to `bench/repeated-clip.sh`, a hand-written shell script making the same film
+//! (without fades) from the same slides and speech with the repeated-clip technique (each
+//! picture encoded once), in the same run. Then a storyboard of over ten minutes (the same
+//! 10 segments ten times) to show how the cost grows.
 //!
 //! Each side is measured in wall time and in CPU-seconds: user + system time of the process
 //! and of every child it waited for (`/proc/self/stat`: `utime`, `stime`, `cutime`,
@@ -12,7 +13,8 @@
 //! everything it ran. The script's slides are drawn beforehand, untimed.
 //!
 //! Run: `cargo bench -p video --bench render` (needs ffmpeg, ffprobe, espeak-ng).
-//! `BENCH_LONG=0` skips the long storyboard; `BENCH_RUNS=n` repeats each row n times.
+//! `BENCH_LONG=0` skips the long storyboard; `BENCH_RUNS=n` repeats each row n times;
+//! `BENCH_LOOK=cut` or `fade` runs the pipeline with that look only.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark binary: fail loudly
 
 use std::collections::BTreeMap;
@@ -203,45 +205,57 @@ fn main() {
         .and_then(|n| n.parse().ok())
         .unwrap_or(1);
     println!(
-        "| storyboard | film s | frames | pipeline CPU s | script CPU s | CPU pipeline / script | pipeline wall ms | script wall ms | wall pipeline / script | plan | tts | render | compose | publish | peak RSS MiB |"
+        "| storyboard | pipeline look | film s | frames | pipeline CPU s | script CPU s | CPU pipeline / script | pipeline wall ms | script wall ms | wall pipeline / script | pipeline wall s per 10 min | plan | tts | render | compose | publish | peak RSS MiB |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!(
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    );
     for (name, input) in cases {
         let board = Storyboard::from_json(&input).unwrap();
         for _ in 0..runs {
-            let ours_dir = tempfile::tempdir().unwrap();
-            let (ours, stages) = rt.block_on(ours(&input, ours_dir.path()));
-            let rss = peak_rss_mib();
             let script_dir = tempfile::tempdir().unwrap();
             let theirs = rt.block_on(script(&board, script_dir.path()));
-            assert_eq!(
-                ours.film.video_frames, theirs.film.video_frames,
-                "both make the same frames"
-            );
-            assert!(
-                (ours.film.duration - theirs.film.duration).abs()
-                    <= 1.0 / f64::from(board.frame.fps),
-                "both make the same film length: {:?} vs {:?}",
-                ours.film,
-                theirs.film
-            );
-            let stage = |s: &str| stages.get(s).map_or("-".into(), |d| ms(*d));
-            println!(
-                "| {name} | {:.1} | {} | {:.2} | {:.2} | {:.2} | {} | {} | {:.2} | {} | {} | {} | {} | {} | {rss:.0} |",
-                ours.film.duration,
-                ours.film.video_frames.unwrap_or(0),
-                ours.cpu,
-                theirs.cpu,
-                ours.cpu / theirs.cpu,
-                ms(ours.wall),
-                ms(theirs.wall),
-                ours.wall.as_secs_f64() / theirs.wall.as_secs_f64(),
-                stage("plan"),
-                stage("tts"),
-                stage("render"),
-                stage("compose"),
-                stage("publish"),
-            );
+            let looks = [("fades off (cut)", "cut"), ("default (fade)", "fade")];
+            let only = std::env::var("BENCH_LOOK").ok();
+            for (look, transition) in looks
+                .into_iter()
+                .filter(|(_, t)| only.as_deref().is_none_or(|o| o == *t))
+            {
+                let mut input = input.clone();
+                input["frame"]["transition"] = serde_json::Value::from(transition);
+                let ours_dir = tempfile::tempdir().unwrap();
+                let (ours, stages) = rt.block_on(ours(&input, ours_dir.path()));
+                let rss = peak_rss_mib();
+                assert_eq!(
+                    ours.film.video_frames, theirs.film.video_frames,
+                    "both make the same frames"
+                );
+                assert!(
+                    (ours.film.duration - theirs.film.duration).abs()
+                        <= 1.0 / f64::from(board.frame.fps),
+                    "both make the same film length: {:?} vs {:?}",
+                    ours.film,
+                    theirs.film
+                );
+                let stage = |s: &str| stages.get(s).map_or("-".into(), |d| ms(*d));
+                println!(
+                    "| {name} | {look} | {:.1} | {} | {:.2} | {:.2} | {:.2} | {} | {} | {:.2} | {:.1} | {} | {} | {} | {} | {} | {rss:.0} |",
+                    ours.film.duration,
+                    ours.film.video_frames.unwrap_or(0),
+                    ours.cpu,
+                    theirs.cpu,
+                    ours.cpu / theirs.cpu,
+                    ms(ours.wall),
+                    ms(theirs.wall),
+                    ours.wall.as_secs_f64() / theirs.wall.as_secs_f64(),
+                    ours.wall.as_secs_f64() * 600.0 / ours.film.duration,
+                    stage("plan"),
+                    stage("tts"),
+                    stage("render"),
+                    stage("compose"),
+                    stage("publish"),
+                );
+            }
         }
     }
 }

@@ -1,12 +1,14 @@
-//! Per-segment outputs cached by content, shared by every job and attempt of a process, so a
-//! retried job resumes instead of redoing finished segments — within a byte budget.
+//! Finished parts of a film (speech per sentence, video clips per picture) cached by
+//! content, shared by every job and attempt of a process, so a retried job resumes instead
+//! of redoing finished work — within a byte budget.
 //!
 //! The key hashes everything that shapes the bytes (text, voice, engine version, slide,
-//! frame count, encoder arguments, ffmpeg version, font). An entry is added by hard-linking a
-//! finished, fsynced file under a temp name and renaming it into place (then the directory
-//! is fsynced), so a crash mid-write leaves no half file under a real key. A hit is linked
-//! into the attempt's own scratch directory: evicting the entry while an attempt still reads
-//! it only drops the name, never the bytes under the attempt.
+//! frame count, the picture a clip fades from, encoder arguments, ffmpeg version, font). An
+//! entry is added by hard-linking a finished, fsynced file under a temp name and renaming it
+//! into place (then the directory is fsynced), so a crash mid-write leaves no half file
+//! under a real key. A hit is linked into the attempt's own scratch directory: evicting the
+//! entry while an attempt still reads it only drops the name, never the bytes under the
+//! attempt.
 //!
 //! On Cloud Run the work dir is memory, so the cache is bounded ([`SegmentCache::enforce`]):
 //! least recently used entries go first, of whichever job. Recency is the file's mtime, set
@@ -269,7 +271,7 @@ fn touch(path: &Path) {
 
 /// Whether the file's structure accounts for exactly its length: a WAV's RIFF chunks (with
 /// a mono 16-bit `fmt ` and a `data` chunk), an MP4's top-level boxes (with `ftyp` and
-/// `moov`). A truncated, padded or garbled file fails; other extensions need only be
+/// `moov`), a video clip's trailer (`h264`: [`crate::render::annexb::is_sealed`]). A truncated, padded or garbled file fails; other extensions need only be
 /// non-empty.
 pub fn looks_whole(path: &Path, ext: &str) -> bool {
     let Ok(mut file) = std::fs::File::open(path) else {
@@ -281,6 +283,7 @@ pub fn looks_whole(path: &Path, ext: &str) -> bool {
     match ext {
         "wav" => wav_whole(&mut file, len).unwrap_or(false),
         "mp4" | "m4a" => mp4_whole(&mut file, len).unwrap_or(false),
+        "h264" => crate::render::annexb::is_sealed(path),
         _ => len > 0,
     }
 }

@@ -1,8 +1,9 @@
-//! One MP4 from the segments: the narration's PCM is joined in Rust and encoded to AAC
-//! once — per-segment AAC would add priming samples at every join (drift and clicks); then
-//! the segment videos are concatenated without re-encoding (concat demuxer, `-c copy`) and
-//! muxed with the AAC and the captions (a `mov_text` track) in the same ffmpeg run, with
-//! `+faststart` so a browser can play while downloading.
+//! One MP4 from the clips: the narration's PCM is joined in Rust and encoded to AAC once —
+//! per-segment AAC would add priming samples at every join (drift and clicks); the film's
+//! video clips are joined without re-encoding, as bytes, into one raw H.264 stream
+//! ([`crate::render::join_clips`]), which one ffmpeg run muxes with the AAC and the
+//! captions (a `mov_text` track), timestamped at the frame rate, with `+faststart` so a
+//! browser can play while downloading.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -12,7 +13,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::StageError;
-use crate::render::{Clip, write_concat_list};
+use crate::render::{Clip, join_clips};
 
 fn io(what: &str, e: impl std::fmt::Display) -> StageError {
     StageError::retryable("io_failed", format!("{what}: {e}"))
@@ -83,17 +84,20 @@ pub async fn encode_aac(
     Ok(())
 }
 
-/// The film: segment videos joined without re-encoding and the narration muxed in.
+/// The film: video clips joined without re-encoding and the narration muxed in.
 #[derive(Debug, Clone, Copy)]
 pub struct FilmMux<'a> {
     /// The `ffmpeg` binary.
     pub ffmpeg: &'a Path,
-    /// The segment videos, in order (same encoder arguments, so they join by stream copy).
-    pub videos: &'a [PathBuf],
+    /// The video clips, in order, each with the times it is shown (sealed raw H.264, same
+    /// encoder arguments, each starting with an IDR frame).
+    pub clips: &'a [Clip],
+    /// The film's frame rate: the raw stream's frames are timed by it.
+    pub fps: u32,
     /// The narration's AAC.
     pub audio: &'a Path,
-    /// Where the concat list is written.
-    pub list: &'a Path,
+    /// Where the joined raw H.264 stream is written (a scratch file).
+    pub stream: &'a Path,
     /// The captions, as a soft subtitle track; `None`: no subtitle track.
     pub captions: Option<FilmCaptions<'a>>,
     /// The final MP4.
@@ -109,22 +113,16 @@ pub struct FilmCaptions<'a> {
     pub language: &'a str,
 }
 
-/// Joins the segment videos (concat demuxer, `-c copy`) and muxes the audio and the
-/// captions, if any, in the same ffmpeg run — one pass over the video's bytes, not two.
+/// Joins the clips into one stream and muxes it with the audio and the captions, if any,
+/// in one ffmpeg run — the video's bytes are copied, never decoded.
 pub async fn mux_film(job: &FilmMux<'_>, cancel: &CancellationToken) -> Result<(), StageError> {
-    let clips: Vec<Clip> = job
-        .videos
-        .iter()
-        .map(|file| Clip {
-            file: file.clone(),
-            times: 1,
-        })
-        .collect();
-    write_concat_list(&clips, job.list).await?;
+    join_clips(job.clips.to_vec(), job.stream.to_path_buf()).await?;
     let mut cmd = Command::new(job.ffmpeg);
     cmd.args(["-nostdin", "-hide_banner", "-loglevel", "error", "-y"])
-        .args(["-f", "concat", "-safe", "0", "-i"])
-        .arg(job.list)
+        .args(["-f", "h264", "-framerate"])
+        .arg(job.fps.to_string())
+        .arg("-i")
+        .arg(job.stream)
         .arg("-i")
         .arg(job.audio);
     if let Some(captions) = &job.captions {
@@ -140,6 +138,8 @@ pub async fn mux_film(job: &FilmMux<'_>, cancel: &CancellationToken) -> Result<(
     }
     cmd.args(["-movflags", "+faststart", "-f", "mp4"])
         .arg(job.out);
-    crate::media::run(cmd, "ffmpeg", cancel).await?;
+    let muxed = crate::media::run(cmd, "ffmpeg", cancel).await;
+    let _ = tokio::fs::remove_file(job.stream).await;
+    muxed?;
     Ok(())
 }

@@ -104,14 +104,16 @@ pub async fn run_tool(
     input: Option<&[u8]>,
     cancel: &CancellationToken,
 ) -> Result<Vec<u8>, ToolError> {
-    run_reading(cmd, tool, input, cancel, |stdout| async move {
-        let mut out = Vec::new();
-        if let Some(mut s) = stdout {
-            let _ = s.read_to_end(&mut out).await;
-        }
-        out
-    })
-    .await
+    run_reading(cmd, tool, input.map(Input::Bytes), cancel, read_all).await
+}
+
+/// Reads a child's whole stdout.
+async fn read_all(stdout: Option<tokio::process::ChildStdout>) -> Vec<u8> {
+    let mut out = Vec::new();
+    if let Some(mut s) = stdout {
+        let _ = s.read_to_end(&mut out).await;
+    }
+    out
 }
 
 /// [`run_tool`] for a child that reports progress on stdout: each line it writes (without
@@ -124,14 +126,29 @@ pub async fn run_tool_lines(
     cancel: &CancellationToken,
     lines: tokio::sync::mpsc::UnboundedSender<String>,
 ) -> Result<(), ToolError> {
-    run_reading(cmd, tool, input, cancel, |stdout| async move {
-        let Some(stdout) = stdout else { return };
-        let mut reader = tokio::io::BufReader::new(stdout).lines();
-        while let Ok(Some(line)) = reader.next_line().await {
-            let _ = lines.send(line);
-        }
-    })
+    run_reading(
+        cmd,
+        tool,
+        input.map(Input::Bytes),
+        cancel,
+        |stdout| async move {
+            let Some(stdout) = stdout else { return };
+            let mut reader = tokio::io::BufReader::new(stdout).lines();
+            while let Ok(Some(line)) = reader.next_line().await {
+                let _ = lines.send(line);
+            }
+        },
+    )
     .await
+}
+
+/// What goes to a child's stdin.
+enum Input<'a> {
+    /// These bytes.
+    Bytes(&'a [u8]),
+    /// Chunks as they come, until the sender is dropped: a large input made on the fly is
+    /// never held whole.
+    Stream(tokio::sync::mpsc::Receiver<Vec<u8>>),
 }
 
 /// Spawns `cmd`, writes `input` and reads stderr while `read_out` reads stdout, and types
@@ -139,7 +156,7 @@ pub async fn run_tool_lines(
 async fn run_reading<T, F, Fut>(
     mut cmd: Command,
     tool: &'static str,
-    input: Option<&[u8]>,
+    input: Option<Input<'_>>,
     cancel: &CancellationToken,
     read_out: F,
 ) -> Result<T, ToolError>
@@ -173,8 +190,18 @@ where
     // Write, read stdout and read stderr together: done one after another, a full pipe
     // would deadlock the child.
     let write_in = async {
-        if let (Some(pipe), Some(bytes)) = (stdin.as_mut(), input) {
-            let _ = pipe.write_all(bytes).await;
+        match (stdin.as_mut(), input) {
+            (Some(pipe), Some(Input::Bytes(bytes))) => {
+                let _ = pipe.write_all(bytes).await;
+            }
+            (Some(pipe), Some(Input::Stream(mut chunks))) => {
+                while let Some(chunk) = chunks.recv().await {
+                    if pipe.write_all(&chunk).await.is_err() {
+                        break;
+                    }
+                }
+            }
+            _ => {}
         }
         drop(stdin.take());
     };
@@ -234,6 +261,22 @@ pub async fn run_limited(
         () = cancel.cancelled() => return Err(StageError::Canceled),
     };
     run(cmd, tool, cancel).await
+}
+
+/// [`run_limited`], writing the chunks from `input` to the child's stdin as they come
+/// (until its sender is dropped) while its output is read.
+pub async fn run_limited_streaming(
+    cmd: Command,
+    tool: &'static str,
+    input: tokio::sync::mpsc::Receiver<Vec<u8>>,
+    cancel: &CancellationToken,
+    slots: &Arc<Semaphore>,
+) -> Result<Vec<u8>, StageError> {
+    let _slot = tokio::select! {
+        permit = slots.acquire() => permit.map_err(|_| StageError::Canceled)?,
+        () = cancel.cancelled() => return Err(StageError::Canceled),
+    };
+    Ok(run_reading(cmd, tool, Some(Input::Stream(input)), cancel, read_all).await?)
 }
 
 /// The first line of `tool -version`, for cache keys (a different encoder makes different

@@ -5,13 +5,15 @@
 //!   "version": 1,
 //!   "title": "Fractions",
 //!   "voice": {"language": "en", "rate_wpm": 160},
-//!   "frame": {"width": 1280, "height": 720, "fps": 25},
+//!   "frame": {"width": 1280, "height": 720, "fps": 25, "transition": "fade"},
 //!   "segments": [
 //!     {"narration": "A fraction is …", "slide": {"heading": "What is a fraction?", "bullets": ["…"], "body": "…"}}
 //!   ]
 //! }
 //! ```
-//! `voice` and `frame` may be left out (English at 160 words a minute; 1280×720 at 25 fps).
+//! `voice` and `frame`, and each of their fields, may be left out (English at 160 words a
+//! minute; 1280×720 at 25 fps, a 0.3 s crossfade at every picture change — `"transition":
+//! "cut"` turns it off).
 //!
 //! Version 2 adds **beats**: a segment may give `beats` instead of `narration`, its
 //! narration in parts, each saying what appears on the slide when its part starts:
@@ -125,9 +127,9 @@ impl Default for Voice {
     }
 }
 
-/// Frame size and rate.
+/// Frame size, rate and how pictures change. Each field may be left out (its default).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct Frame {
     /// Pixels.
     pub width: u32,
@@ -135,6 +137,8 @@ pub struct Frame {
     pub height: u32,
     /// Frames per second.
     pub fps: u32,
+    /// How one picture gives way to the next.
+    pub transition: Transition,
 }
 
 impl Default for Frame {
@@ -143,7 +147,40 @@ impl Default for Frame {
             width: 1280,
             height: 720,
             fps: 25,
+            transition: Transition::Fade,
         }
+    }
+}
+
+/// How one picture gives way to the next — between slides and when a beat changes the
+/// slide: `"fade"` (the default) or `"cut"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Transition {
+    /// A short crossfade (0.3 s, [`crate::render::FADE_MILLIS`]) that starts on the frame
+    /// where the new picture's voice does.
+    #[default]
+    Fade,
+    /// The new picture at once.
+    Cut,
+    /// Anything else that was given: kept so validation can name the field, never valid.
+    #[serde(skip_serializing)]
+    Unknown,
+}
+
+impl<'de> Deserialize<'de> for Transition {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Given {
+            Text(String),
+            Other(serde::de::IgnoredAny),
+        }
+        Ok(match Given::deserialize(d)? {
+            Given::Text(t) if t == "fade" => Self::Fade,
+            Given::Text(t) if t == "cut" => Self::Cut,
+            _ => Self::Unknown,
+        })
     }
 }
 
@@ -457,6 +494,12 @@ impl Storyboard {
                 format!("must be in {}..={}", FPS.start(), FPS.end()),
             );
         }
+        if f.transition == Transition::Unknown {
+            c.fail(
+                "frame.transition",
+                r#"must be "fade" (a short crossfade at every picture change, the default) or "cut""#,
+            );
+        }
         if self.segments.is_empty() {
             c.fail("segments", "must have at least one segment");
         }
@@ -582,7 +625,8 @@ mod tests {
             Frame {
                 width: 1280,
                 height: 720,
-                fps: 25
+                fps: 25,
+                transition: Transition::Fade,
             }
         );
         assert_eq!(
@@ -617,6 +661,37 @@ mod tests {
                 fields.contains(&expected),
                 "{expected} missing from {fields:?}"
             );
+        }
+    }
+
+    #[test]
+    fn the_transition_is_fade_or_cut_and_anything_else_names_the_field() {
+        let mut v = good();
+        v["frame"] = json!({"transition": "cut"});
+        let b = Storyboard::from_json(&v).unwrap();
+        assert_eq!(b.frame.transition, Transition::Cut);
+        assert_eq!(
+            (b.frame.width, b.frame.fps),
+            (1280, 25),
+            "the rest defaults"
+        );
+        v["frame"] = json!({"width": 640, "height": 360, "fps": 25, "transition": "fade"});
+        assert_eq!(
+            Storyboard::from_json(&v).unwrap().frame.transition,
+            Transition::Fade
+        );
+        for bad in [
+            json!("wipe"),
+            json!("Fade"),
+            json!(1),
+            json!(null),
+            json!({}),
+        ] {
+            v["frame"] = json!({ "transition": bad });
+            let err = Storyboard::from_json(&v).unwrap_err();
+            assert_eq!(err.0.len(), 1, "{bad}: {err}");
+            assert_eq!(err.0[0].field, "frame.transition", "{bad}");
+            assert!(err.0[0].reason.contains(r#""cut""#), "{}", err.0[0].reason);
         }
     }
 

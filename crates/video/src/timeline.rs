@@ -1,5 +1,6 @@
-//! When each beat's picture shows: frames per beat from the audio, and the pictures of a
-//! segment as `(reveal, frames)` runs.
+//! When each beat's picture shows: frames per beat from the audio, the pictures of a
+//! segment as `(reveal, frames)` runs, and the film's pictures in order as [`Shot`]s, each
+//! fading in from the one before.
 //!
 //! Beat boundaries are rounded with [`frame_counts`]'s cumulative rule over the whole
 //! film, so a picture changes on the frame nearest the sample where its beat's voice starts
@@ -41,9 +42,74 @@ pub fn pictures(reveals: &[Reveal], frames: &[u64]) -> Vec<(Reveal, u64)> {
     out
 }
 
+/// One picture of the film, in film order: which segment shows it, what of the slide it
+/// reveals, for how many frames, and how many of its first frames fade in from the picture
+/// before.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shot {
+    /// The segment, counted from 0.
+    pub segment: usize,
+    /// What the slide shows.
+    pub reveal: Reveal,
+    /// Frames shown.
+    pub frames: u64,
+    /// Of those, the first ones that fade in; 0: a cut.
+    pub fade: u64,
+}
+
+/// The film's shots from each segment's [`pictures`]. Every picture change fades over
+/// `fade` frames — between slides too, where a segment's first picture fades in from the
+/// last picture of the segment before — starting on the frame where the new picture would
+/// have cut in, so the sync rule holds and no frame is added. A shot shorter than twice the
+/// fade fades over its first half (rounded down), so it is seen whole too. The film's
+/// first picture does not fade in: it is also the poster a player shows before play.
+pub fn shots(segments: &[Vec<(Reveal, u64)>], fade: u64) -> Vec<Shot> {
+    let mut out: Vec<Shot> = Vec::new();
+    for (segment, pictures) in segments.iter().enumerate() {
+        for (reveal, frames) in pictures {
+            let fade = if out.is_empty() {
+                0
+            } else {
+                fade.min(frames / 2)
+            };
+            out.push(Shot {
+                segment,
+                reveal: *reveal,
+                frames: *frames,
+                fade,
+            });
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_picture_but_the_first_fades_in_and_short_ones_fade_shorter() {
+        let a = Reveal::all();
+        let b = Reveal {
+            visible: 1,
+            emphasised: Some(0),
+        };
+        let segments = vec![vec![(b, 40), (a, 9)], vec![(a, 100)], vec![(a, 1)]];
+        let fades: Vec<u64> = shots(&segments, 8).iter().map(|s| s.fade).collect();
+        assert_eq!(
+            fades,
+            [0, 4, 8, 0],
+            "first: none; 9 frames: 4; 1 frame: none"
+        );
+        let cut: Vec<u64> = shots(&segments, 0).iter().map(|s| s.fade).collect();
+        assert_eq!(cut, [0, 0, 0, 0]);
+        let s = shots(&segments, 8);
+        assert_eq!(
+            s.iter().map(|s| (s.segment, s.frames)).collect::<Vec<_>>(),
+            [(0, 40), (0, 9), (1, 100), (2, 1)],
+            "frames and order as given: a fade adds none"
+        );
+    }
 
     #[test]
     fn beats_split_a_segments_frames_without_moving_its_ends() {

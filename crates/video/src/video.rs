@@ -7,18 +7,19 @@
 //!   sentences in one run), as many at once as it says, each kept as soon as it is spoken;
 //!   then it starts joining and encoding the narration to AAC in the background —
 //!   overlapped with render;
-//! - **render** draws each picture of a slide (one per beat that changes it) in Rust and
-//!   encodes it once into a one-second clip and a clip of the frames left, joined by stream
-//!   copy into exactly as many frames as its beats' narration needs (at most as many ffmpeg
-//!   processes as cores, across the whole job);
-//! - **compose** concatenates the segment videos without re-encoding and muxes the AAC and
-//!   the captions (a `mov_text` track, from the WebVTT made of the spoken sentences), in one
-//!   ffmpeg run;
+//! - **render** draws each picture of the film (one per beat that changes a slide) in Rust,
+//!   in film order, and encodes it once — a head clip of its fade from the picture before
+//!   (`frame.transition`, default `"fade"`) and the frames left over, and a one-second clip
+//!   of the still to be repeated — into exactly as many frames as its beats' narration
+//!   needs (at most as many ffmpeg processes as cores, across the whole job);
+//! - **compose** joins every clip of the film without re-encoding (raw H.264, byte for byte)
+//!   and muxes it with the AAC and the captions (a `mov_text` track, from the WebVTT made of
+//!   the spoken sentences), in one ffmpeg run;
 //! - **publish** uploads the MP4 and `captions.vtt` beside it under a per-attempt key.
 //!
-//! Scratch (segment files being made, concat lists, the final MP4) lives in the attempt's
-//! own work dir, which the runner removes when the attempt ends. Finished speech and segment
-//! videos are kept by content in the process's [`SegmentCache`] (bounded, shared by all jobs)
+//! Scratch (clips being made, the joined stream, the final MP4) lives in the attempt's own
+//! work dir, which the runner removes when the attempt ends. Finished speech and video clips
+//! are kept by content in the process's [`SegmentCache`] (bounded, shared by all jobs)
 //! and in the object store under `video-jobs/{job}/segments/{hash}.{ext}`, so a retried job
 //! redoes only what is missing — on this instance or any other. A reused file is checked
 //! first; a bad one is evicted and redone. Keeping a copy never fails the job: a store that
@@ -39,8 +40,11 @@ use tokio_util::task::AbortOnDropHandle;
 
 use crate::cache::{SegmentCache, key};
 use crate::render::slide::{Reveal, SlideFrame, SlideRenderer};
-use crate::render::{Beat, ENCODING_SCHEME, Encoder, Geometry, SegmentEncode, VIDEO_ARGS};
-use crate::storyboard::Storyboard;
+use crate::render::{
+    Clip, ENCODING_SCHEME, Encoder, Geometry, ShotEncode, ShotPlan, VIDEO_ARGS, fade_frames,
+    shot_plan,
+};
+use crate::storyboard::{Storyboard, Transition};
 use crate::timeline::{beat_frames, pictures};
 use crate::tts::{TtsBackend, Utterance, plan_batches};
 use crate::{Pipeline, Published, Stage, StageContext, StageData, StageError};
@@ -76,13 +80,18 @@ pub struct PipelineStats {
     pub speech_made: AtomicUsize,
     /// Sentences whose speech came from the cache.
     pub speech_reused: AtomicUsize,
-    /// Segment videos encoded.
+    /// Segments whose video was (at least in part) encoded.
     pub videos_encoded: AtomicUsize,
-    /// Segment videos taken from the cache.
+    /// Segments whose video clips all came from the cache.
     pub videos_reused: AtomicUsize,
+    /// Video clips encoded (a picture's head and one-second clips count as two).
+    pub clips_encoded: AtomicUsize,
+    /// Video clips taken from the cache.
+    pub clips_reused: AtomicUsize,
     /// Of the reused speech, segments downloaded from the object store (a local miss).
     pub speech_from_store: AtomicUsize,
-    /// Of the reused videos, segments downloaded from the object store (a local miss).
+    /// Of the reused segment videos, those with a clip downloaded from the object store (a
+    /// local miss).
     pub videos_from_store: AtomicUsize,
 }
 
@@ -668,11 +677,12 @@ async fn encode_narration(
     Ok(aac)
 }
 
-/// The segment videos, in order.
+/// The film's video clips, in order, each with the times it is shown.
 #[derive(Debug)]
-struct SegmentVideos(Vec<PathBuf>);
+struct FilmClips(Vec<Clip>);
 
-/// Slide video per segment.
+/// Slide video: every picture of the film drawn and encoded once, fading in from the one
+/// before.
 #[derive(Debug)]
 struct Render(Arc<Shared>);
 
@@ -721,6 +731,83 @@ impl Render {
     }
 }
 
+/// A clip of a shot: its cache key, its scratch file, and whether a finished copy was
+/// found.
+#[derive(Debug, Clone)]
+struct ClipSlot {
+    key: String,
+    file: PathBuf,
+    found: Option<Source>,
+}
+
+/// A shot of the film as the render stage handles it.
+#[derive(Debug, Clone)]
+struct ShotWork {
+    shot: crate::timeline::Shot,
+    plan: ShotPlan,
+    head: Option<ClipSlot>,
+    second: Option<ClipSlot>,
+}
+
+impl ShotWork {
+    fn slots(&self) -> impl Iterator<Item = &ClipSlot> {
+        self.head.iter().chain(&self.second)
+    }
+
+    /// Whether a clip of it must be encoded.
+    fn missing(&self) -> bool {
+        self.slots().any(|c| c.found.is_none())
+    }
+
+    /// Whether its head must be encoded with a fade (so the picture before is needed).
+    fn fades_in(&self) -> bool {
+        self.plan.fade > 0 && self.head.as_ref().is_some_and(|c| c.found.is_none())
+    }
+}
+
+/// How one segment's shots went, for its progress event and the stats.
+#[derive(Debug, Default, Clone, Copy)]
+struct SegmentTally {
+    left: usize,
+    encoded: bool,
+    from_store: bool,
+}
+
+/// Every segment's tally, shared with the tasks that keep clips: a shot is counted in the
+/// same step as its last clip is kept (no await between), so a job stopped at any point
+/// has counted exactly the segments whose clips a retry will find.
+#[derive(Debug, Clone)]
+struct Tallies {
+    /// A plain mutex: held for a few assignments, never across an await.
+    segments: Arc<Mutex<Vec<SegmentTally>>>,
+    stats: Arc<PipelineStats>,
+}
+
+impl Tallies {
+    /// Counts a finished shot of `segment`; true when it was the segment's last.
+    fn shot_done(&self, segment: usize, encoded: bool, from_store: bool) -> bool {
+        let mut all = self.segments.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(t) = all.get_mut(segment) else {
+            return false;
+        };
+        t.left = t.left.saturating_sub(1);
+        t.encoded |= encoded;
+        t.from_store |= from_store;
+        if t.left > 0 {
+            return false;
+        }
+        if t.encoded {
+            PipelineStats::bump(&self.stats.videos_encoded);
+        } else {
+            PipelineStats::bump(&self.stats.videos_reused);
+            if t.from_store {
+                PipelineStats::bump(&self.stats.videos_from_store);
+            }
+        }
+        true
+    }
+}
+
 #[async_trait]
 impl Stage for Render {
     fn stage(&self) -> StageName {
@@ -741,124 +828,314 @@ impl Stage for Render {
             .clone();
         let shared = &self.0;
         let frame = board.frame;
+        let geometry = Geometry {
+            width: frame.width,
+            height: frame.height,
+            fps: frame.fps,
+        };
         let frames = beat_frames(&speech.beat_samples(), speech.sample_rate, frame.fps);
+        let per_segment: Vec<Vec<(Reveal, u64)>> = board
+            .segments
+            .iter()
+            .enumerate()
+            .map(|(i, s)| pictures(&s.reveals(), frames.get(i).map_or(&[], Vec::as_slice)))
+            .collect();
+        let fade = match frame.transition {
+            Transition::Cut => 0,
+            Transition::Fade | Transition::Unknown => fade_frames(frame.fps),
+        };
+        let shots = crate::timeline::shots(&per_segment, fade);
         let segments = Segments::new(shared, ctx);
         let dir = scratch(ctx);
-        let encoder = Encoder::new(&shared.config.ffmpeg, shared.slots.clone());
         let total = board.segments.len();
-        let items: Vec<(usize, crate::storyboard::Segment)> =
-            board.segments.iter().cloned().enumerate().collect();
-        let jobs = items.into_iter().map(|(i, segment)| {
-            let segments = segments.clone();
-            let path = dir.join(format!("video-{i}.mp4"));
-            let encoder = encoder.clone();
-            let title = board.title.clone();
-            let beat_frames = frames.get(i).cloned().unwrap_or_default();
-            async move {
-                let pictures = pictures(&segment.reveals(), &beat_frames);
-                let n: u64 = pictures.iter().map(|(_, n)| n).sum();
-                let slide_json = serde_json::to_vec(&segment.slide).unwrap_or_default();
-                // A segment of one whole picture is keyed as before beats existed (its frames and the
-                // encoding scheme still are in the key).
-                let shown = match pictures.as_slice() {
-                    [(reveal, _)] if *reveal == Reveal::all() => String::new(),
-                    _ => format!(" pictures={pictures:?}"),
-                };
-                let k = key(&[
-                    b"video",
-                    &slide_json,
-                    title.as_bytes(),
+        let encoder_tag = [
+            VIDEO_ARGS.join(" "),
+            ENCODING_SCHEME.to_owned(),
+            shared.config.ffmpeg_version.clone(),
+        ]
+        .join("\n");
+        // What each picture is: everything its pixels depend on.
+        let picture_keys: Vec<String> = shots
+            .iter()
+            .map(|shot| {
+                let segment = &board.segments[shot.segment];
+                key(&[
+                    b"picture",
+                    &serde_json::to_vec(&segment.slide).unwrap_or_default(),
+                    board.title.as_bytes(),
                     format!(
-                        "{i}/{total} {}x{}@{} n={n}{shown}",
-                        frame.width, frame.height, frame.fps
+                        "{}/{total} {}x{} {:?}",
+                        shot.segment, frame.width, frame.height, shot.reveal
                     )
                     .as_bytes(),
                     SlideRenderer::fingerprint().as_bytes(),
-                    VIDEO_ARGS.join(" ").as_bytes(),
-                    ENCODING_SCHEME.as_bytes(),
-                    shared.config.ffmpeg_version.as_bytes(),
-                ]);
-                if let Some(source) = segments.find(&k, "mp4", &path).await {
-                    PipelineStats::bump(&shared.stats.videos_reused);
-                    if source == Source::Store {
-                        PipelineStats::bump(&shared.stats.videos_from_store);
-                    }
-                    return Ok((i, path));
-                }
-                // Each picture drawn, then encoded once for its frames and joined by stream
-                // copy into the segment.
-                let tmp = ctx.work_dir.join("tmp");
-                let mut stills = Vec::with_capacity(pictures.len());
-                let mut drawn = Ok(());
-                for (j, (reveal, _)) in pictures.iter().enumerate() {
-                    let picture = SlideJob {
-                        title: title.clone(),
-                        slide: segment.slide.clone(),
-                        reveal: *reveal,
-                        index: i,
-                        total,
-                        width: frame.width,
-                        height: frame.height,
-                    };
-                    let still = tmp.join(format!("slide-{i}-{j}.rgba"));
-                    drawn = match self.draw(picture).await {
-                        Ok(rgba) => tokio::fs::write(&still, rgba)
-                            .await
-                            .map_err(|e| io("slide file", e)),
-                        Err(e) => Err(e),
-                    };
-                    stills.push(still);
-                    if drawn.is_err() {
-                        break;
-                    }
-                }
-                let encoded = match drawn {
-                    Ok(()) => {
-                        let beats: Vec<Beat<'_>> = stills
-                            .iter()
-                            .zip(&pictures)
-                            .map(|(still, (_, frames))| Beat {
-                                rgba: still,
-                                frames: *frames,
-                            })
-                            .collect();
-                        let job = SegmentEncode {
-                            beats: &beats,
-                            geometry: Geometry {
-                                width: frame.width,
-                                height: frame.height,
-                                fps: frame.fps,
-                            },
-                            scratch: &tmp,
-                            out: &path,
-                        };
-                        encoder.encode_segment(&job, ctx.cancel_token()).await
-                    }
-                    Err(e) => Err(e),
+                ])
+            })
+            .collect();
+        // Each shot's clips, keyed by what makes their bytes: the one-second clip by its
+        // picture alone (reused whatever the timing), the head also by its frames and, when
+        // it fades, the picture it fades from.
+        let mut work: Vec<ShotWork> = shots
+            .iter()
+            .enumerate()
+            .map(|(n, shot)| {
+                let plan = shot_plan(shot.frames, shot.fade, frame.fps);
+                let picture = picture_keys[n].as_bytes();
+                let from = match n.checked_sub(1) {
+                    Some(p) if plan.fade > 0 => picture_keys[p].as_bytes(),
+                    _ => b"",
                 };
-                for still in &stills {
-                    let _ = tokio::fs::remove_file(still).await;
+                let head = (plan.head > 0).then(|| ClipSlot {
+                    key: key(&[
+                        b"head",
+                        picture,
+                        from,
+                        format!("fade={} head={} fps={}", plan.fade, plan.head, frame.fps)
+                            .as_bytes(),
+                        encoder_tag.as_bytes(),
+                    ]),
+                    file: dir.join(format!("clip-{n}-head.h264")),
+                    found: None,
+                });
+                let second = (plan.seconds > 0).then(|| ClipSlot {
+                    key: key(&[
+                        b"second",
+                        picture,
+                        format!("fps={}", frame.fps).as_bytes(),
+                        encoder_tag.as_bytes(),
+                    ]),
+                    file: dir.join(format!("clip-{n}-second.h264")),
+                    found: None,
+                });
+                ShotWork {
+                    shot: *shot,
+                    plan,
+                    head,
+                    second,
                 }
-                if let Err(e) = encoded {
-                    let _ = tokio::fs::remove_file(&path).await;
-                    return Err(e);
+            })
+            .collect();
+        // Finished clips, looked up together (a store lookup is a round trip).
+        let lookups: Vec<(usize, bool, ClipSlot)> = work
+            .iter()
+            .enumerate()
+            .flat_map(|(n, w)| {
+                let head = w.head.clone().map(|c| (n, true, c));
+                head.into_iter()
+                    .chain(w.second.clone().map(|c| (n, false, c)))
+            })
+            .collect();
+        let mut found = futures_util::stream::iter(lookups)
+            .map(|(n, is_head, slot)| {
+                let segments = segments.clone();
+                async move {
+                    let source = segments.find(&slot.key, "h264", &slot.file).await;
+                    (n, is_head, source)
                 }
-                segments.keep(&path, &k, "mp4").await;
-                PipelineStats::bump(&shared.stats.videos_encoded);
-                Ok::<_, StageError>((i, path))
+            })
+            .buffer_unordered(8);
+        while let Some((n, is_head, source)) = found.next().await {
+            let slot = if is_head {
+                work[n].head.as_mut()
+            } else {
+                work[n].second.as_mut()
+            };
+            if let Some(slot) = slot {
+                slot.found = source;
             }
-        });
-        let mut done =
-            futures_util::stream::iter(jobs).buffer_unordered(shared.config.max_encoders.max(1));
-        let mut videos = vec![PathBuf::new(); total];
-        while let Some(result) = done.next().await {
-            let (i, path) = result?;
-            ctx.segment_done(StageName::Render, count(i), count(total))?;
-            videos[i] = path;
+            if source.is_some() {
+                PipelineStats::bump(&shared.stats.clips_reused);
+            }
         }
-        drop(done);
-        data.insert(SegmentVideos(videos));
+        drop(found);
+
+        let mut tally = vec![SegmentTally::default(); total];
+        for w in &work {
+            tally[w.shot.segment].left += 1;
+        }
+        let tallies = Tallies {
+            segments: Arc::new(Mutex::new(tally)),
+            stats: shared.stats.clone(),
+        };
+        let from_store = |w: &ShotWork| w.slots().any(|c| c.found == Some(Source::Store));
+        let report =
+            |segment: usize| ctx.segment_done(StageName::Render, count(segment), count(total));
+
+        // In film order: each picture drawn once, when it or the next shot's fade needs it,
+        // and its missing clips encoded in a task of their own, at most a few at once
+        // (ffmpeg itself is bounded by the job's slots).
+        let encoder = Encoder::new(&shared.config.ffmpeg, shared.slots.clone());
+        // One shot more than there are encoder slots: its frames are blended while the
+        // others encode. Keeping finished clips (fsyncs, uploads) is a task of its own, so
+        // waiting on storage never holds an encoder back.
+        let in_flight = shared.config.max_encoders.max(1) + 1;
+        let mut tasks: tokio::task::JoinSet<Result<Done, StageError>> = tokio::task::JoinSet::new();
+        let mut encoding = 0usize;
+        let finish = |tasks: &mut tokio::task::JoinSet<Result<Done, StageError>>,
+                      encoding: &mut usize,
+                      joined: Result<Result<Done, StageError>, tokio::task::JoinError>|
+         -> Result<(), StageError> {
+            let done = joined.map_err(|e| {
+                StageError::retryable("internal", format!("an encode task failed: {e}"))
+            })??;
+            match done {
+                Done::Encoded(n) => {
+                    *encoding -= 1;
+                    let slots: Vec<ClipSlot> = work[n]
+                        .slots()
+                        .filter(|c| c.found.is_none())
+                        .cloned()
+                        .collect();
+                    let (segments, tallies) = (segments.clone(), tallies.clone());
+                    let (segment, stored) = (work[n].shot.segment, from_store(&work[n]));
+                    tasks.spawn(async move {
+                        for slot in slots {
+                            segments.keep(&slot.file, &slot.key, "h264").await;
+                            PipelineStats::bump(&tallies.stats.clips_encoded);
+                        }
+                        let last = tallies.shot_done(segment, true, stored);
+                        Ok(Done::Kept { segment, last })
+                    });
+                    Ok(())
+                }
+                Done::Kept { segment, last } => {
+                    if last {
+                        report(segment)?;
+                    }
+                    Ok(())
+                }
+            }
+        };
+        let mut encodes: Vec<tokio::task::AbortHandle> = Vec::new();
+        let rendered = async {
+            let mut previous: Option<Arc<Vec<u8>>> = None;
+            for n in 0..work.len() {
+                let w = work[n].clone();
+                let next_fades = work.get(n + 1).is_some_and(ShotWork::fades_in);
+                let picture = if w.missing() || next_fades {
+                    let segment = &board.segments[w.shot.segment];
+                    let rgba = self
+                        .draw(SlideJob {
+                            title: board.title.clone(),
+                            slide: segment.slide.clone(),
+                            reveal: w.shot.reveal,
+                            index: w.shot.segment,
+                            total,
+                            width: frame.width,
+                            height: frame.height,
+                        })
+                        .await?;
+                    Some(Arc::new(rgba))
+                } else {
+                    None
+                };
+                match &picture {
+                    Some(rgba) if w.missing() => {
+                        while encoding >= in_flight {
+                            if let Some(joined) = tasks.join_next().await {
+                                finish(&mut tasks, &mut encoding, joined)?;
+                            }
+                        }
+                        let from = if w.fades_in() { previous.clone() } else { None };
+                        let job = EncodeTask {
+                            n,
+                            work: w,
+                            picture: rgba.clone(),
+                            from,
+                            geometry,
+                            encoder: encoder.clone(),
+                            cancel: ctx.cancel_token().clone(),
+                        };
+                        encoding += 1;
+                        encodes.push(tasks.spawn(job.run()));
+                    }
+                    _ => {
+                        if tallies.shot_done(w.shot.segment, false, from_store(&w)) {
+                            report(w.shot.segment)?;
+                        }
+                    }
+                }
+                previous = picture;
+            }
+            while let Some(joined) = tasks.join_next().await {
+                finish(&mut tasks, &mut encoding, joined)?;
+            }
+            Ok::<(), StageError>(())
+        }
+        .await;
+        if let Err(e) = rendered {
+            // Encodes stop; clips already being kept are let finish (briefly), so what a
+            // retry finds stored is what this attempt counted.
+            for handle in &encodes {
+                handle.abort();
+            }
+            let drain = async { while tasks.join_next().await.is_some() {} };
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), drain).await;
+            return Err(e);
+        }
+        let clips = work
+            .iter()
+            .flat_map(|w| {
+                let head = w.head.as_ref().map(|c| Clip {
+                    file: c.file.clone(),
+                    times: 1,
+                });
+                let second = w.second.as_ref().map(|c| Clip {
+                    file: c.file.clone(),
+                    times: w.plan.seconds,
+                });
+                head.into_iter().chain(second)
+            })
+            .collect();
+        data.insert(FilmClips(clips));
         Ok(())
+    }
+}
+
+/// What a render task finished.
+#[derive(Debug)]
+enum Done {
+    /// Shot `n`'s missing clips are made (in scratch).
+    Encoded(usize),
+    /// And kept in the cache and the store; `last`: its segment's last shot.
+    Kept { segment: usize, last: bool },
+}
+
+/// The missing clips of one shot, encoded.
+struct EncodeTask {
+    n: usize,
+    work: ShotWork,
+    picture: Arc<Vec<u8>>,
+    from: Option<Arc<Vec<u8>>>,
+    geometry: Geometry,
+    encoder: Encoder,
+    cancel: tokio_util::sync::CancellationToken,
+}
+
+impl EncodeTask {
+    async fn run(self) -> Result<Done, StageError> {
+        let w = &self.work;
+        let wanted = |slot: &Option<ClipSlot>| {
+            slot.as_ref()
+                .filter(|c| c.found.is_none())
+                .map(|c| c.file.clone())
+        };
+        let (head, second) = (wanted(&w.head), wanted(&w.second));
+        let job = ShotEncode {
+            picture: &self.picture,
+            from: self.from.as_deref().map(Vec::as_slice),
+            plan: w.plan,
+            geometry: self.geometry,
+            head: head.as_deref(),
+            second: second.as_deref(),
+        };
+        if let Err(e) = self.encoder.encode_shot(&job, &self.cancel).await {
+            for file in head.iter().chain(&second) {
+                let _ = tokio::fs::remove_file(file).await;
+            }
+            return Err(e);
+        }
+        Ok(Done::Encoded(self.n))
     }
 }
 
@@ -885,9 +1162,9 @@ impl Stage for Compose {
 
     async fn run(&self, ctx: &StageContext, data: &mut StageData) -> Result<(), StageError> {
         let ffmpeg = &self.0.config.ffmpeg;
-        let videos = data
-            .take::<SegmentVideos>()
-            .ok_or_else(|| StageError::permanent("internal", "no segment videos"))?;
+        let clips = data
+            .take::<FilmClips>()
+            .ok_or_else(|| StageError::permanent("internal", "no video clips"))?;
         let PendingAudio(audio) = data
             .take::<PendingAudio>()
             .ok_or_else(|| StageError::permanent("internal", "no narration audio"))?;
@@ -903,13 +1180,15 @@ impl Stage for Compose {
         tokio::fs::write(&captions, speech.captions())
             .await
             .map_err(|e| io("captions file", e))?;
-        let language = crate::captions::iso639_2(&board(data)?.voice.language);
+        let board = board(data)?;
+        let language = crate::captions::iso639_2(&board.voice.language);
         let film = tmp.join("final.mp4");
         let job = crate::compose::FilmMux {
             ffmpeg,
-            videos: &videos.0,
+            clips: &clips.0,
+            fps: board.frame.fps,
             audio: &audio,
-            list: &tmp.join("segments.txt"),
+            stream: &tmp.join("video.h264"),
             captions: Some(crate::compose::FilmCaptions {
                 vtt: &captions,
                 language,

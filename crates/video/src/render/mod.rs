@@ -1,15 +1,20 @@
-//! Slide video per segment: a slide drawn in Rust ([`slide`]) is encoded once per length
-//! it is shown for, and the segment is assembled from those clips by stream copy, so the
-//! encoding cost grows with the number of distinct pictures, not with seconds of film.
+//! The film's pictures as video: a slide drawn in Rust ([`slide`]) is encoded once per
+//! length it is shown for, and the film is assembled from those clips by stream copy, so the
+//! encoding cost grows with the number of distinct pictures (and fades), not with seconds
+//! of film.
 //!
-//! A picture shown for `N` frames at `FPS` is cut by [`repeat_plan`] into a one-second clip
-//! of `K = FPS` frames, shown `⌊N/K⌋` times, and one clip of the `N mod K` frames left. Both
-//! come from a single ffmpeg run ([`Encoder::encode_still`]: the raw frame is read and
-//! converted once, then split), every clip starts with an IDR frame (so keyframes are at
-//! most a second apart, for seeking), and [`Encoder::assemble`] joins the clips in order
-//! with the concat demuxer and `-c copy`. A segment is a sequence of beats — pictures, each
-//! with its frame count ([`Beat`]); today every segment is one beat.
+//! A picture shown for `N` frames at `FPS`, the first `F` of them fading in from the picture
+//! before, is cut by [`shot_plan`] into a *head* clip — the `F` fade frames, then the
+//! `(N − F) mod K` frames left over — and a one-second clip of `K = FPS` frames of the still,
+//! shown `⌊(N − F)/K⌋` times. Both come from one ffmpeg and one x264 run
+//! ([`Encoder::encode_shot`]): the fade frames are blended in Rust ([`blend`]) and piped in
+//! with the still as raw RGBA, the still is cloned to length, a keyframe is forced where the
+//! one-second part starts, and the raw H.264 that comes out is split there ([`annexb`]).
+//! Every clip starts with an IDR frame, so keyframes are at most `F + K − 1` frames (1.3 s)
+//! apart, for seeking. Clips join by byte concatenation ([`annexb`] says why that is
+//! valid), so only fade frames cost encoding beyond the still itself.
 
+pub mod annexb;
 pub mod slide;
 
 use std::path::{Path, PathBuf};
@@ -22,7 +27,9 @@ use tokio_util::sync::CancellationToken;
 use crate::StageError;
 
 /// The encoder arguments of every clip. They are identical for all clips so they can be
-/// concatenated without re-encoding, and they are part of the cache key.
+/// joined without re-encoding, and they are part of the cache key. No B-frames: a raw
+/// H.264 stream has no timestamps, so decode order must be display order for the joined
+/// clips to be muxed by frame rate alone (and a still gains nothing from them).
 pub const VIDEO_ARGS: &[&str] = &[
     "-c:v",
     "libx264",
@@ -36,12 +43,23 @@ pub const VIDEO_ARGS: &[&str] = &[
     "yuv420p",
     "-profile:v",
     "high",
+    "-bf",
+    "0",
 ];
 
-/// How segment videos are cut and joined, part of every segment's cache key: a change here
+/// How clips are cut, encoded and joined, part of every clip's cache key: a change here
 /// makes other bytes from the same inputs, so entries made by another scheme must not be
-/// reused. Bump it with any change to [`repeat_plan`] or to how clips are encoded or joined.
-pub const ENCODING_SCHEME: &str = "repeated-clip/1";
+/// reused. Bump it with any change to [`shot_plan`], [`blend`] or how clips are encoded.
+pub const ENCODING_SCHEME: &str = "repeated-clip/2 head+second annexb fade-linear threads=1";
+
+/// How long a fade lasts: short enough to keep the change with the voice, long enough to
+/// be calm. At 25 fps it is 8 frames ([`fade_frames`]).
+pub const FADE_MILLIS: u64 = 300;
+
+/// Frames of a fade at `fps`: [`FADE_MILLIS`] rounded to the nearest frame.
+pub fn fade_frames(fps: u32) -> u64 {
+    (u64::from(fps) * FADE_MILLIS * 2 + 1000) / 2000
+}
 
 /// Frames per segment so that audio and video stay in sync over the whole film: segment `i`
 /// gets `round(Sᵢ·fps/rate) − round(Sᵢ₋₁·fps/rate)` frames over the cumulative sample counts
@@ -62,36 +80,58 @@ pub fn frame_counts(samples: &[u64], sample_rate: u32, fps: u32) -> Vec<u64> {
     out
 }
 
-/// A clip of `frames` frames shown `times` times in a row.
+/// How a shot — a picture shown for some frames, fading in over its first ones — is cut
+/// into clips.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Repeat {
-    /// The clip's length in frames.
-    pub frames: u64,
-    /// How many times it is shown, back to back.
-    pub times: u64,
+pub struct ShotPlan {
+    /// Frames fading in from the picture before (the head's first frames).
+    pub fade: u64,
+    /// Frames of the head clip: the fade, then the still for the frames left over by the
+    /// whole seconds. 0: no head clip.
+    pub head: u64,
+    /// Frames of the one-second clip (the frame rate).
+    pub second: u64,
+    /// Times the one-second clip is shown after the head. 0: no such clip.
+    pub seconds: u64,
 }
 
-/// How a still shown for `frames` frames at `fps` is cut: a one-second clip of `fps` frames
-/// shown `frames / fps` times, then a clip of the `frames % fps` frames left, shown once.
-/// Zero frames count as one: a segment always shows its picture.
-pub fn repeat_plan(frames: u64, fps: u32) -> Vec<Repeat> {
+impl ShotPlan {
+    /// Frames in all.
+    pub fn frames(&self) -> u64 {
+        self.head + self.second * self.seconds
+    }
+}
+
+/// How a picture shown for `frames` frames at `fps`, the first `fade` of them a fade, is
+/// cut: a head clip of the fade and the `(frames − fade) mod fps` frames left, then a
+/// one-second clip shown `(frames − fade) / fps` times. Zero frames count as one (a shot
+/// always shows its picture); a fade takes at most all frames but the last.
+pub fn shot_plan(frames: u64, fade: u64, fps: u32) -> ShotPlan {
     let frames = frames.max(1);
     let second = u64::from(fps.max(1));
-    let mut plan = Vec::with_capacity(2);
-    if frames >= second {
-        plan.push(Repeat {
-            frames: second,
-            times: frames / second,
-        });
+    let fade = fade.min(frames - 1);
+    let body = frames - fade;
+    ShotPlan {
+        fade,
+        head: fade + body % second,
+        second,
+        seconds: body / second,
     }
-    let rest = frames % second;
-    if rest > 0 {
-        plan.push(Repeat {
-            frames: rest,
-            times: 1,
-        });
-    }
-    plan
+}
+
+/// Frame `t` (from 0) of a fade of `n` frames from picture `from` to picture `to` (RGBA of
+/// the same size), written into `out`: `to` weighs `(t + 1)/(n + 1)`, so the first frame
+/// already moves and the frame after the last is `to` itself. Linear: at a lesson's pace a
+/// steady crossfade reads calmest.
+pub fn blend(from: &[u8], to: &[u8], t: u64, n: u64, out: &mut Vec<u8>) {
+    let w = u32::try_from(((t + 1) * 256 * 2 + n + 1) / ((n + 1) * 2)).unwrap_or(256);
+    let v = 256 - w.min(256);
+    out.clear();
+    out.extend(
+        from.iter()
+            .zip(to)
+            .map(|(a, b)| ((u32::from(*a) * v + u32::from(*b) * w + 128) >> 8) as u8),
+    );
 }
 
 /// The size and rate of every frame of the film.
@@ -105,74 +145,39 @@ pub struct Geometry {
     pub fps: u32,
 }
 
-/// One picture of a segment: a raw RGBA8 file (straight alpha, the film's size) shown for
-/// `frames` frames.
-#[derive(Debug, Clone, Copy)]
-pub struct Beat<'a> {
-    /// The picture.
-    pub rgba: &'a Path,
-    /// How long it is shown.
-    pub frames: u64,
-}
-
 /// A finished clip and how many times in a row it is shown.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Clip {
-    /// The clip's MP4.
+    /// The clip: sealed raw H.264 ([`annexb::seal`]).
     pub file: PathBuf,
     /// Times shown, back to back.
     pub times: u64,
 }
 
-/// One picture encoded into clips of the given lengths, by one ffmpeg run.
+/// One shot to encode: its picture, the picture before (for the fade) and which of its
+/// clips to make.
 #[derive(Debug, Clone, Copy)]
-pub struct StillEncode<'a> {
+pub struct ShotEncode<'a> {
     /// The picture, raw RGBA8 of `geometry`'s size.
-    pub rgba: &'a Path,
+    pub picture: &'a [u8],
+    /// The picture before it, when the shot fades in (`plan.fade > 0`); without it the
+    /// fade frames show the picture itself.
+    pub from: Option<&'a [u8]>,
+    /// How the shot is cut.
+    pub plan: ShotPlan,
     /// Size and frame rate.
     pub geometry: Geometry,
-    /// The clips to make: frame count (at least one) and output file. Each starts with an
-    /// IDR frame.
-    pub clips: &'a [(u64, PathBuf)],
-}
-
-/// A segment: its beats, in order, encoded into one video-only MP4.
-#[derive(Debug, Clone, Copy)]
-pub struct SegmentEncode<'a> {
-    /// The pictures and their frame counts.
-    pub beats: &'a [Beat<'a>],
-    /// Size and frame rate.
-    pub geometry: Geometry,
-    /// Where the clips and the concat list are made (removed once joined).
-    pub scratch: &'a Path,
-    /// The segment's MP4.
-    pub out: &'a Path,
+    /// Where the head clip goes; `None`: not wanted (there is none, or it is cached).
+    pub head: Option<&'a Path>,
+    /// Where the one-second clip goes; `None`: not wanted.
+    pub second: Option<&'a Path>,
 }
 
 fn io(what: &str, e: impl std::fmt::Display) -> StageError {
     StageError::retryable("io_failed", format!("{what}: {e}"))
 }
 
-/// Writes the concat demuxer's list for `clips` at `list`: each clip's file as many times as
-/// it is shown.
-pub async fn write_concat_list(clips: &[Clip], list: &Path) -> Result<(), StageError> {
-    let mut text = String::new();
-    for clip in clips {
-        // The concat demuxer's quoting: a single quote becomes '\''.
-        let line = format!(
-            "file '{}'\n",
-            clip.file.display().to_string().replace('\'', r"'\''")
-        );
-        for _ in 0..clip.times {
-            text.push_str(&line);
-        }
-    }
-    tokio::fs::write(list, text)
-        .await
-        .map_err(|e| io("writing the concat list", e))
-}
-
-/// Runs ffmpeg for clip encodes and joins, at most `slots` at once.
+/// Runs ffmpeg for clip encodes, at most `slots` at once.
 #[derive(Debug, Clone)]
 pub struct Encoder {
     ffmpeg: PathBuf,
@@ -188,26 +193,54 @@ impl Encoder {
         }
     }
 
-    /// Encodes one picture into each of `job.clips`, in one ffmpeg run: the raw frame is read
-    /// and converted to YUV once, then split and looped for each clip's frame count.
-    pub async fn encode_still(
+    /// Encodes the wanted clips of one shot in one ffmpeg run: the fade frames (blended
+    /// here) and the still go in raw on stdin, the still is cloned to length, a keyframe
+    /// is forced where the one-second clip starts, and the H.264 that comes back is split
+    /// there, checked frame by frame and written sealed.
+    pub async fn encode_shot(
         &self,
-        job: &StillEncode<'_>,
+        job: &ShotEncode<'_>,
         cancel: &CancellationToken,
     ) -> Result<(), StageError> {
         let Geometry { width, height, fps } = job.geometry;
-        let n = job.clips.len();
-        if n == 0 {
+        let plan = job.plan;
+        let head = job.head.filter(|_| plan.head > 0);
+        let second = job.second.filter(|_| plan.seconds > 0);
+        let head_frames = if head.is_some() { plan.head } else { 0 };
+        let second_frames = if second.is_some() { plan.second } else { 0 };
+        let total = head_frames + second_frames;
+        if total == 0 {
             return Ok(());
         }
-        let mut graph = format!("[0:v]format=yuv420p,split={n}");
-        for i in 0..n {
-            graph.push_str(&format!("[s{i}]"));
+        let frame_len = width as usize * height as usize * 4;
+        if job.picture.len() != frame_len || job.from.is_some_and(|f| f.len() != frame_len) {
+            return Err(StageError::permanent(
+                "internal",
+                format!("a picture is not {width}×{height} RGBA"),
+            ));
         }
-        for (i, (frames, _)) in job.clips.iter().enumerate() {
-            let repeats = frames.max(&1) - 1;
-            graph.push_str(&format!(";[s{i}]loop=loop={repeats}:size=1:start=0[o{i}]"));
-        }
+        // The input: the fade frames (only for the head), then the still — blended one by
+        // one on a blocking thread and streamed, so no more than a few frames are held.
+        let fade = if head.is_some() { plan.fade } else { 0 };
+        let from = job.from.filter(|_| fade > 0).map(<[u8]>::to_vec);
+        let fade = if from.is_some() { fade } else { 0 };
+        let (frames, input) = tokio::sync::mpsc::channel::<Vec<u8>>(2);
+        let to = job.picture.to_vec();
+        let producer = tokio::task::spawn_blocking(move || {
+            if let Some(from) = from {
+                for t in 0..fade {
+                    let mut frame = Vec::with_capacity(frame_len);
+                    blend(&from, &to, t, fade, &mut frame);
+                    if frames.blocking_send(frame).is_err() {
+                        return;
+                    }
+                }
+            }
+            let _ = frames.blocking_send(to);
+        });
+        // Clones of the still after it (none when the clips are the fade alone: then the
+        // still itself is cut off by the frame count).
+        let repeats = total.saturating_sub(fade + 1);
         let mut cmd = Command::new(&self.ffmpeg);
         cmd.args(["-nostdin", "-hide_banner", "-loglevel", "error", "-y"])
             .args(["-f", "rawvideo", "-pix_fmt", "rgba"])
@@ -215,96 +248,102 @@ impl Encoder {
             .arg(format!("{width}x{height}"))
             .arg("-framerate")
             .arg(fps.to_string())
-            .arg("-i")
-            .arg(job.rgba)
-            .arg("-filter_complex")
-            .arg(graph);
-        for (i, (frames, out)) in job.clips.iter().enumerate() {
-            cmd.arg("-map")
-                .arg(format!("[o{i}]"))
-                .arg("-frames:v")
-                .arg(frames.max(&1).to_string())
-                .args(VIDEO_ARGS)
-                .arg("-r")
-                .arg(fps.to_string())
-                .args(["-an", "-f", "mp4"])
-                .arg(out);
+            .args(["-i", "pipe:0", "-vf"])
+            // The still is the last frame in: cloned to length. (The loop filter's `start`
+            // is off by one in some ffmpeg versions; tpad's clone of the last frame is not.)
+            .arg(format!(
+                "format=yuv420p,tpad=stop={repeats}:stop_mode=clone"
+            ))
+            .arg("-frames:v")
+            .arg(total.to_string())
+            .args(VIDEO_ARGS)
+            // A job runs as many encoders as cores: one thread each spares x264's frame
+            // threads, which a clip this short cannot use (measured: less system time).
+            .args(["-threads", "1"]);
+        if head_frames > 0 && second_frames > 0 {
+            cmd.arg("-force_key_frames")
+                .arg(format!("expr:eq(n,{head_frames})"))
+                .args(["-forced-idr", "1"]);
         }
-        crate::media::run_limited(cmd, "ffmpeg", cancel, &self.slots).await?;
+        cmd.arg("-r")
+            .arg(fps.to_string())
+            .args(["-an", "-f", "h264", "pipe:1"]);
+        let out =
+            crate::media::run_limited_streaming(cmd, "ffmpeg", input, cancel, &self.slots).await;
+        // The producer ends once its frames are taken or the channel is gone.
+        let _ = producer.await;
+        let out = out?;
+        let bad = |what: String| StageError::retryable("tool_failed", format!("ffmpeg: {what}"));
+        let (head_bytes, second_bytes) = split_at_frame(&out, head_frames).ok_or_else(|| {
+            bad(format!(
+                "made {} frames, {total} asked",
+                annexb::frames(&out)
+            ))
+        })?;
+        for (file, bytes, want) in [
+            (head, head_bytes, head_frames),
+            (second, second_bytes, second_frames),
+        ] {
+            let Some(file) = file else { continue };
+            let made = annexb::frames(bytes);
+            if made as u64 != want {
+                return Err(bad(format!("a clip of {made} frames, {want} asked")));
+            }
+            tokio::fs::write(file, annexb::seal(bytes))
+                .await
+                .map_err(|e| io("writing a clip", e))?;
+        }
         Ok(())
     }
+}
 
-    /// Joins `clips` in order into `out` with the concat demuxer and `-c copy` (no
-    /// re-encoding), through the list file `list`.
-    pub async fn join(
-        &self,
-        clips: &[Clip],
-        list: &Path,
-        out: &Path,
-        cancel: &CancellationToken,
-    ) -> Result<(), StageError> {
-        write_concat_list(clips, list).await?;
-        let mut cmd = Command::new(&self.ffmpeg);
-        cmd.args(["-nostdin", "-hide_banner", "-loglevel", "error", "-y"])
-            .args(["-f", "concat", "-safe", "0", "-i"])
-            .arg(list)
-            .args(["-c", "copy", "-f", "mp4"])
-            .arg(out);
-        crate::media::run_limited(cmd, "ffmpeg", cancel, &self.slots).await?;
-        Ok(())
+/// [`annexb::split_at_frame`], where a split at 0 is everything after (a stream of no
+/// head) and a split at the end is everything before.
+fn split_at_frame(stream: &[u8], frame: u64) -> Option<(&[u8], &[u8])> {
+    let frame = usize::try_from(frame).ok()?;
+    if frame == annexb::frames(stream) {
+        return Some((stream, &[]));
     }
+    annexb::split_at_frame(stream, frame)
+}
 
-    /// Encodes a segment: each beat's picture once, cut by [`repeat_plan`], the clips joined
-    /// by stream copy into `job.out` (a segment of one clip shown once is that clip).
-    pub async fn encode_segment(
-        &self,
-        job: &SegmentEncode<'_>,
-        cancel: &CancellationToken,
-    ) -> Result<(), StageError> {
-        let stem = job
-            .out
-            .file_stem()
-            .map_or_else(|| "segment".into(), |s| s.to_string_lossy().into_owned());
-        let mut clips = Vec::new();
-        let made = async {
-            for (b, beat) in job.beats.iter().enumerate() {
-                let plan = repeat_plan(beat.frames, job.geometry.fps);
-                let files: Vec<(u64, PathBuf)> = plan
-                    .iter()
-                    .map(|r| {
-                        let name = format!("{stem}-beat{b}-{}f.mp4", r.frames);
-                        (r.frames, job.scratch.join(name))
-                    })
-                    .collect();
-                clips.extend(files.iter().zip(&plan).map(|((_, file), r)| Clip {
-                    file: file.clone(),
-                    times: r.times,
-                }));
-                let still = StillEncode {
-                    rgba: beat.rgba,
-                    geometry: job.geometry,
-                    clips: &files,
-                };
-                self.encode_still(&still, cancel).await?;
-            }
-            match clips.as_slice() {
-                [only] if only.times == 1 => tokio::fs::rename(&only.file, job.out)
-                    .await
-                    .map_err(|e| io("moving the segment's clip", e)),
-                _ => {
-                    let list = job.scratch.join(format!("{stem}-clips.txt"));
-                    let joined = self.join(&clips, &list, job.out, cancel).await;
-                    let _ = tokio::fs::remove_file(&list).await;
-                    joined
-                }
-            }
-        }
-        .await;
+/// Joins sealed clips into one raw H.264 stream at `out`: each clip's stream as many times
+/// as it is shown, in order, trailers dropped. A clip that is not whole is an error.
+pub async fn join_clips(clips: Vec<Clip>, out: PathBuf) -> Result<u64, StageError> {
+    tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        let file = std::fs::File::create(&out).map_err(|e| io("creating the film stream", e))?;
+        let mut writer = std::io::BufWriter::with_capacity(1 << 20, file);
+        let mut frames = 0u64;
+        let mut last: Option<(PathBuf, Vec<u8>)> = None;
         for clip in &clips {
-            let _ = tokio::fs::remove_file(&clip.file).await;
+            if last.as_ref().is_none_or(|(p, _)| *p != clip.file) {
+                let bytes = std::fs::read(&clip.file)
+                    .map_err(|e| io(&clip.file.display().to_string(), e))?;
+                last = Some((clip.file.clone(), bytes));
+            }
+            let Some((_, bytes)) = &last else { continue };
+            let stream = annexb::unseal(bytes).ok_or_else(|| {
+                StageError::retryable(
+                    "io_failed",
+                    format!("{} is not a whole clip", clip.file.display()),
+                )
+            })?;
+            let n = annexb::frames(stream) as u64;
+            for _ in 0..clip.times {
+                writer
+                    .write_all(stream)
+                    .map_err(|e| io("writing the film stream", e))?;
+                frames += n;
+            }
         }
-        made
-    }
+        writer
+            .flush()
+            .map_err(|e| io("writing the film stream", e))?;
+        Ok(frames)
+    })
+    .await
+    .map_err(|e| io("joining clips", e))?
 }
 
 #[cfg(test)]
@@ -335,77 +374,63 @@ mod tests {
         assert_eq!(frame_counts(&[0], 0, 25), vec![0]);
     }
 
-    fn shown(plan: &[Repeat]) -> u64 {
-        plan.iter().map(|r| r.frames * r.times).sum()
+    #[test]
+    fn a_fade_is_about_a_third_of_a_second() {
+        assert_eq!(fade_frames(25), 8, "7.5 frames, rounded up");
+        assert_eq!(fade_frames(30), 9);
+        assert_eq!(fade_frames(24), 7);
+        assert_eq!(fade_frames(60), 18);
+        assert_eq!(fade_frames(1), 0, "no fade at one frame a second");
     }
 
     #[test]
-    fn a_still_is_a_one_second_clip_repeated_and_the_rest_once() {
-        let plan = repeat_plan(162, 25);
+    fn a_shot_is_a_head_of_fade_and_rest_then_whole_seconds() {
         assert_eq!(
-            plan,
-            vec![
-                Repeat {
-                    frames: 25,
-                    times: 6
-                },
-                Repeat {
-                    frames: 12,
-                    times: 1
-                }
-            ]
+            shot_plan(162, 8, 25),
+            ShotPlan {
+                fade: 8,
+                head: 8 + 4,
+                second: 25,
+                seconds: 6
+            },
+            "154 frames after the fade: 6 seconds and 4 left"
         );
-        for (frames, fps) in [(1, 25), (24, 25), (25, 25), (26, 25), (1625, 25), (90, 30)] {
-            let plan = repeat_plan(frames, fps);
-            assert_eq!(shown(&plan), frames, "{frames} at {fps}");
-            assert!(plan.iter().all(|r| r.frames <= u64::from(fps)));
-            assert!(plan.len() <= 2, "each picture is encoded at most twice");
+        assert_eq!(shot_plan(162, 0, 25).head, 12, "no fade: the rest alone");
+        assert_eq!(shot_plan(75, 0, 25).head, 0, "whole seconds: no head");
+        assert_eq!(shot_plan(83, 8, 25).head, 8, "the fade alone");
+        assert_eq!(
+            shot_plan(7, 8, 25).fade,
+            6,
+            "a fade leaves the last frame whole"
+        );
+        for (frames, fade, fps) in [
+            (1, 0, 25),
+            (1, 8, 25),
+            (24, 8, 25),
+            (25, 0, 25),
+            (26, 8, 25),
+            (1625, 8, 25),
+            (90, 9, 30),
+            (5, 3, 0),
+        ] {
+            let plan = shot_plan(frames, fade, fps);
+            assert_eq!(plan.frames(), frames.max(1), "{frames} at {fps}");
+            assert!(plan.head < plan.fade + plan.second.max(1), "{plan:?}");
+            assert!(plan.fade < frames.max(1));
         }
+        assert_eq!(shot_plan(0, 0, 25).frames(), 1, "zero frames show one");
     }
 
     #[test]
-    fn a_whole_number_of_seconds_has_no_rest_and_a_short_still_no_second() {
-        assert_eq!(
-            repeat_plan(75, 25),
-            vec![Repeat {
-                frames: 25,
-                times: 3
-            }]
-        );
-        assert_eq!(
-            repeat_plan(7, 25),
-            vec![Repeat {
-                frames: 7,
-                times: 1
-            }]
-        );
-        assert_eq!(shown(&repeat_plan(0, 25)), 1, "zero frames show one");
-        assert_eq!(
-            shown(&repeat_plan(5, 0)),
-            5,
-            "a zero rate does not divide by zero"
-        );
-    }
-
-    #[tokio::test]
-    async fn the_concat_list_repeats_each_clip_and_quotes_names() {
-        let dir = tempfile::tempdir().unwrap();
-        let list = dir.path().join("list.txt");
-        let clips = [
-            Clip {
-                file: PathBuf::from("/x/it's.mp4"),
-                times: 2,
-            },
-            Clip {
-                file: PathBuf::from("/x/rest.mp4"),
-                times: 1,
-            },
-        ];
-        write_concat_list(&clips, &list).await.unwrap();
-        let text = std::fs::read_to_string(&list).unwrap();
-        assert_eq!(
-            text,
-            "file '/x/it'\\''s.mp4'\nfile '/x/it'\\''s.mp4'\nfile '/x/rest.mp4'\n"
-        );
+    fn a_fade_moves_evenly_from_one_picture_to_the_other() {
+        let (from, to) = ([0u8, 100, 255, 255], [200u8, 100, 0, 255]);
+        let mut out = Vec::new();
+        let n = 3; // weights 1/4, 2/4, 3/4 of the new picture
+        blend(&from, &to, 0, n, &mut out);
+        assert_eq!(out, [50, 100, 191, 255]);
+        blend(&from, &to, 1, n, &mut out);
+        assert_eq!(out, [100, 100, 128, 255], "half way in the middle");
+        blend(&from, &to, 2, n, &mut out);
+        assert_eq!(out, [150, 100, 64, 255]);
     }
 }

@@ -66,7 +66,7 @@ fn beats_board() -> serde_json::Value {
     json!({
         "version": 2,
         "title": "Beats",
-        "frame": {"width": 640, "height": 360, "fps": 25},
+        "frame": {"width": 640, "height": 360, "fps": 25, "transition": "cut"},
         "segments": [
             {"slide": {"heading": "Adding", "bullets": ["Same bottom", "Add the tops"]},
              "beats": [
@@ -235,6 +235,89 @@ async fn beats_start_at_the_exact_sample_their_voice_does() {
     assert!(
         (cues[2].0 - beat1).abs() <= 0.0005,
         "the third cue starts with the second beat"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_default_fade_pictures_blend_from_the_beats_first_frame_and_no_frame_is_added() {
+    let rig = rig();
+    let input = json!({
+        "version": 2,
+        "title": "Fades",
+        "frame": {"width": 640, "height": 360, "fps": 25},
+        "segments": [
+            {"slide": {"heading": "Adding", "bullets": ["Same bottom", "Add the tops"]},
+             "beats": [
+                {"narration": "Let us add two fractions."},
+                {"narration": "A.", "show": "next_bullet"},
+                {"narration": "Both have the same denominator.", "show": "next_bullet"}
+             ]},
+            {"narration": "That is all for today.", "slide": {"heading": "The end of the lesson", "bullets": ["Goodbye", "See you"]}}
+        ]
+    });
+    let board = Storyboard::from_json(&input).unwrap();
+    assert_eq!(
+        board.frame.transition,
+        video::storyboard::Transition::Fade,
+        "the default"
+    );
+    let mut beat_samples = Vec::new();
+    let mut rate = 0;
+    for segment in &board.segments {
+        let mut per_beat = Vec::new();
+        for beat in segment.spoken_beats() {
+            let mut n = 0;
+            for sentence in sentences(&beat.narration) {
+                let (s, r) = spoken(&sentence, "en").await;
+                n += s;
+                rate = r;
+            }
+            per_beat.push(n);
+        }
+        beat_samples.push(per_beat);
+    }
+    let (film, _) = run(&rig, input).await;
+    let frames = beat_frames(&beat_samples, rate, 25);
+    let fade = video::render::fade_frames(25);
+    assert_eq!(fade, 8);
+    assert!(
+        frames[0][1] < fade,
+        "the short beat is shorter than a fade: {frames:?}"
+    );
+    let total: u64 = frames.iter().flatten().sum();
+    let p = probe(Path::new("ffprobe"), &film).await.unwrap();
+    assert_eq!(p.video_frames, Some(total), "fades add no frame");
+
+    // Between the slides: the frame before the boundary is the old slide, the fade starts
+    // on the boundary (the new segment's first frame, where its voice starts), the frame in
+    // its middle is measurably between the two slides, and after it the new slide holds.
+    let boundary: u64 = frames[0].iter().sum();
+    let old = decoded_frame(&film, boundary - 1);
+    let first = decoded_frame(&film, boundary);
+    let middle = decoded_frame(&film, boundary + fade / 2);
+    let new = decoded_frame(&film, boundary + fade);
+    let held = decoded_frame(&film, boundary + fade + 3);
+    let full = mean_abs_diff(&old, &new);
+    assert!(full > 2.0, "the slides differ: {full:.3}");
+    let (from_old, to_new) = (mean_abs_diff(&old, &middle), mean_abs_diff(&middle, &new));
+    assert!(
+        from_old > 0.25 * full && to_new > 0.25 * full,
+        "frame {} is between: {from_old:.3} from the old, {to_new:.3} from the new, {full:.3} apart",
+        boundary + fade / 2
+    );
+    let started = mean_abs_diff(&old, &first);
+    assert!(
+        started > 0.05 * full && started < 0.3 * full,
+        "the first frame has moved a little: {started:.3} of {full:.3}"
+    );
+    assert!(mean_abs_diff(&new, &held) < 0.1 * full, "then it holds");
+    // The short beat fades in over half its frames and is then shown whole.
+    assert!(
+        mean_abs_diff(
+            &decoded_frame(&film, frames[0][0] - 1),
+            &decoded_frame(&film, frames[0][0])
+        ) > 0.1,
+        "the short beat's picture starts on its first frame"
     );
 }
 

@@ -158,7 +158,12 @@ async fn a_retry_on_an_empty_instance_renders_only_the_unfinished_segments() {
         6,
         "every narration is in the store"
     );
-    assert_eq!(files(&segments, "mp4").len(), encoded_first);
+    let stored_first = files(&segments, "h264").len();
+    assert_eq!(stored_first, count(&first.stats.clips_encoded));
+    assert!(
+        stored_first >= encoded_first,
+        "a clip or two per finished segment"
+    );
 
     // The retry lands on another instance: nothing local, the same store.
     let (store_hits, local_hits) = (hits("store"), hits("local"));
@@ -175,12 +180,21 @@ async fn a_retry_on_an_empty_instance_renders_only_the_unfinished_segments() {
     );
     assert_eq!(count(&s.videos_from_store), encoded_first);
     assert_eq!(
+        count(&s.clips_reused),
+        stored_first,
+        "every stored clip reused"
+    );
+    assert_eq!(
         hits("store") - store_hits,
-        (6 + encoded_first) as u64,
+        (6 + stored_first) as u64,
         "the counter says where they came from"
     );
     assert_eq!(hits("local"), local_hits);
-    assert_eq!(files(&segments, "mp4").len(), 6, "the rest was kept too");
+    assert_eq!(
+        files(&segments, "h264").len(),
+        stored_first + count(&s.clips_encoded),
+        "the rest was kept too"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -194,17 +208,19 @@ async fn damaged_segments_local_or_stored_are_evicted_and_redone_not_failed() {
     w.pipeline.run(&ctx).await.unwrap();
     assert_eq!(count(&w.stats.videos_encoded), 2);
 
-    // A host crash on a persistent disk: both cached videos are cut short under their real
-    // keys; the store still has one good copy, and a garbled one.
+    // A host crash on a persistent disk: every cached clip is cut short under its real key;
+    // in the store one clip is garbled, so one segment comes whole from the store and the
+    // other is partly encoded again.
     let cache = w.work.path().join("cache");
-    let local = files(&cache, "mp4");
-    assert_eq!(local.len(), 2);
+    let local = files(&cache, "h264");
+    assert_eq!(local.len(), count(&w.stats.clips_encoded));
+    assert!(local.len() >= 2, "a clip or two per segment");
     for path in &local {
         let bytes = std::fs::read(path).unwrap();
         std::fs::write(path, &bytes[..bytes.len() / 2]).unwrap();
     }
     let segments = store.path().join(format!("video-jobs/{job}/segments"));
-    let stored = files(&segments, "mp4");
+    let stored = files(&segments, "h264");
     std::fs::write(&stored[0], b"not an mp4 at all").unwrap();
 
     let (ctx, _events) = context(&w, job, &input, CancellationToken::new());
@@ -215,9 +231,12 @@ async fn damaged_segments_local_or_stored_are_evicted_and_redone_not_failed() {
         3,
         "the doubly bad one redone"
     );
-    for path in files(&cache, "mp4").iter().chain(&files(&segments, "mp4")) {
+    for path in files(&cache, "h264")
+        .iter()
+        .chain(&files(&segments, "h264"))
+    {
         assert!(
-            looks_whole(path, "mp4"),
+            looks_whole(path, "h264"),
             "{} is whole again",
             path.display()
         );

@@ -94,12 +94,16 @@ async fn wrong_types_missing_and_unknown_fields_name_their_path_in_the_storyboar
             "voice.language",
         ),
         (with(&|b| b["version"] = json!("1")), "version"),
-        // Missing: the field itself, not its parent.
+        // Missing: the field itself, not its parent (`frame`'s and `voice`'s fields have
+        // defaults; a segment's slide does not).
         (
             with(&|b| {
-                b["frame"].as_object_mut().unwrap().remove("height");
+                b["segments"][1]["slide"]
+                    .as_object_mut()
+                    .unwrap()
+                    .remove("heading");
             }),
-            "frame.height",
+            "segments[1].slide.heading",
         ),
         (
             with(&|b| {

@@ -27,26 +27,9 @@ use video::tts::piper::Piper;
 use video::tts::{BatchError, Schedule, TtsBackend, Utterance};
 use video::video::{PipelineStats, VideoConfig, video_pipeline};
 
-/// CPU-seconds used so far by this process and by every child it has waited for.
-fn cpu_seconds() -> f64 {
-    let ticks: f64 = {
-        let out = std::process::Command::new("getconf")
-            .arg("CLK_TCK")
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
-    };
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
-    // utime, stime, cutime, cstime: fields 14–17, 11..15 after the command name's `)`.
-    let rest = &stat[stat.rfind(')').unwrap() + 2..];
-    let fields: Vec<f64> = rest
-        .split_whitespace()
-        .skip(11)
-        .take(4)
-        .map(|f| f.parse().unwrap())
-        .collect();
-    fields.iter().sum::<f64>() / ticks
-}
+#[path = "common/cpu.rs"]
+mod cpu;
+use cpu::cpu_seconds;
 
 /// Piper with another number of calls at once.
 #[derive(Debug)]

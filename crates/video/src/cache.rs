@@ -271,8 +271,8 @@ fn touch(path: &Path) {
 
 /// Whether the file's structure accounts for exactly its length: a WAV's RIFF chunks (with
 /// a mono 16-bit `fmt ` and a `data` chunk), an MP4's top-level boxes (with `ftyp` and
-/// `moov`), a video clip's trailer (`h264`: [`crate::render::annexb::is_sealed`]). A truncated, padded or garbled file fails; other extensions need only be
-/// non-empty.
+/// `moov`), a video clip's trailer (`h264`: [`crate::render::annexb::is_sealed`]). A
+/// truncated, padded or garbled file fails; other extensions need only be non-empty.
 pub fn looks_whole(path: &Path, ext: &str) -> bool {
     let Ok(mut file) = std::fs::File::open(path) else {
         return false;

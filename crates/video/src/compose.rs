@@ -92,6 +92,9 @@ pub struct FilmMux<'a> {
     /// The video clips, in order, each with the times it is shown (sealed raw H.264, same
     /// encoder arguments, each starting with an IDR frame).
     pub clips: &'a [Clip],
+    /// Frames the clips must hold together; a clip from the cache or the store with other
+    /// frames than planned would move every picture after it off its voice.
+    pub frames: u64,
     /// The film's frame rate: the raw stream's frames are timed by it.
     pub fps: u32,
     /// The narration's AAC.
@@ -116,7 +119,16 @@ pub struct FilmCaptions<'a> {
 /// Joins the clips into one stream and muxes it with the audio and the captions, if any,
 /// in one ffmpeg run — the video's bytes are copied, never decoded.
 pub async fn mux_film(job: &FilmMux<'_>, cancel: &CancellationToken) -> Result<(), StageError> {
-    join_clips(job.clips.to_vec(), job.stream.to_path_buf()).await?;
+    let joined = join_clips(job.clips.to_vec(), job.stream.to_path_buf()).await?;
+    if joined != job.frames {
+        return Err(StageError::retryable(
+            "io_failed",
+            format!(
+                "the film's clips hold {joined} frames, {} planned",
+                job.frames
+            ),
+        ));
+    }
     let mut cmd = Command::new(job.ffmpeg);
     cmd.args(["-nostdin", "-hide_banner", "-loglevel", "error", "-y"])
         .args(["-f", "h264", "-framerate"])

@@ -679,7 +679,11 @@ async fn encode_narration(
 
 /// The film's video clips, in order, each with the times it is shown.
 #[derive(Debug)]
-struct FilmClips(Vec<Clip>);
+struct FilmClips {
+    clips: Vec<Clip>,
+    /// Frames the clips must hold together: what the shots were planned to show.
+    frames: u64,
+}
 
 /// Slide video: every picture of the film drawn and encoded once, fading in from the one
 /// before.
@@ -934,7 +938,16 @@ impl Stage for Render {
                 }
             })
             .buffer_unordered(8);
-        while let Some((n, is_head, source)) = found.next().await {
+        let cancel = ctx.cancel_token().clone();
+        loop {
+            // A lookup may wait on the store for its timeout: a cancel does not.
+            let next = tokio::select! {
+                next = found.next() => next,
+                () = cancel.cancelled() => return Err(StageError::Canceled),
+            };
+            let Some((n, is_head, source)) = next else {
+                break;
+            };
             let slot = if is_head {
                 work[n].head.as_mut()
             } else {
@@ -1061,8 +1074,13 @@ impl Stage for Render {
                 finish(&mut tasks, &mut encoding, joined)?;
             }
             Ok::<(), StageError>(())
-        }
-        .await;
+        };
+        // Waiting on drawing, encodes or keeping clips, a cancel is seen at once (and takes
+        // the same way out as a failure: encodes stopped, kept clips let finish briefly).
+        let rendered = tokio::select! {
+            rendered = rendered => rendered,
+            () = cancel.cancelled() => Err(StageError::Canceled),
+        };
         if let Err(e) = rendered {
             // Encodes stop; clips already being kept are let finish (briefly), so what a
             // retry finds stored is what this attempt counted.
@@ -1087,7 +1105,8 @@ impl Stage for Render {
                 head.into_iter().chain(second)
             })
             .collect();
-        data.insert(FilmClips(clips));
+        let frames = work.iter().map(|w| w.plan.frames()).sum();
+        data.insert(FilmClips { clips, frames });
         Ok(())
     }
 }
@@ -1185,7 +1204,8 @@ impl Stage for Compose {
         let film = tmp.join("final.mp4");
         let job = crate::compose::FilmMux {
             ffmpeg,
-            clips: &clips.0,
+            clips: &clips.clips,
+            frames: clips.frames,
             fps: board.frame.fps,
             audio: &audio,
             stream: &tmp.join("video.h264"),

@@ -470,12 +470,21 @@ async fn a_film_of_segments_is_as_long_as_its_audio_within_a_frame() {
     let job = FilmMux {
         ffmpeg: Path::new("ffmpeg"),
         clips: &clips,
+        frames: frames.iter().sum(),
         fps: FPS,
         audio: &aac,
         stream: &dir.path().join("video.h264"),
         captions: None,
         out: &film,
     };
+    // Clips holding other frames than planned (a damaged cache entry, say) are refused
+    // before anything is muxed.
+    let short = FilmMux {
+        frames: job.frames + 1,
+        ..job
+    };
+    let refused = mux_film(&short, &cancel).await.unwrap_err();
+    assert!(refused.to_string().contains("frames"), "{refused}");
     mux_film(&job, &cancel).await.unwrap();
 
     let total: u64 = frames.iter().sum();

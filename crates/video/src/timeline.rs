@@ -22,7 +22,7 @@ pub fn beat_frames(beat_samples: &[Vec<u64>], sample_rate: u32, fps: u32) -> Vec
 
 /// A segment's pictures: each beat's reveal with its frames, beats of no frames left out
 /// and neighbours showing the same picture merged. A segment of no frames at all keeps its
-/// first picture (with 0 frames), so it still has something to draw.
+/// first picture with 0 frames: a shot that is counted but never drawn or encoded.
 pub fn pictures(reveals: &[Reveal], frames: &[u64]) -> Vec<(Reveal, u64)> {
     let mut out: Vec<(Reveal, u64)> = Vec::new();
     for (reveal, n) in reveals.iter().zip(frames) {

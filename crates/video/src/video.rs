@@ -885,7 +885,9 @@ impl Stage for Render {
             .map(|(n, shot)| {
                 let plan = shot_plan(shot.frames, shot.fade, frame.fps);
                 let picture = picture_keys[n].as_bytes();
-                let from = match n.checked_sub(1) {
+                // The picture on screen before: the last earlier shot that shows at all.
+                let shown_before = shots[..n].iter().rposition(|s| s.frames > 0);
+                let from = match shown_before {
                     Some(p) if plan.fade > 0 => picture_keys[p].as_bytes(),
                     _ => b"",
                 };
@@ -1024,7 +1026,18 @@ impl Stage for Render {
             let mut previous: Option<Arc<Vec<u8>>> = None;
             for n in 0..work.len() {
                 let w = work[n].clone();
-                let next_fades = work.get(n + 1).is_some_and(ShotWork::fades_in);
+                if w.plan.frames() == 0 {
+                    // Never on screen (its speech rounds to no frame): nothing to draw or
+                    // encode, and the next shot fades from the picture before it.
+                    if tallies.shot_done(w.shot.segment, false, false) {
+                        report(w.shot.segment)?;
+                    }
+                    continue;
+                }
+                let next_fades = work[n + 1..]
+                    .iter()
+                    .find(|next| next.plan.frames() > 0)
+                    .is_some_and(ShotWork::fades_in);
                 let picture = if w.missing() || next_fades {
                     let segment = &board.segments[w.shot.segment];
                     let rgba = self

@@ -104,12 +104,13 @@ impl ShotPlan {
 
 /// How a picture shown for `frames` frames at `fps`, the first `fade` of them a fade, is
 /// cut: a head clip of the fade and the `(frames − fade) mod fps` frames left, then a
-/// one-second clip shown `(frames − fade) / fps` times. Zero frames count as one (a shot
-/// always shows its picture); a fade takes at most all frames but the last.
+/// one-second clip shown `(frames − fade) / fps` times. A fade takes at most all frames but
+/// the last. A shot of zero frames (a segment whose speech rounds to no frame) has no clip
+/// at all: showing one frame would put every later picture, and the film's end, a frame
+/// behind its voice.
 pub fn shot_plan(frames: u64, fade: u64, fps: u32) -> ShotPlan {
-    let frames = frames.max(1);
     let second = u64::from(fps.max(1));
-    let fade = fade.min(frames - 1);
+    let fade = fade.min(frames.saturating_sub(1));
     let body = frames - fade;
     ShotPlan {
         fade,
@@ -418,7 +419,12 @@ mod tests {
             assert!(plan.head < plan.fade + plan.second.max(1), "{plan:?}");
             assert!(plan.fade < frames.max(1));
         }
-        assert_eq!(shot_plan(0, 0, 25).frames(), 1, "zero frames show one");
+        let none = shot_plan(0, 8, 25);
+        assert_eq!(
+            (none.frames(), none.head, none.seconds),
+            (0, 0, 0),
+            "zero frames: no clip, so nothing drifts"
+        );
     }
 
     #[test]

@@ -245,3 +245,70 @@ async fn a_failed_sentence_names_its_segment_and_keeps_its_class() {
         2
     );
 }
+
+/// Speaks with espeak-ng, but a sentence holding "Blink" is 10 ms of a tone: too short to
+/// get a frame of its own at 10 fps.
+#[derive(Debug)]
+struct Blink(Espeak);
+
+#[async_trait]
+impl TtsBackend for Blink {
+    fn fingerprint(&self, voice: &Voice) -> String {
+        format!("blink {}", self.0.fingerprint(voice))
+    }
+
+    async fn synthesize(
+        &self,
+        text: &str,
+        voice: &Voice,
+        out: &Path,
+        cancel: &CancellationToken,
+    ) -> Result<(), StageError> {
+        if !text.contains("Blink") {
+            return self.0.synthesize(text, voice, out, cancel).await;
+        }
+        let spec = hound::WavSpec {
+            channels: 1,
+            sample_rate: 22_050,
+            bits_per_sample: 16,
+            sample_format: hound::SampleFormat::Int,
+        };
+        let mut wav = hound::WavWriter::create(out, spec).unwrap();
+        for i in 0..220 {
+            wav.write_sample(((f64::from(i) * 0.1).sin() * 3000.0) as i16)
+                .unwrap();
+        }
+        wav.finalize().unwrap();
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_segment_whose_speech_rounds_to_no_frame_keeps_the_film_in_sync() {
+    let dir = tempfile::tempdir().unwrap();
+    tools_or_explain();
+    let config = VideoConfig {
+        tts: Arc::new(Blink(Espeak::new("espeak-ng").unwrap())),
+        store: video::publish::store_from_url(dir.path().join("films").to_str().unwrap()).unwrap(),
+        ffmpeg: "ffmpeg".into(),
+        ffmpeg_version: video::media::version(Path::new("ffmpeg"), "-version").unwrap(),
+        max_encoders: 2,
+        cache: SegmentCache::new(dir.path().join("cache"), u64::MAX),
+    };
+    let pipeline = video_pipeline(config, Arc::new(PipelineStats::default()));
+    let published = run(&pipeline, dir.path(), 1, &board(&[FIRST, "Blink.", SECOND]))
+        .await
+        .unwrap();
+    let film = dir.path().join("films").join(&published.artifact_key);
+    let probe = video::media::probe(Path::new("ffprobe"), &film)
+        .await
+        .unwrap();
+    let (video, audio) = (probe.video_duration.unwrap(), probe.audio_duration.unwrap());
+    // Within one frame (100 ms), the film's rule. A frame added for the blink puts the video
+    // a frame and a half past the audio's end (4.2 s against 4.05 s), and every later
+    // picture a frame late.
+    assert!(
+        (video - audio).abs() <= 0.1,
+        "video {video} s vs audio {audio} s"
+    );
+}

@@ -94,7 +94,7 @@ impl TtsBackend for Batching {
 }
 
 /// A pipeline speaking with `tts`, caching in `dir`.
-fn pipeline_with(tts: Arc<Batching>, dir: &Path) -> (pipeline::Pipeline, Arc<PipelineStats>) {
+fn pipeline_with(tts: Arc<dyn TtsBackend>, dir: &Path) -> (pipeline::Pipeline, Arc<PipelineStats>) {
     tools_or_explain();
     let stats = Arc::new(PipelineStats::default());
     let config = VideoConfig {
@@ -286,16 +286,8 @@ impl TtsBackend for Blink {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_segment_whose_speech_rounds_to_no_frame_keeps_the_film_in_sync() {
     let dir = tempfile::tempdir().unwrap();
-    tools_or_explain();
-    let config = VideoConfig {
-        tts: Arc::new(Blink(Espeak::new("espeak-ng").unwrap())),
-        store: video::publish::store_from_url(dir.path().join("films").to_str().unwrap()).unwrap(),
-        ffmpeg: "ffmpeg".into(),
-        ffmpeg_version: video::media::version(Path::new("ffmpeg"), "-version").unwrap(),
-        max_encoders: 2,
-        cache: SegmentCache::new(dir.path().join("cache"), u64::MAX),
-    };
-    let pipeline = video_pipeline(config, Arc::new(PipelineStats::default()));
+    let blink = Arc::new(Blink(Espeak::new("espeak-ng").unwrap()));
+    let (pipeline, _) = pipeline_with(blink, dir.path());
     let published = run(&pipeline, dir.path(), 1, &board(&[FIRST, "Blink.", SECOND]))
         .await
         .unwrap();

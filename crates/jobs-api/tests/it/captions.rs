@@ -3,9 +3,8 @@
 //! 409 shapes.
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use domain::{AcquireOutcome, AcquireRequest, FinalOutcome, InstanceId, JobId, JobRepository};
+use domain::{FinalOutcome, JobId, JobRepository};
 use object_store::ObjectStore;
 use serde_json::{Value, json};
 
@@ -112,19 +111,7 @@ async fn a_succeeded_jobs_captions_are_served_as_webvtt_beside_its_film() {
         "{e}"
     );
 
-    let AcquireOutcome::Acquired { lease, .. } = repo
-        .acquire(&AcquireRequest {
-            job_id: id,
-            holder: InstanceId::new("captions-worker").unwrap(),
-            ttl: Duration::from_secs(60),
-            max_attempts: 5,
-            session: None,
-        })
-        .await
-        .unwrap()
-    else {
-        panic!("not acquired")
-    };
+    let lease = lease(repo.as_ref(), id, "captions-worker").await;
     let artifact_key = format!("video-jobs/{id}/attempts/1/final.mp4");
     repo.finalize(
         &lease,

@@ -4,10 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use domain::{
-    AcquireOutcome, AcquireRequest, FinalOutcome, InstanceId, JobId, JobRepository, Percent,
-    ProgressReport, Stage,
-};
+use domain::{FinalOutcome, JobId, JobRepository, Percent, ProgressReport, Stage};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 
@@ -85,19 +82,7 @@ async fn the_event_stream_ends_with_the_terminal_state_and_never_repeats_an_even
     let mut events = Events::open(&api, &id_text).await;
     let mut seen = vec![events.next().await.unwrap()];
 
-    let AcquireOutcome::Acquired { lease, .. } = repo
-        .acquire(&AcquireRequest {
-            job_id: id,
-            holder: InstanceId::new("contract-worker").unwrap(),
-            ttl: Duration::from_secs(60),
-            max_attempts: 5,
-            session: None,
-        })
-        .await
-        .unwrap()
-    else {
-        panic!("not acquired")
-    };
+    let lease = lease(repo.as_ref(), id, "contract-worker").await;
     seen.push(events.next().await.unwrap());
 
     // Heartbeats change `updated_at` and nothing a client sees; a notification then makes

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use domain::JobRepository;
+use domain::{AcquireOutcome, AcquireRequest, InstanceId, JobId, JobRepository, Lease};
 use jobs_api::testing::{RecordingQueue, TestApi};
 use serde_json::{Value, json};
 
@@ -17,6 +17,25 @@ pub(crate) async fn serve(repo: Arc<dyn JobRepository>) -> TestApi {
 /// The API over the in-memory repository.
 pub(crate) async fn mem() -> TestApi {
     serve(Arc::new(repo_mem::MemRepository::new())).await
+}
+
+/// Takes the lease on `id` as worker `holder` (60 s TTL), as a worker's first delivery
+/// would: the job is running afterwards.
+pub(crate) async fn lease(repo: &dyn JobRepository, id: JobId, holder: &str) -> Lease {
+    let outcome = repo
+        .acquire(&AcquireRequest {
+            job_id: id,
+            holder: InstanceId::new(holder).unwrap(),
+            ttl: std::time::Duration::from_secs(60),
+            max_attempts: 5,
+            session: None,
+        })
+        .await
+        .unwrap();
+    let AcquireOutcome::Acquired { lease, .. } = outcome else {
+        panic!("not acquired: {outcome:?}")
+    };
+    lease
 }
 
 /// The requests the checks below send.

@@ -412,19 +412,11 @@ pub fn layout_slide(fonts: &mut FontSystem, slide: &Slide, width: u32, height: u
     let present = |s: &str| !s.trim().is_empty();
     let block = |fonts: &mut FontSystem, text: &str, attrs: &Attrs, field| {
         let text = text.trim();
+        let bold = attrs.weight == Weight::BOLD;
         let (plain, math) = match math::split(text) {
-            // No formula: the text as written, with `\$` read as `$`.
-            Ok(parts) if parts.iter().all(|p| p.formula().is_none()) => {
-                let plain = parts
-                    .iter()
-                    .filter_map(|p| match p {
-                        math::Part::Text(t) => Some(t.as_str()),
-                        _ => None,
-                    })
-                    .collect::<String>();
-                (plain, None)
-            }
             Ok(parts) => {
+                // The plain runs, `\$` read as `$`: all of the text when it has no formula,
+                // else what cosmic-text shapes to find the paragraph's direction.
                 let plain = parts
                     .iter()
                     .filter_map(|p| match p {
@@ -432,10 +424,10 @@ pub fn layout_slide(fonts: &mut FontSystem, slide: &Slide, width: u32, height: u
                         _ => None,
                     })
                     .collect::<String>();
-                let bold = attrs.weight == Weight::BOLD;
-                (plain, Some(MathText::new(Ok(parts), bold)))
+                let has_formula = parts.iter().any(|p| p.formula().is_some());
+                (plain, has_formula.then(|| MathText::new(Ok(parts), bold)))
             }
-            Err(e) => (text.to_owned(), Some(MathText::new(Err(e), false))),
+            Err(e) => (text.to_owned(), Some(MathText::new(Err(e), bold))),
         };
         Placed {
             buffer: text_block(fonts, &plain, attrs),

@@ -79,7 +79,9 @@ impl From<&Job> for JobView {
 #[serde(deny_unknown_fields)]
 pub struct CreateJob {
     /// The storyboard (schema version 1, or 2 with beats: a segment's narration in parts,
-    /// each revealing the next bullet or highlighting one; see the README).
+    /// each revealing the next bullet or highlighting one; slide text may hold LaTeX
+    /// formulas, `$…$` and `$$…$$`; `frame.transition` is `"fade"` or `"cut"`; see the
+    /// README).
     #[schema(value_type = Object)]
     pub storyboard: serde_json::Value,
 }
